@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver, kubectl and etcd from their Go modules into a cache
+# keyed by version, so a second run is a no-op. Prints the bin directory.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cache="${VSO_CACHE_DIR:-$root/.cache}"
+
+kube_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/controlplane/kube/go.mod")"
+etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/controlplane/etcd/go.mod")"
+kube_minor="$(echo "$kube_version" | cut -d. -f2)"
+
+kube_dir="$cache/kubernetes-$kube_version"
+etcd_dir="$cache/etcd-$etcd_version"
+bin="$cache/bin"
+
+export CGO_ENABLED=0
+export GOFLAGS="${GOFLAGS:--mod=mod} -trimpath"
+
+build() { # dir out package [ldflags]
+  local dir="$1" out="$2" pkg="$3" ldflags="${4:-}"
+  if [[ -x "$out" ]]; then
+    return 0
+  fi
+  echo "building $(basename "$out") ($pkg)..." >&2
+  local start=$SECONDS
+  (cd "$dir" && go build -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+  echo "built $(basename "$out") in $((SECONDS - start))s" >&2
+}
+
+mkdir -p "$kube_dir" "$etcd_dir" "$bin"
+version_flags="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor -X k8s.io/component-base/version.gitTreeState=clean"
+build "$here/controlplane/etcd" "$etcd_dir/etcd" . \
+  "-X go.etcd.io/etcd/api/v3/version.GitSHA=module"
+build "$here/controlplane/kube" "$kube_dir/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver "$version_flags"
+build "$here/controlplane/kube" "$kube_dir/kubectl" k8s.io/kubernetes/cmd/kubectl "$version_flags"
+
+# Stable names for the current versions; the versioned folders are the cache.
+ln -sfn "$kube_dir/kube-apiserver" "$bin/kube-apiserver"
+ln -sfn "$kube_dir/kubectl" "$bin/kubectl"
+ln -sfn "$etcd_dir/etcd" "$bin/etcd"
+echo "$bin"

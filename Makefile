@@ -1,0 +1,57 @@
+# virtualservice-operator — `make demo` and `make test` do all the set-up on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+export KUBECONFIG
+
+.PHONY: help install controlplane cluster cluster-down run demo test test-unit test-integration lint bench clean
+
+help:
+	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
+	@echo "make test      run the whole test suite (unit + integration against a real kube-apiserver)"
+	@echo "make lint      ruff + mypy"
+	@echo "make cluster   start a local control plane in the background (.cluster/kubeconfig)"
+	@echo "make run       run the operator against \$$KUBECONFIG"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+controlplane: $(STAMP)
+	bash hack/build-controlplane.sh >/dev/null
+
+cluster: controlplane
+	$(PY) -m virtualservice_operator.dev.controlplane up --dir .cluster
+
+cluster-down: $(STAMP)
+	$(PY) -m virtualservice_operator.dev.controlplane down --dir .cluster
+
+run: $(STAMP)
+	$(VENV)/bin/virtualservice-operator run -zap-development=true
+
+demo: controlplane
+	$(PY) -m virtualservice_operator.dev.demo
+
+test: controlplane
+	$(PY) -m pytest -q
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+test-integration: controlplane
+	$(PY) -m pytest -q tests/integration
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache

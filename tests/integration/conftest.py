@@ -68,3 +68,77 @@ def kubectl(control_plane: ControlPlane):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def tmp_kubeconfig_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+# -- the operator under test ------------------------------------------------------------
+
+from tests.integration.harness import Api, OperatorProcess  # noqa: E402
+
+from virtualservice_operator.dev.controlplane import REPO_ROOT  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install deployments/deployment.yaml (RBAC included) and return a kubeconfig holding
+    only the operator ServiceAccount's token: the operator runs with exactly that RBAC."""
+    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "deployment.yaml"))
+    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
+    return control_plane.service_account_kubeconfig("virtualservice-operator-system", "virtualservice-operator", path)
+
+
+@pytest.fixture
+def api(control_plane: ControlPlane) -> Api:
+    return Api(control_plane)
+
+
+@dataclass
+class OperatorFactory:
+    cp: ControlPlane
+    api: Api
+    kubeconfig: Path
+    tmp: Path
+    namespaces: Namespaces
+    started: list[OperatorProcess] = field(default_factory=list)
+
+    def config(self, placeholders: bool = False, **extra: object) -> dict[str, object]:
+        cfg: dict[str, object] = {
+            "defaultNamespace": self.namespaces.default,
+            "developerNamespaces": list(self.namespaces.developers),
+            "enablePlaceholderServices": placeholders,
+        }
+        cfg.update(extra)
+        return cfg
+
+    @property
+    def config_map(self) -> str:
+        return f"vso-config-{self.namespaces.suffix}"
+
+    def start(self, config: dict[str, object] | str | None = None, *, extra_args: list[str] | None = None, wait_ready: bool = True, write_config: bool = True) -> OperatorProcess:
+        if write_config:
+            self.api.write_config(self.config_map, config if config is not None else self.config())
+        proc = OperatorProcess(
+            self.cp, self.kubeconfig, self.config_map, self.tmp / f"operator-{len(self.started)}.log", extra_args
+        )
+        self.started.append(proc)
+        return proc.start(wait_ready=wait_ready)
+
+
+@pytest.fixture
+def operator(
+    control_plane: ControlPlane, api: Api, operator_kubeconfig: Path, namespaces: Namespaces, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OperatorFactory]:
+    factory = OperatorFactory(control_plane, api, operator_kubeconfig, tmp_path, namespaces)
+    yield factory
+    for proc in factory.started:
+        proc.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for proc in factory.started:
+            print(f"\n--- operator log {proc.log_path} ---\n{proc.logs()[-6000:]}")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)

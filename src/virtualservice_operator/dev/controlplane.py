@@ -263,6 +263,24 @@ class ControlPlane:
         with urllib.request.urlopen(req, timeout=10, context=self._ssl_context()) as r:  # noqa: S310
             return str(r.read().decode())
 
+    def api(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> tuple[int, Any]:
+        """A JSON request as admin; returns (status, decoded body) and never raises on 4xx/5xx."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=30, context=self._ssl_context()) as r:  # noqa: S310
+                raw = r.read()
+                return int(r.status), json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return int(e.code), json.loads(raw)
+            except ValueError:
+                return int(e.code), raw.decode(errors="replace")
+
     def kubectl(
         self,
         *args: str,

@@ -1,0 +1,188 @@
+"""What the operator knows of the cluster: one informer per (kind, namespace) it watches.
+
+- Services: one informer per watched namespace (the default one and each developer
+  one), so only those namespaces are cached, and only the fields ServiceInfo keeps.
+- Managed VirtualServices: one cluster-wide informer on `managed-by=virtualservice-operator`,
+  so ours are seen wherever they are (an old default namespace leaves orphans).
+- Other VirtualServices in the default namespace (`managed-by!=...`): to leave an
+  unmanaged one alone (and say so), and to warn about a second one for the same host.
+
+Every change maps to a Service *name* (the reconcile key) through `on_name`.
+`reconfigure` starts and stops informers when the config changes the namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from virtualservice_operator.config import OperatorConfig
+from virtualservice_operator.constants import MANAGED_BY_LABEL, MANAGED_BY_VALUE, service_for_virtual_service, virtual_service_name
+from virtualservice_operator.informer import Informer, strip_managed_fields, version_of_json
+from virtualservice_operator.kube import JSON, SERVICES, VIRTUAL_SERVICES, KubeClient, NotFound
+from virtualservice_operator.model import ServiceInfo
+
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+UNMANAGED_SELECTOR = f"{MANAGED_BY_LABEL}!={MANAGED_BY_VALUE}"
+
+
+def _vs_names(obj: JSON) -> list[str]:
+    """The Service names a VirtualService concerns: its own name's, and its short hosts'."""
+    names = set()
+    name = service_for_virtual_service(str(obj["metadata"]["name"]))
+    if name:
+        names.add(name)
+    hosts = (obj.get("spec") or {}).get("hosts") or []
+    for host in hosts if isinstance(hosts, list) else []:
+        if isinstance(host, str) and host:
+            names.add(host.split(".", 1)[0])
+    return sorted(names)
+
+
+def _vs_by_name(obj: JSON) -> list[str]:
+    return [str(obj["metadata"]["name"])]
+
+
+class ClusterCache:
+    def __init__(self, client: KubeClient, on_name: Callable[[str], None], *, watch_timeout: int = 300, idle_timeout: float = 120.0) -> None:
+        self._client = client
+        self._on_name = on_name
+        self._watch_timeout = watch_timeout
+        self._idle_timeout = idle_timeout
+        self.services: dict[str, Informer[ServiceInfo]] = {}
+        self.managed_vs: Informer[JSON] = self._vs_informer(None, MANAGED_SELECTOR)
+        self.unmanaged_vs: Informer[JSON] | None = None
+        self._default_namespace: str | None = None
+
+    # -- informers ----------------------------------------------------------------------
+
+    def _service_informer(self, namespace: str) -> Informer[ServiceInfo]:
+        def handler(old: ServiceInfo | None, new: ServiceInfo | None) -> None:
+            self._on_name((new or old).name)  # type: ignore[union-attr]
+
+        return Informer(
+            self._client, SERVICES, namespace,
+            transform=ServiceInfo.from_dict, version_of=lambda s: s.resource_version, handler=handler,
+            watch_timeout=self._watch_timeout, idle_timeout=self._idle_timeout,
+        )
+
+    def _vs_informer(self, namespace: str | None, selector: str) -> Informer[JSON]:
+        def handler(old: JSON | None, new: JSON | None) -> None:
+            for name in {*(_vs_names(old) if old else ()), *(_vs_names(new) if new else ())}:
+                self._on_name(name)
+
+        return Informer(
+            self._client, VIRTUAL_SERVICES, namespace,
+            transform=strip_managed_fields, version_of=version_of_json, handler=handler,
+            label_selector=selector, indexers={"service": _vs_names, "name": _vs_by_name},
+            watch_timeout=self._watch_timeout, idle_timeout=self._idle_timeout,
+        )
+
+    async def reconfigure(self, config: OperatorConfig) -> None:
+        """Watch exactly the namespaces `config` names; wait until every informer is synced."""
+        wanted = set(config.watched_namespaces)
+        for ns in sorted(set(self.services) - wanted):
+            await self.services.pop(ns).stop()
+        for ns in sorted(wanted - set(self.services)):
+            self.services[ns] = self._service_informer(ns)
+            self.services[ns].start()
+        if self._default_namespace != config.default_namespace:
+            if self.unmanaged_vs is not None:
+                await self.unmanaged_vs.stop()
+            self.unmanaged_vs = self._vs_informer(config.default_namespace, UNMANAGED_SELECTOR)
+            self.unmanaged_vs.start()
+            self._default_namespace = config.default_namespace
+        self.managed_vs.start()
+        await self.wait_synced()
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(*(i.synced.wait() for i in self.informers()))
+
+    def informers(self) -> list[Informer[Any]]:
+        extra = [self.unmanaged_vs] if self.unmanaged_vs is not None else []
+        return [*self.services.values(), self.managed_vs, *extra]
+
+    def synced(self) -> bool:
+        return bool(self._default_namespace) and all(i.synced.is_set() for i in self.informers())
+
+    async def stop(self) -> None:
+        for informer in self.informers():
+            await informer.stop()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def all_names(self) -> set[str]:
+        names: set[str] = set()
+        for services in self.services.values():
+            names.update(s.name for s in services.values())
+        for vss in (self.managed_vs, self.unmanaged_vs):
+            if vss is not None:
+                for obj in vss.values():
+                    names.update(_vs_names(obj))
+        return names
+
+    def snapshot(self, config: OperatorConfig, name: str) -> tuple[dict[str, ServiceInfo], list[JSON]]:
+        """The cached Services named `name` per watched namespace, and the VirtualServices
+        that concern it (ours anywhere, and any in the default namespace naming it)."""
+        services: dict[str, ServiceInfo] = {}
+        for ns in config.watched_namespaces:
+            informer = self.services.get(ns)
+            svc = informer.get(f"{ns}/{name}") if informer else None
+            if svc is not None:
+                services[ns] = svc
+        vss = list(self.managed_vs.by_index("service", name))
+        if self.unmanaged_vs is not None:
+            vss.extend(self.unmanaged_vs.by_index("service", name))
+        return services, vss
+
+    async def fresh(self, config: OperatorConfig, name: str) -> tuple[dict[str, ServiceInfo], list[JSON]]:
+        """The same as snapshot(), read from the API server (after a conflict)."""
+        services: dict[str, ServiceInfo] = {}
+        for ns in config.watched_namespaces:
+            try:
+                obj = await self._client.get(SERVICES, ns, name)
+            except NotFound:
+                continue
+            services[ns] = ServiceInfo.from_dict(obj)
+        items, _ = await self._client.list(VIRTUAL_SERVICES, None, field_selector=f"metadata.name={virtual_service_name(name)}")
+        vss = [strip_managed_fields(o) for o in items]
+        seen = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in vss}
+        # Others in the default namespace that name this host: the cache is good enough
+        # for a warning.
+        if self.unmanaged_vs is not None:
+            vss.extend(o for o in self.unmanaged_vs.by_index("service", name) if (o["metadata"]["namespace"], o["metadata"]["name"]) not in seen)
+        return services, vss
+
+    # -- after our own writes -----------------------------------------------------------
+
+    def record_write(self, kind: str, obj: JSON) -> None:
+        if kind == "Service":
+            informer = self.services.get(obj["metadata"]["namespace"])
+            if informer is not None:
+                informer.upsert(obj)
+        elif _managed(obj):
+            self.managed_vs.upsert(obj)
+
+    def record_delete(self, kind: str, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        if kind == "Service":
+            informer = self.services.get(namespace)
+            if informer is not None:
+                informer.forget(key)
+        else:
+            self.managed_vs.forget(key)
+
+    def counts(self) -> tuple[int, int]:
+        """(managed VirtualServices, placeholder Services) as cached, for the gauges."""
+        placeholders = sum(1 for i in self.services.values() for s in i.values() if s.is_placeholder)
+        return len(self.managed_vs), placeholders
+
+
+def _managed(obj: JSON) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE)
+
+
+def names_of(objs: Iterable[JSON]) -> list[str]:
+    return [str(o["metadata"]["name"]) for o in objs]

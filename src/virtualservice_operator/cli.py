@@ -1,0 +1,147 @@
+"""Command line: `virtualservice-operator run` and the other subcommands.
+
+Flags are written as the operations guide writes them, with one dash
+(`-zap-log-level=debug`), as controller-runtime operators take them; the two-dash
+form (`--zap-log-level=debug`) works too. Booleans take `-flag`, `-flag=true|false`.
+Durations take Go's form (`15s`, `1m30s`, `10h`) or plain seconds.
+
+Exit codes: 0 success; 1 the operator could not start or stopped on an error (for
+`run`: missing/invalid config, lost leadership); 2 bad command-line usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from collections.abc import Sequence
+
+from virtualservice_operator import __version__
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "t", "yes"):
+        return True
+    if lowered in ("false", "0", "f", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean: use true or false")
+
+
+def parse_duration(value: str) -> float:
+    """Go-style duration ("15s", "1m30s", "500ms") or plain seconds, to seconds."""
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration: use e.g. 15s, 1m30s, 10h")
+    return total
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> None:
+    parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)  # type: ignore[arg-type]
+
+
+def _bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
+    _flag(parser, name, nargs="?", const=True, default=default, type=parse_bool, metavar="true|false", help=help)
+
+
+def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run", help="run the operator",
+        description="Run the operator: watch Services, keep VirtualServices and placeholders in step.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _flag(p, "kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
+    _flag(p, "config-map-name", default="virtualservice-operator-config", help="ConfigMap holding config.yaml")
+    _flag(p, "config-map-namespace", default="virtualservice-operator-system", help="namespace of that ConfigMap")
+    _flag(p, "metrics-bind-address", default=":8080", help="address for /metrics and /debug/pprof ('0' disables)")
+    _flag(p, "health-probe-bind-address", default=":8081", help="address for /healthz and /readyz ('0' disables)")
+    _bool_flag(p, "enable-profiling", True, "serve /debug/pprof/profile and /debug/pprof/heap on the metrics address")
+    _bool_flag(p, "leader-elect", False, "elect a leader through a Lease, so that only one replica writes")
+    _flag(p, "leader-election-namespace", default="", help="namespace of the Lease (default: the ConfigMap's)")
+    _flag(p, "leader-election-id", default="virtualservice-operator-leader", help="name of the Lease")
+    _flag(p, "lease-duration", type=parse_duration, default=15.0, help="how long a Lease holds without renewal")
+    _flag(p, "renew-deadline", type=parse_duration, default=10.0, help="how long the leader tries to renew before giving up")
+    _flag(p, "retry-period", type=parse_duration, default=2.0, help="how often to try to acquire or renew")
+    _flag(p, "max-concurrent-reconciles", type=int, default=1, help="workers reconciling names in parallel")
+    _flag(p, "sync-period", type=parse_duration, default=36000.0, help="full resync period (with 10%% jitter)")
+    _flag(p, "watch-idle-timeout", type=parse_duration, default=120.0, help="re-establish a watch silent this long")
+    _flag(p, "zap-log-level", default="info", choices=["debug", "info", "warn", "error"], help="lowest level logged")
+    _bool_flag(p, "zap-development", False, "human-readable console logs instead of JSON lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="virtualservice-operator",
+        description="Keeps Istio VirtualServices and developer placeholder Services in step with Services.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _run_parser(sub)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import prometheus_client
+    import structlog
+
+    from virtualservice_operator import logs
+    from virtualservice_operator.manager import Manager, Options, StartupError
+
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    logs.configure(args.zap_log_level, args.zap_development)
+    options = Options(
+        kubeconfig=args.kubeconfig,
+        config_map_name=args.config_map_name,
+        config_map_namespace=args.config_map_namespace,
+        metrics_bind_address=args.metrics_bind_address,
+        health_probe_bind_address=args.health_probe_bind_address,
+        profiling=args.enable_profiling,
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_id=args.leader_election_id,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
+        max_concurrent_reconciles=args.max_concurrent_reconciles,
+        sync_period=args.sync_period,
+        watch_idle_timeout=args.watch_idle_timeout,
+    )
+
+    async def main() -> int:
+        manager = Manager(options)
+        return await manager.run()
+
+    try:
+        return asyncio.run(main())
+    except StartupError as e:
+        structlog.get_logger("manager").error(f"cannot start: {e}", error=str(e))
+        return 1
+    except ValueError as e:  # e.g. inconsistent leader-election timings
+        structlog.get_logger("manager").error(f"cannot start: {e}", error=str(e))
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

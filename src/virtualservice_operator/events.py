@@ -1,0 +1,113 @@
+"""Kubernetes Events on the objects the operator acts for (`kubectl describe` shows them).
+
+Recording never blocks a reconcile: events go to a bounded queue that one task drains.
+The same event for the same object is sent at most once per `dedupe_seconds` (a resync
+re-deciding the same thing must not flood etcd); a full queue drops, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+import structlog
+
+from virtualservice_operator.constants import OPERATOR_NAME
+from virtualservice_operator.kube import EVENTS, ApiError, KubeClient
+
+log = structlog.get_logger("events")
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    kind: str
+    namespace: str
+    name: str
+    api_version: str = "v1"
+    uid: str = ""
+
+
+@dataclass(frozen=True)
+class _Event:
+    ref: ObjectRef
+    type: str
+    reason: str
+    message: str
+
+
+class EventRecorder:
+    def __init__(self, client: KubeClient | None, *, dedupe_seconds: float = 600.0, capacity: int = 1000) -> None:
+        self._client = client
+        self._dedupe = dedupe_seconds
+        self._queue: asyncio.Queue[_Event] = asyncio.Queue(maxsize=capacity)
+        self._recent: dict[_Event, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._host = os.environ.get("POD_NAME") or os.uname().nodename
+        self.sent = 0
+
+    def normal(self, ref: ObjectRef, reason: str, message: str) -> None:
+        self._record(_Event(ref, "Normal", reason, message))
+
+    def warning(self, ref: ObjectRef, reason: str, message: str) -> None:
+        self._record(_Event(ref, "Warning", reason, message))
+
+    def _record(self, event: _Event) -> None:
+        now = time.monotonic()
+        last = self._recent.get(event)
+        if last is not None and now - last < self._dedupe:
+            return
+        if len(self._recent) > 10_000:  # bound memory: forget the old ones
+            self._recent = {e: t for e, t in self._recent.items() if now - t < self._dedupe}
+        self._recent[event] = now
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning("event queue full, event dropped", reason=event.reason, namespace=event.ref.namespace)
+
+    def start(self) -> None:
+        if self._task is None and self._client is not None:
+            self._task = asyncio.create_task(self._drain(), name="event recorder")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _drain(self) -> None:
+        assert self._client is not None
+        while True:
+            event = await self._queue.get()
+            try:
+                await self._client.create(EVENTS, event.ref.namespace, self._body(event))
+                self.sent += 1
+            except ApiError as e:
+                log.debug("could not record event", reason=event.reason, error=str(e))
+
+    def _body(self, event: _Event) -> dict[str, object]:
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ref = event.ref
+        involved = {"kind": ref.kind, "namespace": ref.namespace, "name": ref.name, "apiVersion": ref.api_version}
+        if ref.uid:
+            involved["uid"] = ref.uid
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:16]}", "namespace": ref.namespace},
+            "involvedObject": involved,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "type": event.type,
+            "source": {"component": OPERATOR_NAME, "host": self._host},
+            "reportingComponent": OPERATOR_NAME,
+            "reportingInstance": self._host,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }

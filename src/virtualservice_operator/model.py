@@ -1,0 +1,181 @@
+"""Slim, immutable records of the Services the cache keeps.
+
+The cache stores one `ServiceInfo` per Service in a watched namespace instead of the
+full JSON: only what the desired-state function and the planner read. Records are
+frozen and hashable so they can be shared between workers without copying.
+VirtualServices are not modelled: they are handled as plain JSON dicts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from virtualservice_operator.constants import (
+    EXCLUDE_LABEL,
+    PLACEHOLDER_LABEL,
+    PLACEHOLDER_VALUE,
+    SOURCE_ANNOTATION,
+    service_host,
+)
+
+# Annotation keys kept for every Service: ours. Everything else is dropped to keep the
+# cache small, except on Services carrying our marking (see `ServiceInfo.from_dict`).
+OUR_PREFIX = "virtualservice-operator/"
+# Large and never read by us; dropped even from the Services we keep in full.
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def is_dns_label(value: object) -> bool:
+    """True for an RFC 1123 label: what namespace and Service names must be."""
+    return isinstance(value, str) and len(value) <= 63 and _DNS_LABEL.fullmatch(value) is not None
+
+
+class FrozenMap(Mapping[str, str]):
+    """An immutable, hashable str->str mapping (labels, annotations)."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[str, str] | None = None) -> None:
+        self._data: dict[str, str] = dict(data or {})
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._data.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    port: int
+    name: str | None = None
+    protocol: str = "TCP"
+    app_protocol: str | None = None
+    target_port: int | str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    namespace: str
+    name: str
+    uid: str = ""
+    resource_version: str = ""
+    type: str = "ClusterIP"
+    external_name: str | None = None
+    cluster_ip: str | None = None
+    ports: tuple[ServicePort, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=FrozenMap)
+    annotations: Mapping[str, str] = field(default_factory=FrozenMap)
+
+    def __post_init__(self) -> None:
+        # Accept plain dicts/lists from callers but store immutable values, so that
+        # equality and hashing work and nobody can mutate a cached record.
+        if not isinstance(self.labels, FrozenMap):
+            object.__setattr__(self, "labels", FrozenMap(self.labels))
+        if not isinstance(self.annotations, FrozenMap):
+            object.__setattr__(self, "annotations", FrozenMap(self.annotations))
+        if not isinstance(self.ports, tuple):
+            object.__setattr__(self, "ports", tuple(self.ports))
+
+    @property
+    def source(self) -> tuple[str, str] | None:
+        """(namespace, name) from the source annotation, if well formed."""
+        value = self.annotations.get(SOURCE_ANNOTATION)
+        if not value or "/" not in value:
+            return None
+        namespace, name = value.split("/", 1)
+        return (namespace, name) if namespace and name else None
+
+    @property
+    def is_placeholder(self) -> bool:
+        """Ours and still in placeholder shape.
+
+        Anything else is a real Service: this is how a user's `kubectl apply` of a real
+        Service over a placeholder (type changes, label kept by the 3-way merge) makes
+        it real.
+        """
+        source = self.source
+        return (
+            self.labels.get(PLACEHOLDER_LABEL) == PLACEHOLDER_VALUE
+            and self.type == "ExternalName"
+            and source is not None
+            and self.external_name == service_host(self.name, source[0])
+        )
+
+    @property
+    def carries_placeholder_marking(self) -> bool:
+        return PLACEHOLDER_LABEL in self.labels or SOURCE_ANNOTATION in self.annotations
+
+    @property
+    def excluded(self) -> bool:
+        return self.labels.get(EXCLUDE_LABEL) == "true"
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> ServiceInfo:
+        """Build from a Service as the API server returns it (JSON dict)."""
+        meta = _mapping(obj.get("metadata"))
+        spec = _mapping(obj.get("spec"))
+        labels = {str(k): str(v) for k, v in _mapping(meta.get("labels")).items()}
+        raw_annotations = _mapping(meta.get("annotations"))
+        marked = PLACEHOLDER_LABEL in labels or SOURCE_ANNOTATION in raw_annotations
+        # Placeholders are few and ours: keep all their annotations so the planner can
+        # compare the configured extra annotations. Real Services: only our keys.
+        annotations = {
+            str(k): str(v)
+            for k, v in raw_annotations.items()
+            if str(k).startswith(OUR_PREFIX) or (marked and k != _LAST_APPLIED)
+        }
+        ports = tuple(_port(p) for p in spec.get("ports") or () if isinstance(p, Mapping))
+        return cls(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            type=str(spec.get("type") or "ClusterIP"),
+            external_name=_opt_str(spec.get("externalName")),
+            cluster_ip=_opt_str(spec.get("clusterIP")),
+            ports=ports,
+            labels=FrozenMap(labels),
+            annotations=FrozenMap(annotations),
+        )
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _port(p: Mapping[str, Any]) -> ServicePort:
+    target = p.get("targetPort")
+    return ServicePort(
+        port=int(p.get("port") or 0),
+        name=_opt_str(p.get("name")),
+        protocol=str(p.get("protocol") or "TCP"),
+        app_protocol=_opt_str(p.get("appProtocol")),
+        target_port=target if isinstance(target, int | str) else None,
+    )

@@ -1,0 +1,188 @@
+"""The reconciler: for one Service name, make the cluster equal to the desired state.
+
+Contract (as controller-runtime's): `reconcile(name)` returns a `Result` (optionally
+asking to be called again after a delay), raises to be retried with back-off, or raises
+`TerminalError` when retrying cannot help (a template error: the config must change).
+
+Level-triggered: nothing about the event that caused the call is known or needed. The
+desired state is recomputed from the cache (`desired.compute_desired`), compared with
+what is cached (`plan.plan`), and only the difference is written: a converged name costs
+no request at all. A 409 (someone changed the object since we read it) is retried from
+a fresh read with exponential back-off; after the last attempt it is logged as
+"retry exhausted" and raised, so the queue requeues the name with rate limiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from virtualservice_operator.cache import ClusterCache
+from virtualservice_operator.config import OperatorConfig
+from virtualservice_operator.constants import virtual_service_name
+from virtualservice_operator.desired import compute_desired
+from virtualservice_operator.events import EventRecorder, ObjectRef
+from virtualservice_operator.kube import SERVICES, VIRTUAL_SERVICES, AlreadyExists, Conflict, KubeClient, NotFound, virtual_service_kind
+from virtualservice_operator.model import ServiceInfo
+from virtualservice_operator.plan import Action, plan
+from virtualservice_operator.template import TemplateError
+
+log = structlog.get_logger("reconciler")
+
+
+@dataclass(frozen=True)
+class Result:
+    requeue_after: float | None = None
+
+
+class TerminalError(Exception):
+    """Retrying will not help until something else changes (the config, a template)."""
+
+
+class RetryExhausted(Exception):
+    """Conflicts on every attempt; the queue retries later with rate limiting."""
+
+
+class Reconciler(Protocol):
+    async def reconcile(self, key: str) -> Result: ...
+
+
+class WriteObserver(Protocol):
+    def write(self, verb: str, kind: str) -> None: ...
+    def conflict(self, kind: str) -> None: ...
+
+
+class _NoObserver:
+    def write(self, verb: str, kind: str) -> None:
+        pass
+
+    def conflict(self, kind: str) -> None:
+        pass
+
+
+_PAST = {"create": "created", "update": "updated", "delete": "deleted", "unmark": "released"}
+
+
+class VirtualServiceReconciler:
+    def __init__(
+        self,
+        client: KubeClient,
+        cache: ClusterCache,
+        config: Callable[[], OperatorConfig],
+        events: EventRecorder,
+        *,
+        observer: WriteObserver | None = None,
+        attempts: int = 5,
+        backoff: float = 0.05,
+    ) -> None:
+        self._client = client
+        self._cache = cache
+        self._config = config
+        self._events = events
+        self._observer = observer or _NoObserver()
+        self._attempts = attempts
+        self._backoff = backoff
+        self._warned: dict[str, tuple[str, ...]] = {}
+
+    async def reconcile(self, key: str) -> Result:
+        config = self._config()
+        name = key
+        for attempt in range(1, self._attempts + 1):
+            if attempt == 1:
+                services, vss = self._cache.snapshot(config, name)
+            else:
+                services, vss = await self._cache.fresh(config, name)
+            source = _source_ref(config, name, services)
+            try:
+                desired = compute_desired(config, name, services)
+            except TemplateError as e:
+                log.error("template error: nothing written or deleted", service=name, namespace=config.default_namespace, error=str(e))
+                self._events.warning(source, "TemplateError", f"virtualServiceTemplate cannot be rendered for {name}: {e}")
+                raise TerminalError(str(e)) from e
+            for note in desired.notes:
+                log.debug(note, service=name)
+            the_plan = plan(desired, config=config, services=services, virtual_services=vss)
+            self._warn(name, source, the_plan.warnings)
+            try:
+                for action in the_plan.actions:
+                    await self._execute(action, source)
+                return Result()
+            except Conflict as e:
+                kind = "VirtualService" if "virtualservice" in str(e).lower() else "Service"
+                self._observer.conflict(kind)
+                if attempt == self._attempts:
+                    log.error(
+                        "conflict: retry exhausted, requeued with back-off",
+                        service=name, namespace=config.default_namespace,
+                        virtualservice=virtual_service_name(name), attempts=attempt, error=e.message,
+                    )
+                    raise RetryExhausted(f"{name}: {attempt} conflicts in a row") from e
+                delay = self._backoff * 2 ** (attempt - 1)
+                log.info(
+                    "conflict: object changed since read, retrying from a fresh read",
+                    service=name, namespace=config.default_namespace, attempt=attempt, retry_in_s=delay, error=e.message,
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _execute(self, action: Action, source: ObjectRef) -> None:
+        kind = virtual_service_kind(str(action.body["apiVersion"])) if action.kind == "VirtualService" and action.body else (VIRTUAL_SERVICES if action.kind == "VirtualService" else SERVICES)
+        ns, name = action.namespace, action.name
+        try:
+            if action.verb == "create":
+                assert action.body is not None
+                try:
+                    result = await self._client.create(kind, ns, action.body)
+                except AlreadyExists as e:
+                    raise Conflict(e.status, e.reason, f"{action.kind} {ns}/{name} already exists") from e
+                self._cache.record_write(action.kind, result)
+            elif action.verb == "update":
+                assert action.body is not None
+                try:
+                    result = await self._client.replace(kind, ns, name, action.body)
+                except NotFound as e:
+                    raise Conflict(e.status, e.reason, f"{action.kind} {ns}/{name} is gone") from e
+                self._cache.record_write(action.kind, result)
+            elif action.verb == "unmark":
+                assert action.body is not None
+                result = await self._client.merge_patch(kind, ns, name, action.body)
+                self._cache.record_write(action.kind, result)
+            elif action.verb == "delete":
+                try:
+                    await self._client.delete(kind, ns, name, uid=action.uid, resource_version=action.resource_version)
+                except NotFound:
+                    pass  # already gone: what we wanted
+                self._cache.record_delete(action.kind, ns, name)
+        except Conflict as e:
+            raise Conflict(e.status, e.reason, f"{action.kind.lower()} {ns}/{name}: {e.message}") from e
+        self._observer.write(action.verb, action.kind)
+        fields = {"service": source.name, "namespace": ns}
+        if action.kind == "VirtualService":
+            fields["virtualservice"] = name
+        log.info(f"{action.kind} {_PAST[action.verb]}", reason=action.reason, kind=action.kind, **fields)
+        reason = f"{action.kind}{_PAST[action.verb].capitalize()}"
+        if action.kind == "Service":
+            reason = f"Placeholder{_PAST[action.verb].capitalize()}"
+        self._events.normal(source, reason, f"{action.kind} {ns}/{name} {_PAST[action.verb]}: {action.reason}")
+
+    def _warn(self, name: str, source: ObjectRef, warnings: tuple[str, ...]) -> None:
+        # Say each warning once per change, not on every resync.
+        if self._warned.get(name, ()) == warnings:
+            return
+        if warnings:
+            self._warned[name] = warnings
+        else:
+            self._warned.pop(name, None)
+        for warning in warnings:
+            log.warning(warning, service=name, namespace=source.namespace, virtualservice=virtual_service_name(name))
+            reason = "UnmanagedVirtualService" if "without label" in warning else "VirtualServiceConflict"
+            self._events.warning(source, reason, warning)
+
+
+def _source_ref(config: OperatorConfig, name: str, services: dict[str, ServiceInfo]) -> ObjectRef:
+    svc = services.get(config.default_namespace)
+    return ObjectRef("Service", config.default_namespace, name, uid=svc.uid if svc else "")

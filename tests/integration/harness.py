@@ -1,0 +1,193 @@
+"""Running the operator for a test: as its own process, with the ServiceAccount and RBAC
+that deployments/deployment.yaml grants (so every test also proves that RBAC suffices)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from virtualservice_operator.dev.controlplane import REPO_ROOT, ControlPlane, free_port
+
+T = TypeVar("T")
+OPERATOR_NS = "virtualservice-operator-system"
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition", interval: float = 0.05) -> T:
+    """Poll until `predicate()` is truthy; return its value. Fails with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Api:
+    """Small synchronous admin client for assertions and set-up."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def get(self, path: str) -> Any | None:
+        status, body = self.cp.api("GET", path)
+        if status == 404:
+            return None
+        assert status == 200, (status, body)
+        return body
+
+    def create(self, path: str, body: dict[str, Any]) -> Any:
+        status, out = self.cp.api("POST", path, body)
+        assert status in (200, 201), (status, out)
+        return out
+
+    def put(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        return self.cp.api("PUT", path, body)
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        status, out = self.cp.api("PATCH", path, body, "application/merge-patch+json")
+        assert status == 200, (status, out)
+        return out
+
+    def delete(self, path: str) -> int:
+        status, _ = self.cp.api("DELETE", path)
+        return status
+
+    # conveniences
+    def service(self, ns: str, name: str) -> Any | None:
+        return self.get(f"/api/v1/namespaces/{ns}/services/{name}")
+
+    def vs(self, ns: str, name: str) -> Any | None:
+        return self.get(f"/apis/networking.istio.io/v1/namespaces/{ns}/virtualservices/{name}")
+
+    def create_service(self, ns: str, name: str, ports: list[int] | list[dict[str, Any]] | None = None, labels: dict[str, str] | None = None) -> Any:
+        port_list = [p if isinstance(p, dict) else {"name": f"http-{p}", "port": p} for p in (ports or [80])]
+        body = {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+            "spec": {"ports": port_list, "selector": {"app": name}},
+        }
+        return self.create(f"/api/v1/namespaces/{ns}/services", body)
+
+    def delete_service(self, ns: str, name: str) -> int:
+        return self.delete(f"/api/v1/namespaces/{ns}/services/{name}")
+
+    def write_config(self, name: str, config: dict[str, Any] | str) -> None:
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": OPERATOR_NS}, "data": {"config.yaml": text}}
+        path = f"/api/v1/namespaces/{OPERATOR_NS}/configmaps"
+        existing = self.get(f"{path}/{name}")
+        if existing is None:
+            self.create(path, body)
+        else:
+            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            status, out = self.put(f"{path}/{name}", body)
+            assert status == 200, (status, out)
+
+    def write_count(self) -> dict[str, float]:
+        """apiserver_request_total for writes, by verb (all resources, all clients)."""
+        counts: dict[str, float] = {}
+        for line in self.cp.api_get("/metrics").splitlines():
+            if line.startswith("apiserver_request_total{"):
+                labels, value = line.rsplit(" ", 1)
+                verb = labels.split('verb="', 1)[1].split('"', 1)[0]
+                if verb in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"):
+                    counts[verb] = counts.get(verb, 0.0) + float(value)
+        return counts
+
+
+class OperatorProcess:
+    """`virtualservice-operator run` as a child process with its own ConfigMap."""
+
+    def __init__(self, cp: ControlPlane, kubeconfig: Path, config_map: str, log_path: Path, extra_args: list[str] | None = None) -> None:
+        self.cp = cp
+        self.kubeconfig = kubeconfig
+        self.config_map = config_map
+        self.log_path = log_path
+        self.extra_args = extra_args or []
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_ready: bool = True) -> OperatorProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("KUBECONFIG", None)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "virtualservice_operator.cli", "run",
+                f"-kubeconfig={self.kubeconfig}",
+                f"-config-map-name={self.config_map}",
+                f"-metrics-bind-address=127.0.0.1:{self.metrics_port}",
+                f"-health-probe-bind-address=127.0.0.1:{self.health_port}",
+                "-zap-log-level=debug",
+                *self.extra_args,
+            ],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+        )
+        log.close()
+        if wait_ready:
+            wait_for(self.ready, 30, f"operator ready (log: {self.log_path})")
+        return self
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
+        return self._http(self.health_port, "/readyz")[0] == 200
+
+    def _http(self, port: int, path: str, timeout: float = 5) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:  # noqa: S310
+                return int(r.status), bytes(r.read())
+        except urllib.error.HTTPError as e:
+            return int(e.code), bytes(e.read())
+        except OSError:
+            return 0, b""
+
+    def metrics(self) -> str:
+        status, body = self._http(self.metrics_port, "/metrics")
+        assert status == 200
+        return body.decode()
+
+    def get(self, port_name: str, path: str, timeout: float = 60) -> tuple[int, bytes]:
+        return self._http(self.metrics_port if port_name == "metrics" else self.health_port, path, timeout)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.logs().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)

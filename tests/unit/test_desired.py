@@ -1,0 +1,324 @@
+"""The desired state for one Service name: rules and properties."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from virtualservice_operator.config import OperatorConfig
+from virtualservice_operator.desired import (
+    Desired,
+    baggage_regex,
+    compute_desired,
+    is_http_port,
+)
+from virtualservice_operator.model import ServiceInfo, ServicePort
+
+HTTP = ServicePort(80, "http")
+
+
+def cfg(**kw: Any) -> OperatorConfig:
+    base: dict[str, Any] = {"default_namespace": "prod", "developer_namespaces": ("qa", "dev")}
+    return OperatorConfig(**{**base, **kw})
+
+
+def svc(ns: str, *ports: ServicePort, name: str = "web", **kw: Any) -> ServiceInfo:
+    return ServiceInfo(ns, name, uid=f"uid-{ns}", ports=ports or (HTTP,), **kw)
+
+
+def placeholder(ns: str, source_ns: str = "prod") -> ServiceInfo:
+    return ServiceInfo(
+        ns,
+        "web",
+        type="ExternalName",
+        external_name=f"web.{source_ns}.svc.cluster.local",
+        labels={"virtualservice-operator/placeholder-service": "true"},
+        annotations={"virtualservice-operator/source": f"{source_ns}/web"},
+    )
+
+
+def desired(config: OperatorConfig, *services: ServiceInfo) -> Desired:
+    return compute_desired(config, "web", {s.namespace: s for s in services})
+
+
+def http_routes(d: Desired) -> list[dict[str, Any]]:
+    assert d.virtual_service is not None
+    routes: list[dict[str, Any]] = d.virtual_service["spec"]["http"]
+    return routes
+
+
+def test_service_in_default_only_gives_the_rendered_template() -> None:
+    d = desired(cfg(), svc("prod"))
+    vs = d.virtual_service
+    assert vs is not None
+    assert vs["metadata"]["name"] == "web-virtual-service"
+    assert vs["metadata"]["namespace"] == "prod"
+    assert vs["metadata"]["labels"] == {"managed-by": "virtualservice-operator"}
+    assert vs["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "name": "web",
+            "uid": "uid-prod",
+            "controller": True,
+            "blockOwnerDeletion": False,
+        }
+    ]
+    assert http_routes(d) == [{"route": [{"destination": {"host": "web.prod.svc.cluster.local"}}]}]
+    assert d.placeholders == {}
+    assert d.routed_namespaces == ()
+
+
+def test_no_owner_reference_without_uid() -> None:
+    d = desired(cfg(), ServiceInfo("prod", "web"))
+    assert d.virtual_service is not None
+    assert "ownerReferences" not in d.virtual_service["metadata"]
+
+
+def test_template_labels_kept_and_managed_by_forced(templates: dict[str, str]) -> None:
+    template = templates["default"].replace("managed-by: virtualservice-operator", "team: x")
+    d = desired(cfg(virtual_service_template=template), svc("prod"))
+    assert d.virtual_service is not None
+    assert d.virtual_service["metadata"]["labels"] == {
+        "team": "x",
+        "managed-by": "virtualservice-operator",
+    }
+
+
+@pytest.mark.parametrize(
+    ("services", "note"),
+    [
+        ((svc("qa"),), "dev-only: no Service web in default namespace prod"),
+        (
+            (svc("prod", labels={"virtualservice-operator/exclude": "true"}), svc("qa")),
+            "excluded by label virtualservice-operator/exclude=true on prod/web",
+        ),
+    ],
+)
+def test_nothing_wanted(services: tuple[ServiceInfo, ...], note: str) -> None:
+    d = desired(cfg(enable_placeholder_services=True), *services)
+    assert (d.virtual_service, dict(d.placeholders), d.notes) == (None, {}, (note,))
+
+
+def test_kubernetes_service_is_ignored() -> None:
+    d = compute_desired(cfg(), "kubernetes", {"prod": svc("prod", name="kubernetes")})
+    assert d.virtual_service is None
+    assert "API server" in d.notes[0]
+
+
+def test_developer_routes_in_config_order_before_template_routes() -> None:
+    d = desired(cfg(developer_namespaces=("qa", "dev", "x")), svc("dev"), svc("prod"), svc("qa"))
+    routes = http_routes(d)
+    assert d.routed_namespaces == ("qa", "dev")
+    assert routes[:2] == [
+        {
+            "name": "dev-qa",
+            "match": [{"headers": {"x-developer": {"exact": "qa"}}}],
+            "route": [{"destination": {"host": "web.qa.svc.cluster.local"}}],
+        },
+        {
+            "name": "dev-dev",
+            "match": [{"headers": {"x-developer": {"exact": "dev"}}}],
+            "route": [{"destination": {"host": "web.dev.svc.cluster.local"}}],
+        },
+    ]
+    assert routes[2] == {"route": [{"destination": {"host": "web.prod.svc.cluster.local"}}]}
+
+
+def test_custom_header() -> None:
+    d = desired(cfg(routing={"header": "X-Team"}), svc("prod"), svc("qa"))
+    assert http_routes(d)[0]["match"] == [{"headers": {"x-team": {"exact": "qa"}}}]
+
+
+def test_placeholders_and_excluded_get_no_routes() -> None:
+    excluded = svc("dev", labels={"virtualservice-operator/exclude": "true"})
+    d = desired(cfg(), svc("prod"), placeholder("qa"), excluded)
+    assert d.routed_namespaces == ()
+    assert len(http_routes(d)) == 1
+    assert "dev: excluded by label virtualservice-operator/exclude=true" in d.notes
+
+
+def test_multi_port_service_gets_one_route_per_http_port() -> None:
+    ports = (
+        ServicePort(9090, "http-metrics"),
+        ServicePort(8080, "grpc-api"),
+        ServicePort(5432, "tcp-db"),
+        ServicePort(53, "dns", protocol="UDP"),
+        ServicePort(6379, "cache", app_protocol="redis"),
+    )
+    d = desired(cfg(), svc("prod"), svc("qa", *ports))
+    routes = http_routes(d)
+    assert [r["name"] for r in routes[:2]] == ["dev-qa-8080", "dev-qa-9090"]
+    assert routes[0]["match"] == [{"headers": {"x-developer": {"exact": "qa"}}, "port": 8080}]
+    assert routes[0]["route"] == [
+        {"destination": {"host": "web.qa.svc.cluster.local", "port": {"number": 8080}}}
+    ]
+    assert "name" not in routes[2]
+
+
+def test_single_http_port_among_several_still_names_its_port() -> None:
+    # IST0112 counts every port of the destination Service, TCP ones included.
+    d = desired(cfg(), svc("prod"), svc("qa", ServicePort(80, "http"), ServicePort(5432, "tcp")))
+    assert http_routes(d)[0]["route"][0]["destination"]["port"] == {"number": 80}
+
+
+@pytest.mark.parametrize(
+    ("ports", "names"),
+    [
+        ((ServicePort(8080),), ["dev-qa"]),
+        ((ServicePort(5432, "tcp-db"),), []),
+        ((ServicePort(5432, "mysql"), ServicePort(443, "https")), []),
+    ],
+)
+def test_route_count(ports: tuple[ServicePort, ...], names: list[str]) -> None:
+    d = desired(cfg(), svc("prod"), svc("qa", *ports))
+    assert [r.get("name") for r in http_routes(d)[:-1]] == names
+
+
+@pytest.mark.parametrize(
+    ("port", "http"),
+    [
+        (ServicePort(80), True),
+        (ServicePort(80, "http2-x"), True),
+        (ServicePort(80, "grpc"), True),
+        (ServicePort(80, "web", app_protocol="kubernetes.io/h2c"), True),
+        (ServicePort(80, "tcp-x", app_protocol="http"), True),  # appProtocol wins, as in Istio
+        (ServicePort(80, "TLS"), False),
+        (ServicePort(80, "mongo-x"), False),
+        (ServicePort(80, "web", app_protocol="mysql"), False),
+        (ServicePort(80, "http", protocol="SCTP"), False),
+        (ServicePort(80, "redis"), False),
+    ],
+)
+def test_is_http_port(port: ServicePort, http: bool) -> None:
+    assert is_http_port(port) is http
+
+
+BAGGAGE = [
+    ("x-developer=qa", True),
+    ("x-developer=qa;ttl=30", True),
+    ("userId=alice, x-developer = qa ;p1;p2=v, other=1", True),
+    ("a=1,x-developer=qa", True),
+    ("x-developer=qa-2", False),
+    ("x-developer=q", False),
+    ("x-developer=qaz,b=1", False),
+    ("my-x-developer=qa", False),
+    ("x-developer-2=qa", False),
+    ("a=x-developer=qa", False),
+    ("other=qa", False),
+    ("", False),
+]
+
+
+@pytest.mark.parametrize(("header", "matches"), BAGGAGE)
+def test_baggage_regex(header: str, matches: bool) -> None:
+    assert bool(re.fullmatch(baggage_regex("x-developer", "qa"), header)) is matches
+
+
+def test_baggage_mode_route() -> None:
+    d = desired(cfg(routing={"match": "baggage"}), svc("prod"), svc("qa"))
+    regex = http_routes(d)[0]["match"][0]["headers"]["baggage"]["regex"]
+    assert re.fullmatch(regex, "x-developer=qa")
+    assert not re.fullmatch(regex, "x-developer=qa-other")
+
+
+def test_placeholders() -> None:
+    config = cfg(
+        developer_namespaces=("qa", "dev", "real"),
+        enable_placeholder_services=True,
+        placeholder={"labels": {"team": "x"}, "annotations": {"a/b": "c"}},
+    )
+    source = svc(
+        "prod", ServicePort(80, "http", app_protocol="http"), ServicePort(53, "dns", "UDP")
+    )
+    d = desired(config, source, placeholder("dev", "old"), svc("real"))
+    assert list(d.placeholders) == ["qa", "dev"]
+    assert d.placeholders["qa"] == {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "web",
+            "namespace": "qa",
+            "labels": {"virtualservice-operator/placeholder-service": "true", "team": "x"},
+            "annotations": {"virtualservice-operator/source": "prod/web", "a/b": "c"},
+        },
+        "spec": {
+            "type": "ExternalName",
+            "externalName": "web.prod.svc.cluster.local",
+            "ports": [
+                {"port": 80, "protocol": "TCP", "name": "http", "appProtocol": "http"},
+                {"port": 53, "protocol": "UDP", "name": "dns"},
+            ],
+        },
+    }
+    assert d.routed_namespaces == ("real",)
+    assert not desired(cfg(), source).placeholders  # disabled by default
+
+
+def test_real_service_over_placeholder_counts_as_real() -> None:
+    # `kubectl apply` of a real Service keeps our label: still real, gets its route.
+    applied = svc(
+        "qa",
+        labels={"virtualservice-operator/placeholder-service": "true"},
+        annotations={"virtualservice-operator/source": "prod/web"},
+    )
+    d = desired(cfg(enable_placeholder_services=True), svc("prod"), applied)
+    assert d.routed_namespaces == ("qa",)
+    assert "qa" not in d.placeholders
+
+
+def test_unwatched_namespaces_and_other_names_are_ignored() -> None:
+    services = {"prod": svc("prod"), "elsewhere": svc("elsewhere"), "qa": svc("qa", name="api")}
+    d = compute_desired(cfg(), "web", services)
+    assert d.routed_namespaces == ()
+
+
+# --- properties ----------------------------------------------------------------------
+
+
+def check_istio_rules(d: Desired, services: dict[str, ServiceInfo]) -> None:
+    """What `istioctl analyze` would say about what we write."""
+    if d.virtual_service is None:
+        return
+    routes = http_routes(d)
+    # IST0130: only the last route may lack a match.
+    assert all(r.get("match") for r in routes[:-1])
+    # IST0131: no two routes with an identical match.
+    matches = [json.dumps(r.get("match"), sort_keys=True) for r in routes if r.get("match")]
+    assert len(matches) == len(set(matches))
+    names = [str(r.get("name", "")) for r in routes]
+    ours = [i for i, n in enumerate(names) if n.startswith("dev-")]
+    assert ours == list(range(len(ours)))  # developer routes come first
+    for route in routes[: len(ours)]:
+        destination = route["route"][0]["destination"]
+        ns = destination["host"].split(".")[1]
+        assert ns in d.routed_namespaces
+        dev = services[ns]
+        assert not dev.is_placeholder and not dev.excluded
+        if len(dev.ports) > 1:  # IST0112
+            assert destination["port"]["number"] == route["match"][0]["port"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_properties(gen: Any, data: st.DataObject) -> None:
+    world = data.draw(gen.world())
+    config, s, services = world.config, world.service, world.services
+    d = compute_desired(config, s, services)
+    # Deterministic and independent of mapping order.
+    items = list(services.items())
+    random.Random(data.draw(st.integers())).shuffle(items)
+    assert compute_desired(config, s, dict(items)) == d
+    check_istio_rules(d, services)
+    # Never a placeholder where a real Service exists, never one in D.
+    for ns in d.placeholders:
+        assert ns in config.developer_namespaces
+        assert ns not in services or services[ns].is_placeholder
+    if d.virtual_service is None:
+        assert not d.placeholders and not d.routed_namespaces

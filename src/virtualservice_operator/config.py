@@ -257,7 +257,8 @@ def _parse_config(text: str) -> LoadedConfig:
     root = _compose(text)
     warnings = _unknown_keys(data, OperatorConfig, (), root)
     try:
-        config = OperatorConfig.model_validate(data)
+        # camelCase only in YAML: snake_case names are for Python callers.
+        config = OperatorConfig.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as e:
         problems = [p for err in e.errors() for p in _problems(err, root)]
         raise ConfigError(problems[:_MAX_PROBLEMS]) from None

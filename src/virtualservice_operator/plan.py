@@ -99,65 +99,49 @@ def _plan_virtual_services(
     name = virtual_service_name(s)
     want = desired.virtual_service
     ours: dict[str, Any] | None = None
-    for vs in sorted(virtual_services, key=lambda v: (_meta(v).get("namespace", ""), _name(v))):
+    orphans = []
+    for vs in sorted(
+        virtual_services, key=lambda v: (str(_meta(v).get("namespace", "")), _name(v))
+    ):
         ns = str(_meta(vs).get("namespace", ""))
         if ns in SYSTEM_NAMESPACES:
             continue
         if _name(vs) == name and ns == d:
             ours = vs
-        elif _name(vs) == name and is_managed(vs):
-            if not _terminating(vs):
-                actions.append(
-                    _delete("VirtualService", vs, f"orphan: not in default namespace {d}")
-                )
-        elif ns == d and want is not None and _names_host(vs, s, d) and _name(vs) != name:
+        elif _name(vs) == name:
+            if is_managed(vs) and not _terminating(vs):
+                orphans.append(_delete("VirtualService", vs, f"orphan: not in namespace {d}"))
+        elif ns == d and want is not None and _names_host(vs, s, d):
             warnings.append(
-                f"VirtualService {d}/{_name(vs)} also routes host {s} and is not managed by "
-                "the operator: Istio merges or conflicts with it"
+                f"VirtualService {d}/{_name(vs)} also routes host {s}: "
+                "Istio merges or conflicts with it"
             )
     if ours is None:
         if want is not None:
+            body = copy.deepcopy(want)
             actions.append(
-                Action(
-                    "create",
-                    "VirtualService",
-                    d,
-                    name,
-                    copy.deepcopy(want),
-                    None,
-                    None,
-                    "VirtualService missing",
-                )
+                Action("create", "VirtualService", d, name, body, None, None, "not found")
             )
-        return
-    if not is_managed(ours):
+    elif not is_managed(ours):
         if want is not None:
             warnings.append(
                 f"VirtualService {d}/{name} exists without label "
                 f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}: left alone"
             )
-        return
-    if _terminating(ours):
-        return  # being deleted: it is recreated once the deletion is seen
-    if want is None:
+    elif _terminating(ours):
+        pass  # being deleted: recreated once the deletion is seen
+    elif want is None:
         reason = desired.notes[0] if desired.notes else "no longer desired"
         actions.append(_delete("VirtualService", ours, reason))
-        return
-    diff = _vs_differences(ours, want)
-    if diff:
+    elif diff := _vs_differences(ours, want):
         meta = _meta(ours)
+        rv, uid = str(meta.get("resourceVersion") or ""), str(meta.get("uid") or "")
+        body = _vs_update_body(ours, want)
         actions.append(
-            Action(
-                "update",
-                "VirtualService",
-                d,
-                name,
-                _vs_update_body(ours, want),
-                str(meta.get("resourceVersion") or "") or None,
-                meta.get("uid"),
-                diff,
-            )
+            Action("update", "VirtualService", d, name, body, rv or None, uid or None, diff)
         )
+    # Orphans last: the new VirtualService exists before the old one goes.
+    actions.extend(orphans)
 
 
 def _vs_differences(actual: Mapping[str, Any], want: Mapping[str, Any]) -> str:

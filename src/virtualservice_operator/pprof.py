@@ -16,23 +16,29 @@ samples. Elsewhere, or for threads unknown to :mod:`threading`, every thread cou
 ``interval`` per tick (wall-clock sampling). Each sample carries a ``thread`` label (``-tags``).
 Only one CPU profile may run at a time; another request gets :class:`ProfileBusy`.
 
-Heap (:func:`heap_profile`): live allocations from :mod:`tracemalloc`, one sample per distinct
-traceback. tracemalloc must already trace when the objects are allocated, so the first call
-starts it and earlier allocations stay invisible; call :func:`start_heap_tracing` at start-up
-(behind a flag) to see everything. Tracing is not free: every allocation gets slower (often by
-around 2x or more) and each traced block keeps its traceback, so memory use grows markedly.
-tracemalloc frames only name a file and line, so function names come from parsing the source.
-:func:`heap_profile` blocks for as long as the snapshot takes; call it via ``asyncio.to_thread``.
+Heap (:func:`heap_profile`): live allocations traced by :mod:`tracemalloc`, one sample per
+distinct traceback. Objects allocated before tracing began are invisible, so the first call starts
+tracing and shows little; call :func:`start_heap_tracing` at start-up (behind a flag) to see
+everything. Tracing is costly: each allocation records a traceback (several times slower
+allocation, more for deep stacks) and every live block keeps one, so memory use grows markedly.
+That cost also hits the profile itself, so it reads the raw trace list behind
+``take_snapshot()`` (``_tracemalloc._get_traces()``) and encodes into reused buffers, creating as
+few objects as it can. Trace frames name only file and line; the function names come from the
+code objects of live functions (``co_qualname``, as in CPU profiles); lines outside any live
+function (module and class bodies) are called ``<module>``. :func:`heap_profile` blocks for
+seconds on a large heap: call it via ``asyncio.to_thread``.
 
 pprof wants stacks leaf-first: ``location_id[0]`` is the frame that was running, the last entry
-is the root. Walking ``frame.f_back`` already gives that order; tracemalloc tracebacks run oldest
-first and are reversed. Both profiles share :class:`_ProfileBuilder`, which interns strings,
-functions and locations, merges identical stacks and encodes the message.
+is the root. Walking ``frame.f_back`` gives that order, and so do tracemalloc's raw tracebacks.
+Both profiles share :class:`_ProfileBuilder`, which interns strings, functions and locations,
+merges identical stacks and encodes the message.
 """
 
 from __future__ import annotations
 
+import _tracemalloc
 import asyncio
+import bisect
 import contextlib
 import gc
 import gzip
@@ -64,33 +70,42 @@ class ProfileBusy(RuntimeError):
     """Another CPU profile is already being taken."""
 
 
-def _varint(value: int) -> bytes:
-    if 0 <= value < 0x80:
-        return _SMALL_VARINTS[value]
-    value &= 0xFFFFFFFFFFFFFFFF  # int64 values travel as their 64-bit two's complement
-    out = bytearray()
+def _varint(out: bytearray, value: int) -> None:
+    if value < 0:
+        value &= 0xFFFFFFFFFFFFFFFF  # int64 values travel as their 64-bit two's complement
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
         value >>= 7
     out.append(value)
-    return bytes(out)
 
 
-_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
-
-
-def _uint(field: int, value: int) -> bytes:
+def _uint(out: bytearray, field: int, value: int) -> None:
     """A varint field; zero is the proto3 default and is left out."""
-    return _varint(field << 3) + _varint(value) if value else b""
+    if value:
+        _varint(out, field << 3)
+        _varint(out, value)
 
 
-def _len(field: int, payload: bytes) -> bytes:
-    """A length-delimited field (string, bytes, embedded message, packed repeated)."""
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+def _len(out: bytearray, field: int, payload: bytes | bytearray) -> None:
+    """A length-delimited field (string, embedded message, packed repeated)."""
+    _varint(out, field << 3 | 2)
+    _varint(out, len(payload))
+    out += payload
 
 
-def _packed(field: int, values: Iterable[int]) -> bytes:
-    return _len(field, b"".join(_varint(v) for v in values))
+def _pair(out: bytearray, field: int, first: int, second: int, scratch: bytearray) -> None:
+    """An embedded message of two varint fields 1 and 2 (ValueType, Label, Line)."""
+    scratch.clear()
+    _uint(scratch, 1, first)
+    _uint(scratch, 2, second)
+    _len(out, field, scratch)
+
+
+def _packed(out: bytearray, field: int, values: Iterable[int], scratch: bytearray) -> None:
+    scratch.clear()
+    for value in values:
+        _varint(scratch, value)
+    _len(out, field, scratch)
 
 
 class _ProfileBuilder:
@@ -99,22 +114,19 @@ class _ProfileBuilder:
     def __init__(
         self,
         sample_types: Sequence[tuple[str, str]],
-        period_type: tuple[str, str] | None = None,
-        period: int = 0,
+        period_type: tuple[str, str],
+        period: int,
     ) -> None:
         self._strings: dict[str, int] = {"": 0}
         self._functions: dict[tuple[str, str, int], int] = {}
         self._locations: dict[tuple[int, int], int] = {}
         self._samples: dict[tuple[tuple[int, ...], tuple[tuple[int, int], ...]], list[int]] = {}
-        self._sample_types = [self._value_type(t) for t in sample_types]
-        self._period_type = self._value_type(period_type) if period_type else b""
+        self._sample_types = [(self.string(t), self.string(u)) for t, u in sample_types]
+        self._period_type = (self.string(period_type[0]), self.string(period_type[1]))
         self._period = period
 
     def string(self, text: str) -> int:
         return self._strings.setdefault(text, len(self._strings))
-
-    def _value_type(self, value_type: tuple[str, str]) -> bytes:
-        return _uint(1, self.string(value_type[0])) + _uint(2, self.string(value_type[1]))
 
     def location(self, name: str, filename: str, start_line: int, line: int) -> int:
         """Id of the location for ``line`` inside function ``name``, created on first use."""
@@ -136,32 +148,36 @@ class _ProfileBuilder:
             totals[i] += value
 
     def build(self, *, time_nanos: int, duration_nanos: int = 0) -> bytes:
-        # Functions first: interning their names adds to the string table written last.
-        functions = [
-            _len(
-                5,
-                _uint(1, fid)
-                + _uint(2, self.string(name))
-                + _uint(3, self.string(name))
-                + _uint(4, self.string(filename))
-                + _uint(5, start_line),
-            )
-            for (name, filename, start_line), fid in self._functions.items()
-        ]
-        parts = [_len(1, t) for t in self._sample_types]
+        out, msg, sub = bytearray(), bytearray(), bytearray()  # buffers reused for every message
+        for type_id, unit_id in self._sample_types:
+            _pair(out, 1, type_id, unit_id, sub)
         for (stack, labels), values in self._samples.items():
-            label_msgs = b"".join(_len(3, _uint(1, k) + _uint(2, v)) for k, v in labels)
-            parts.append(_len(2, _packed(1, stack) + _packed(2, values) + label_msgs))
-        parts += [
-            _len(4, _uint(1, lid) + _len(4, _uint(1, fid) + _uint(2, line)))
-            for (fid, line), lid in self._locations.items()
-        ]
-        parts += functions
-        parts += [_len(6, s.encode("utf-8", "backslashreplace")) for s in self._strings]
-        parts += [_uint(9, time_nanos), _uint(10, duration_nanos)]
-        if self._period_type:
-            parts += [_len(11, self._period_type), _uint(12, self._period)]
-        return gzip.compress(b"".join(parts))
+            msg.clear()
+            _packed(msg, 1, stack, sub)
+            _packed(msg, 2, values, sub)
+            for key_id, value_id in labels:
+                _pair(msg, 3, key_id, value_id, sub)
+            _len(out, 2, msg)
+        for (function_id, line), location_id in self._locations.items():
+            msg.clear()
+            _uint(msg, 1, location_id)
+            _pair(msg, 4, function_id, line, sub)
+            _len(out, 4, msg)
+        for (name, filename, start_line), function_id in self._functions.items():
+            msg.clear()
+            _uint(msg, 1, function_id)
+            _uint(msg, 2, self.string(name))
+            _uint(msg, 3, self.string(name))
+            _uint(msg, 4, self.string(filename))
+            _uint(msg, 5, start_line)
+            _len(out, 5, msg)
+        for text in self._strings:  # after the functions, which may intern new strings
+            _len(out, 6, text.encode("utf-8", "backslashreplace"))
+        _uint(out, 9, time_nanos)
+        _uint(out, 10, duration_nanos)
+        _pair(out, 11, *self._period_type, sub)
+        _uint(out, 12, self._period)
+        return gzip.compress(out)
 
 
 # ---------------------------------------------------------------------------------------- CPU
@@ -290,45 +306,66 @@ def heap_profile() -> bytes:
     made before tracing began never show up. Blocking: call via ``asyncio.to_thread``.
     """
     start_heap_tracing()
-    stats = tracemalloc.take_snapshot().statistics("traceback")
-    names = _names_by_line({frame.filename for stat in stats for frame in stat.traceback})
+    sizes_by_stack: dict[Sequence[tuple[str, int]], list[int]] = {}
+    for trace in _tracemalloc._get_traces():  # (domain, size, frames, total frames)
+        size, frames = trace[1], trace[2]
+        sizes = sizes_by_stack.get(frames)
+        if sizes is None:
+            sizes = sizes_by_stack[frames] = []
+        sizes.append(size)  # sum() later adds in C without an int object per step
+    names = _CodeIndex({filename for frames in sizes_by_stack for filename, _ in frames})
     builder = _ProfileBuilder(
         [("inuse_objects", "count"), ("inuse_space", "bytes")], ("space", "bytes"), 1
     )
     locations: dict[tuple[str, int], int] = {}
-    for stat in stats:
+    for frames, sizes in sizes_by_stack.items():
         stack = []
-        for frame in reversed(stat.traceback):  # tracemalloc lists the oldest frame first
-            key = (frame.filename, frame.lineno)
-            if key not in locations:
-                name, first_line = names.get(key, ("<module>", 0))
-                locations[key] = builder.location(name, frame.filename, first_line, frame.lineno)
-            stack.append(locations[key])
-        builder.add_sample(stack, [stat.count, stat.size])
+        for frame in frames:  # leaf first, as tracemalloc records them
+            location_id = locations.get(frame)
+            if location_id is None:
+                name, first_line = names.lookup(*frame)
+                location_id = builder.location(name, frame[0], first_line, frame[1])
+                locations[frame] = location_id
+            stack.append(location_id)
+        builder.add_sample(stack, [len(sizes), sum(sizes)])
     return builder.build(time_nanos=time.time_ns())
 
 
-def _names_by_line(filenames: set[str]) -> dict[tuple[str, int], tuple[str, int]]:
-    """Map (filename, line) to (co_qualname, co_firstlineno) of the innermost code there.
+class _CodeIndex:
+    """Finds the innermost live code object around a file and line, for tracemalloc frames."""
 
-    tracemalloc frames carry no function, so look at the code of every live function in those
-    files and at the code nested in it. Lines outside any (module, class bodies) stay unnamed.
-    """
-    pending = [
-        obj.__code__
-        for obj in gc.get_objects()
-        if isinstance(obj, FunctionType) and obj.__code__.co_filename in filenames
-    ]
-    seen: set[CodeType] = set()
-    names: dict[tuple[str, int], tuple[str, int]] = {}
-    while pending:
-        code = pending.pop()
-        if code in seen:
-            continue
-        seen.add(code)
-        pending += (c for c in code.co_consts if isinstance(c, CodeType))
-        for _start, _end, line in code.co_lines():
-            key = (code.co_filename, line or 0)
-            if line and names.get(key, ("", 0))[1] <= code.co_firstlineno:
-                names[key] = (code.co_qualname, code.co_firstlineno)
-    return names
+    def __init__(self, filenames: set[str]) -> None:
+        pending = [
+            obj.__code__
+            for obj in gc.get_objects()
+            if isinstance(obj, FunctionType) and obj.__code__.co_filename in filenames
+        ]
+        seen: set[CodeType] = set()
+        self._codes: dict[str, list[CodeType]] = {}
+        while pending:
+            code = pending.pop()
+            if code not in seen:
+                seen.add(code)
+                self._codes.setdefault(code.co_filename, []).append(code)
+                pending += [c for c in code.co_consts if isinstance(c, CodeType)]
+        for codes in self._codes.values():
+            codes.sort(key=_first_line)
+        self._last_lines: dict[CodeType, int] = {}
+
+    def lookup(self, filename: str, line: int) -> tuple[str, int]:
+        """(co_qualname, co_firstlineno) of the innermost code spanning ``line``."""
+        codes = self._codes.get(filename, [])
+        # Nearest preceding start first: nested code starts after, and ends before, its parent.
+        for i in range(bisect.bisect_right(codes, line, key=_first_line) - 1, -1, -1):
+            code = codes[i]
+            last = self._last_lines.get(code)
+            if last is None:
+                lines = (n for _start, _end, n in code.co_lines() if n is not None)
+                last = self._last_lines[code] = max(lines, default=code.co_firstlineno)
+            if line <= last:
+                return code.co_qualname, code.co_firstlineno
+        return "<module>", 0
+
+
+def _first_line(code: CodeType) -> int:
+    return code.co_firstlineno

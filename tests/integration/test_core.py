@@ -97,3 +97,155 @@ def test_converged_cluster_costs_no_writes_on_restart(operator: OperatorFactory,
     wait_for(lambda: _idle_after(proc2, 3), what="resync of every name")
     after = api.write_count()
     assert after == before, f"writes during resync: {after} vs {before}"
+
+
+def test_real_service_applied_over_placeholder_counts_as_real(operator: OperatorFactory, api: Api, kubectl) -> None:  # type: ignore[no-untyped-def]
+    ns = operator.namespaces
+    dev = ns.developers[1]
+    api.create_service(ns.default, "pay")
+    operator.start(operator.config(placeholders=True))
+    wait_for(lambda: api.service(dev, "pay"), what="placeholder")
+    manifest = f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: pay, namespace: {dev}}}
+spec: {{selector: {{app: pay}}, ports: [{{name: http, port: 80}}]}}
+"""
+    kubectl("apply", "-f", "-", input=manifest)
+    vs = wait_for(
+        lambda: (v := api.vs(ns.default, "pay-virtual-service")) and len(_routes(v)) == 2 and v,
+        what="route to the developer's Service",
+    )
+    assert _routes(vs)[0]["route"][0]["destination"]["host"] == f"pay.{dev}.svc.cluster.local"
+    svc = api.service(dev, "pay")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert "virtualservice-operator/placeholder-service" not in (svc["metadata"].get("labels") or {})
+
+
+def test_unmanaged_virtual_service_is_left_alone_until_labelled_back(operator: OperatorFactory, api: Api, kubectl) -> None:  # type: ignore[no-untyped-def]
+    ns = operator.namespaces
+    api.create_service(ns.default, "inv")
+    proc = operator.start()
+    wait_for(lambda: api.vs(ns.default, "inv-virtual-service"), what="VirtualService")
+    # The guide's "remove operator management": take the label off, then edit by hand.
+    kubectl("label", "virtualservice", "inv-virtual-service", "-n", ns.default, "managed-by-")
+    hand = {"spec": {"hosts": ["inv"], "http": [{"route": [{"destination": {"host": "elsewhere"}}]}]}}
+    api.patch(f"/apis/networking.istio.io/v1/namespaces/{ns.default}/virtualservices/inv-virtual-service", hand)
+    api.create_service(ns.developers[0], "inv")  # would add a route if managed
+    wait_for(lambda: "without label" in proc.logs(), what="warning about the unmanaged VirtualService")
+    assert api.delete_service(ns.default, "inv") == 200  # would delete it if managed
+    api.create_service(ns.default, "other")  # a later event, proving the operator is alive
+    wait_for(lambda: api.vs(ns.default, "other-virtual-service"), what="other VirtualService")
+    vs = api.vs(ns.default, "inv-virtual-service")
+    assert vs is not None and vs["spec"]["http"][0]["route"][0]["destination"]["host"] == "elsewhere"
+    events = kubectl("get", "events", "-n", ns.default, "--field-selector=reason=UnmanagedVirtualService").stdout
+    assert "inv" in events
+
+    api.create_service(ns.default, "inv")
+    kubectl("label", "virtualservice", "inv-virtual-service", "-n", ns.default, "managed-by=virtualservice-operator")
+    wait_for(
+        lambda: (v := api.vs(ns.default, "inv-virtual-service")) and len(_routes(v)) == 2,
+        what="managed again: routes restored",
+    )
+
+
+def test_hand_edit_is_restored_and_deletion_recreated(operator: OperatorFactory, api: Api) -> None:
+    ns = operator.namespaces
+    api.create_service(ns.default, "edit")
+    operator.start()
+    path = f"/apis/networking.istio.io/v1/namespaces/{ns.default}/virtualservices/edit-virtual-service"
+    original = wait_for(lambda: api.vs(ns.default, "edit-virtual-service"), what="VirtualService")
+    api.patch(path, {"spec": {"hosts": ["hijacked"]}})
+    wait_for(lambda: api.vs(ns.default, "edit-virtual-service")["spec"] == original["spec"], what="spec restored")
+    assert api.delete(path) == 200
+    recreated = wait_for(lambda: api.vs(ns.default, "edit-virtual-service"), what="recreated")
+    assert recreated["metadata"]["uid"] != original["metadata"]["uid"]
+    assert recreated["spec"] == original["spec"]
+
+
+def test_ignored_services(operator: OperatorFactory, api: Api, control_plane) -> None:  # type: ignore[no-untyped-def]
+    ns = operator.namespaces
+    api.create_service(ns.default, "skip", labels={"virtualservice-operator/exclude": "true"})
+    api.create_service(ns.default, "kubernetes")
+    other = f"unwatched-{ns.suffix}"
+    control_plane.kubectl("create", "namespace", other)
+    api.create_service(other, "lonely")
+    api.create_service(ns.developers[0], "devonly")  # dev-only: no Service in the default namespace
+    api.create_service(ns.default, "marker")
+    proc = operator.start(operator.config(placeholders=True))
+    wait_for(lambda: api.vs(ns.default, "marker-virtual-service"), what="marker VirtualService")
+    wait_for(lambda: _idle_after(proc, 1), what="queue drained")
+    for name in ("skip", "kubernetes", "lonely", "devonly"):
+        assert api.vs(ns.default, f"{name}-virtual-service") is None, name
+    for dev in ns.developers:
+        assert api.service(dev, "skip") is None
+        assert api.service(dev, "kubernetes") is None
+    assert api.service(ns.developers[1], "devonly") is None
+
+
+def test_multi_port_developer_routes_name_ports(operator: OperatorFactory, api: Api) -> None:
+    ns = operator.namespaces
+    ports = [{"name": "http", "port": 80}, {"name": "grpc-api", "port": 9090}, {"name": "tcp-db", "port": 5432}]
+    api.create_service(ns.default, "multi", ports)
+    api.create_service(ns.developers[0], "multi", ports)
+    operator.start()
+    vs = wait_for(lambda: (v := api.vs(ns.default, "multi-virtual-service")) and len(_routes(v)) == 3 and v, what="routes")
+    dev_routes = _routes(vs)[:2]
+    assert [r["match"][0]["port"] for r in dev_routes] == [80, 9090]
+    assert [r["route"][0]["destination"]["port"]["number"] for r in dev_routes] == [80, 9090]
+    assert all(r["match"][0]["headers"]["x-developer"] == {"exact": ns.developers[0]} for r in dev_routes)
+
+
+def test_template_error_writes_nothing(operator: OperatorFactory, api: Api) -> None:
+    ns = operator.namespaces
+    api.create_service(ns.default, "tpl")
+    proc = operator.start()
+    before = wait_for(lambda: api.vs(ns.default, "tpl-virtual-service"), what="VirtualService")
+    bad = operator.config(virtualServiceTemplate="kind: VirtualService\nmetadata: {name: '${serviceName}-vs'}\nspec: {hosts: [x]}\n")
+    api.write_config(operator.config_map, bad)
+    wait_for(lambda: "config rejected" in proc.logs(), what="config rejected")
+    api.delete_service(ns.default, "tpl")  # with the old config this would delete
+    api.create_service(ns.default, "tpl2")
+    wait_for(lambda: api.vs(ns.default, "tpl2-virtual-service"), what="still working with the last good config")
+    # The last good config still applies: tpl is gone from D, so its VS goes: that is the
+    # old config working, not the bad one acting.
+    wait_for(lambda: api.vs(ns.default, "tpl-virtual-service") is None, what="old config still in force")
+    assert before is not None
+
+
+def test_restart_converges_changes_made_while_down(operator: OperatorFactory, api: Api) -> None:
+    ns = operator.namespaces
+    api.create_service(ns.default, "r1")
+    api.create_service(ns.default, "r2")
+    proc = operator.start(operator.config(placeholders=True))
+    wait_for(lambda: api.vs(ns.default, "r2-virtual-service") and api.service(ns.developers[0], "r1"), what="converged")
+    assert proc.stop() == 0
+    api.delete_service(ns.default, "r1")
+    api.create_service(ns.default, "r3")
+    assert api.delete_service(ns.developers[2], "r2") == 200  # the placeholder, replaced by
+    api.create_service(ns.developers[2], "r2")  # a real Service
+    api.patch(f"/apis/networking.istio.io/v1/namespaces/{ns.default}/virtualservices/r2-virtual-service", {"spec": {"hosts": ["x"]}})
+    operator.start(write_config=False)
+    wait_for(lambda: api.vs(ns.default, "r1-virtual-service") is None, what="r1 VirtualService removed")
+    wait_for(lambda: all(api.service(d, "r1") is None for d in ns.developers), what="r1 placeholders removed")
+    wait_for(lambda: api.vs(ns.default, "r3-virtual-service"), what="r3 created")
+    wait_for(lambda: (v := api.vs(ns.default, "r2-virtual-service")) and v["spec"]["hosts"] == ["r2"] and len(_routes(v)) == 2, what="r2 restored with route")
+    wait_for(lambda: api.service(ns.developers[2], "r2")["spec"]["type"] == "ClusterIP", what="real r2 untouched")
+
+
+def test_config_change_removes_what_is_no_longer_wanted(operator: OperatorFactory, api: Api) -> None:
+    ns = operator.namespaces
+    api.create_service(ns.default, "cfg")
+    proc = operator.start(operator.config(placeholders=True))
+    for dev in ns.developers:
+        wait_for(lambda dev=dev: api.service(dev, "cfg"), what=f"placeholder in {dev}")
+    # Drop one developer namespace: its placeholder goes. Then turn placeholders off.
+    cfg = operator.config(placeholders=True)
+    cfg["developerNamespaces"] = ns.developers[:2]
+    api.write_config(operator.config_map, cfg)
+    wait_for(lambda: api.service(ns.developers[2], "cfg") is None, what="placeholder in dropped namespace removed")
+    assert "config reloaded" in proc.logs()
+    api.write_config(operator.config_map, operator.config(placeholders=False))
+    for dev in ns.developers:
+        wait_for(lambda dev=dev: api.service(dev, "cfg") is None, what=f"placeholder in {dev} removed")
+    assert api.vs(ns.default, "cfg-virtual-service") is not None

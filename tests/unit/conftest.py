@@ -217,3 +217,13 @@ def gen() -> Gen:
 @pytest.fixture(scope="session")
 def templates() -> dict[str, str]:
     return {"default": DEFAULT_TEMPLATE, "rich": RICH_TEMPLATE, "tcp": TCP_TEMPLATE}
+
+
+@pytest.fixture(scope="session")
+def apply() -> Any:
+    return apply_plan
+
+
+@pytest.fixture(scope="session")
+def make_vs() -> Any:
+    return vs_dict

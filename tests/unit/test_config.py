@@ -202,6 +202,16 @@ def test_unknown_keys_are_warnings_with_suggestions() -> None:
     )
 
 
+def test_snake_case_keys_are_not_accepted_from_yaml() -> None:
+    with pytest.raises(ConfigError, match="defaultNamespace: is required"):
+        parse_config("default_namespace: prod")
+
+
+def test_line_of_a_dotted_key() -> None:
+    [problem] = problems("defaultNamespace: a\nplaceholder:\n  labels:\n    example.com/x: 1\n")
+    assert (problem.path, problem.line) == ("placeholder.labels.example.com/x", 4)
+
+
 def test_config_map_manifest_is_unwrapped() -> None:
     manifest = {
         "apiVersion": "v1",

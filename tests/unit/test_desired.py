@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -322,3 +323,76 @@ def test_properties(gen: Any, data: st.DataObject) -> None:
         assert ns not in services or services[ns].is_placeholder
     if d.virtual_service is None:
         assert not d.placeholders and not d.routed_namespaces
+
+
+# --- the cached record (model.py) ------------------------------------------------------
+
+
+def test_service_info_from_api_json() -> None:
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "web",
+            "namespace": "qa",
+            "uid": "u1",
+            "resourceVersion": "42",
+            "labels": {"app": "web"},
+            "annotations": {
+                "virtualservice-operator/x": "kept",
+                "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                "other": "dropped",
+            },
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "10.0.0.1",
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "web", "protocol": "TCP"},
+                {"port": 53, "protocol": "UDP", "appProtocol": "dns", "targetPort": 5353},
+            ],
+        },
+    }
+    info = ServiceInfo.from_dict(obj)
+    assert info == ServiceInfo(
+        "qa",
+        "web",
+        uid="u1",
+        resource_version="42",
+        cluster_ip="10.0.0.1",
+        ports=(
+            ServicePort(80, "http", "TCP", None, "web"),
+            ServicePort(53, None, "UDP", "dns", 5353),
+        ),
+        labels={"app": "web"},
+        annotations={"virtualservice-operator/x": "kept"},
+    )
+    assert hash(info) == hash(ServiceInfo.from_dict(obj))
+    assert not info.is_placeholder and not info.carries_placeholder_marking and not info.excluded
+    assert ServiceInfo.from_dict({}) == ServiceInfo("", "")
+
+
+def test_marked_services_keep_all_annotations_but_last_applied() -> None:
+    meta = {
+        "name": "web",
+        "namespace": "qa",
+        "labels": {"virtualservice-operator/placeholder-service": "true"},
+        "annotations": {"a/b": "c", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+    }
+    assert dict(ServiceInfo.from_dict({"metadata": meta}).annotations) == {"a/b": "c"}
+
+
+@pytest.mark.parametrize(
+    ("change", "is_placeholder"),
+    [
+        ({}, True),
+        ({"type": "ClusterIP"}, False),
+        ({"external_name": "web.other.svc.cluster.local"}, False),
+        ({"labels": {"virtualservice-operator/placeholder-service": "false"}}, False),
+        ({"annotations": {}}, False),
+        ({"annotations": {"virtualservice-operator/source": "prod"}}, False),
+    ],
+)
+def test_is_placeholder(change: dict[str, Any], is_placeholder: bool) -> None:
+    info = dataclasses.replace(placeholder("qa"), **change)
+    assert info.is_placeholder is is_placeholder

@@ -295,9 +295,18 @@ class ControlPlane:
             raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
-    def install_crds(self, crd_dir: Path) -> None:
-        self.kubectl("apply", "--server-side", "-f", str(crd_dir))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir))
+    def install_crds(self, crd_dir: Path, timeout: float = 60.0) -> None:
+        names = self.kubectl("apply", "--server-side", "-f", str(crd_dir), "-o", "name").stdout.split()
+
+        def established(name: str) -> bool:
+            status, crd = self.api("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            conditions = (crd.get("status") or {}).get("conditions") or [] if status == 200 else []
+            return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+        # Polled, not `kubectl wait`: that fails outright while status has no conditions yet.
+        for name in names:
+            crd_name = name.split("/", 1)[-1]
+            _wait_until(lambda crd_name=crd_name: established(crd_name), timeout, f"CRD {crd_name} established")
 
     def _kubeconfig(self, user: dict[str, str], name: str) -> dict[str, Any]:
         ca = base64.b64encode(self.pki.ca_cert.read_bytes()).decode()

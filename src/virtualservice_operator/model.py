@@ -88,6 +88,8 @@ class ServiceInfo:
     ports: tuple[ServicePort, ...] = ()
     labels: Mapping[str, str] = field(default_factory=FrozenMap)
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
+    # Placeholders never select pods; a selector means a team applied its own Service.
+    has_selector: bool = False
 
     def __post_init__(self) -> None:
         # Accept plain dicts/lists from callers but store immutable values, so that
@@ -114,12 +116,14 @@ class ServiceInfo:
 
         Anything else is a real Service: this is how a user's `kubectl apply` of a real
         Service over a placeholder (type changes, label kept by the 3-way merge) makes
-        it real.
+        it real. `kubectl apply` of a manifest without `type:` keeps ExternalName and our
+        label (3-way merge) but adds the selector: that too makes it real.
         """
         source = self.source
         return (
             self.labels.get(PLACEHOLDER_LABEL) == PLACEHOLDER_VALUE
             and self.type == "ExternalName"
+            and not self.has_selector
             and source is not None
             and self.external_name == service_host(self.name, source[0])
         )
@@ -159,6 +163,7 @@ class ServiceInfo:
             ports=ports,
             labels=FrozenMap(labels),
             annotations=FrozenMap(annotations),
+            has_selector=bool(spec.get("selector")),
         )
 
 

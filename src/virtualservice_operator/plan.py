@@ -171,8 +171,13 @@ def _vs_update_body(actual: Mapping[str, Any], want: Mapping[str, Any]) -> dict[
             meta[key] = {**(meta.get(key) or {}), **(want_meta.get(key) or {})}
     wanted_refs = want_meta.get("ownerReferences") or []
     if wanted_refs:
-        uids = {r.get("uid") for r in wanted_refs}
-        kept = [r for r in meta.get("ownerReferences") or [] if r.get("uid") not in uids]
+        # Ours are replaced, including one to an earlier Service of the same name (deleted
+        # and created again: a new uid); two controller references would be refused.
+        ours = {(r.get("kind"), r.get("name")) for r in wanted_refs}
+        kept = [
+            r for r in meta.get("ownerReferences") or []
+            if (r.get("kind"), r.get("name")) not in ours or r.get("apiVersion") != "v1"
+        ]
         meta["ownerReferences"] = kept + copy.deepcopy(wanted_refs)
     return body
 

@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import weakref
 from collections.abc import Iterable, Sequence
 from types import CodeType, FrameType, FunctionType
 
@@ -142,7 +143,7 @@ class _ProfileBuilder:
         labels: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Add ``values`` for a leaf-first stack; identical stacks and labels are summed."""
-        label_ids = tuple((self.string(k), self.string(v)) for k, v in labels)
+        label_ids = tuple([(self.string(k), self.string(v)) for k, v in labels]) if labels else ()
         totals = self._samples.setdefault((tuple(location_ids), label_ids), [0] * len(values))
         for i, value in enumerate(values):
             totals[i] += value
@@ -331,6 +332,9 @@ def heap_profile() -> bytes:
     return builder.build(time_nanos=time.time_ns())
 
 
+_LAST_LINES: weakref.WeakKeyDictionary[CodeType, int] = weakref.WeakKeyDictionary()
+
+
 class _CodeIndex:
     """Finds the innermost live code object around a file and line, for tracemalloc frames."""
 
@@ -350,7 +354,6 @@ class _CodeIndex:
                 pending += [c for c in code.co_consts if isinstance(c, CodeType)]
         for codes in self._codes.values():
             codes.sort(key=_first_line)
-        self._last_lines: dict[CodeType, int] = {}
 
     def lookup(self, filename: str, line: int) -> tuple[str, int]:
         """(co_qualname, co_firstlineno) of the innermost code spanning ``line``."""
@@ -358,10 +361,10 @@ class _CodeIndex:
         # Nearest preceding start first: nested code starts after, and ends before, its parent.
         for i in range(bisect.bisect_right(codes, line, key=_first_line) - 1, -1, -1):
             code = codes[i]
-            last = self._last_lines.get(code)
-            if last is None:
+            last = _LAST_LINES.get(code)
+            if last is None:  # slow under tracing (an int object per step), hence the cache
                 lines = (n for _start, _end, n in code.co_lines() if n is not None)
-                last = self._last_lines[code] = max(lines, default=code.co_firstlineno)
+                last = _LAST_LINES[code] = max(lines, default=code.co_firstlineno)
             if line <= last:
                 return code.co_qualname, code.co_firstlineno
         return "<module>", 0

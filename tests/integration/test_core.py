@@ -99,7 +99,10 @@ def test_converged_cluster_costs_no_writes_on_restart(operator: OperatorFactory,
     assert after == before, f"writes during resync: {after} vs {before}"
 
 
-def test_real_service_applied_over_placeholder_counts_as_real(operator: OperatorFactory, api: Api, kubectl) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("service_type", ["", "type: ClusterIP, "])
+def test_real_service_applied_over_placeholder_counts_as_real(operator: OperatorFactory, api: Api, kubectl, service_type: str) -> None:  # type: ignore[no-untyped-def]
+    """`kubectl apply` over a placeholder: with `type: ClusterIP` it becomes ClusterIP; without,
+    the 3-way merge keeps ExternalName but adds the selector. Both count as real."""
     ns = operator.namespaces
     dev = ns.developers[1]
     api.create_service(ns.default, "pay")
@@ -109,7 +112,7 @@ def test_real_service_applied_over_placeholder_counts_as_real(operator: Operator
 apiVersion: v1
 kind: Service
 metadata: {{name: pay, namespace: {dev}}}
-spec: {{selector: {{app: pay}}, ports: [{{name: http, port: 80}}]}}
+spec: {{{service_type}selector: {{app: pay}}, ports: [{{name: http, port: 80}}]}}
 """
     kubectl("apply", "-f", "-", input=manifest)
     vs = wait_for(
@@ -117,9 +120,12 @@ spec: {{selector: {{app: pay}}, ports: [{{name: http, port: 80}}]}}
         what="route to the developer's Service",
     )
     assert _routes(vs)[0]["route"][0]["destination"]["host"] == f"pay.{dev}.svc.cluster.local"
-    svc = api.service(dev, "pay")
-    assert svc["spec"]["type"] == "ClusterIP"
-    assert "virtualservice-operator/placeholder-service" not in (svc["metadata"].get("labels") or {})
+    svc = wait_for(
+        lambda: (s := api.service(dev, "pay")) and "virtualservice-operator/placeholder-service" not in (s["metadata"].get("labels") or {}) and s,
+        what="placeholder marking removed",
+    )
+    assert svc["spec"]["type"] == ("ClusterIP" if service_type else "ExternalName")
+    assert "virtualservice-operator/source" not in (svc["metadata"].get("annotations") or {})
 
 
 def test_unmanaged_virtual_service_is_left_alone_until_labelled_back(operator: OperatorFactory, api: Api, kubectl) -> None:  # type: ignore[no-untyped-def]

@@ -255,3 +255,131 @@ def test_config_change_removes_what_is_no_longer_wanted(operator: OperatorFactor
     for dev in ns.developers:
         wait_for(lambda dev=dev: api.service(dev, "cfg") is None, what=f"placeholder in {dev} removed")
     assert api.vs(ns.default, "cfg-virtual-service") is not None
+
+
+def test_concurrent_writer_conflicts_are_retried_and_state_ends_right(operator: OperatorFactory, api: Api) -> None:
+    import threading
+
+    ns = operator.namespaces
+    api.create_service(ns.default, "busy")
+    proc = operator.start()
+    path = f"/apis/networking.istio.io/v1/namespaces/{ns.default}/virtualservices/busy-virtual-service"
+    wait_for(lambda: api.vs(ns.default, "busy-virtual-service"), what="VirtualService")
+    stop = threading.Event()
+
+    def meddle() -> None:
+        i = 0
+        while not stop.is_set() and i < 400:  # bounded: at most 400 patches
+            api.cp.api("PATCH", path, {"spec": {"hosts": [f"meddler-{i}"]}}, "application/merge-patch+json")
+            i += 1
+
+    threads = [threading.Thread(target=meddle) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for dev in ns.developers:  # more reasons to reconcile while the meddlers write
+            api.create_service(dev, "busy")
+        wait_for(lambda: "conflict" in proc.logs(), timeout=20, what="a conflict to be logged")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    vs = wait_for(
+        lambda: (v := api.vs(ns.default, "busy-virtual-service")) and v["spec"]["hosts"] == ["busy"] and len(_routes(v)) == 4 and v,
+        what="final state: hosts restored, three developer routes",
+    )
+    assert [r["name"] for r in _routes(vs)[:3]] == [f"dev-{d}" for d in ns.developers]
+    assert proc.proc is not None and proc.proc.poll() is None, "operator crashed"
+    assert _metric(proc, "virtualservice_operator_conflicts_total") >= 1
+
+
+def test_adding_a_route_is_one_write_that_keeps_every_route(operator: OperatorFactory, api: Api) -> None:
+    import json
+    import urllib.request
+
+    ns = operator.namespaces
+    api.create_service(ns.default, "one")
+    api.create_service(ns.developers[0], "one")
+    proc = operator.start()
+    vs = wait_for(lambda: (v := api.vs(ns.default, "one-virtual-service")) and len(_routes(v)) == 2 and v, what="first route")
+    wait_for(lambda: _idle_after(proc, 1), what="idle")
+    rv = vs["metadata"]["resourceVersion"]
+    api.create_service(ns.developers[2], "one")
+    wait_for(lambda: len(_routes(api.vs(ns.default, "one-virtual-service"))) == 3, what="second route")
+    wait_for(lambda: _idle_after(proc, 2), what="idle")
+    # Every version the VirtualService went through since: exactly one, with all routes.
+    url = (
+        f"{api.cp.url}/apis/networking.istio.io/v1/namespaces/{ns.default}/virtualservices"
+        f"?watch=1&resourceVersion={rv}&timeoutSeconds=1&fieldSelector=metadata.name%3Done-virtual-service"
+    )
+    with urllib.request.urlopen(url, context=api.cp._ssl_context(), timeout=10) as r:  # noqa: S310
+        events = [json.loads(line) for line in r.read().decode().splitlines() if line]
+    assert [e["type"] for e in events] == ["MODIFIED"], events
+    assert [route.get("name") for route in _routes(events[0]["object"])] == [f"dev-{ns.developers[0]}", f"dev-{ns.developers[2]}", None]
+
+
+def test_orphans_left_while_down_are_removed_at_start(operator: OperatorFactory, api: Api, control_plane) -> None:  # type: ignore[no-untyped-def]
+    ns = operator.namespaces
+    elsewhere = f"old-default-{ns.suffix}"
+    unwatched = f"unwatched-{ns.suffix}"
+    control_plane.kubectl("create", "namespace", elsewhere)
+    control_plane.kubectl("create", "namespace", unwatched)
+    managed = {"managed-by": "virtualservice-operator"}
+
+    def vs(namespace: str, service: str, labels: dict[str, str]) -> None:
+        api.create(
+            f"/apis/networking.istio.io/v1/namespaces/{namespace}/virtualservices",
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+             "metadata": {"name": f"{service}-virtual-service", "labels": labels},
+             "spec": {"hosts": [service], "http": [{"route": [{"destination": {"host": service}}]}]}},
+        )
+
+    def placeholder(namespace: str, service: str) -> None:
+        api.create(
+            f"/api/v1/namespaces/{namespace}/services",
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": service, "labels": {"virtualservice-operator/placeholder-service": "true"},
+                          "annotations": {"virtualservice-operator/source": f"{ns.default}/{service}"}},
+             "spec": {"type": "ExternalName", "externalName": f"{service}.{ns.default}.svc.cluster.local", "ports": [{"port": 80}]}},
+        )
+
+    vs(ns.default, "ghost", managed)            # its Service is gone
+    vs(elsewhere, "moved", managed)             # left in an old default namespace
+    vs(ns.default, "handmade", {})              # not ours: must stay
+    placeholder(ns.developers[0], "ghost")      # placeholder for a Service that is gone
+    placeholder(unwatched, "ghost")             # placeholder in a namespace no longer listed
+    api.create_service(ns.default, "alive")
+    operator.start(operator.config(placeholders=True))
+    wait_for(lambda: api.vs(ns.default, "ghost-virtual-service") is None, what="orphan VS in default namespace removed")
+    wait_for(lambda: api.vs(elsewhere, "moved-virtual-service") is None, what="orphan VS elsewhere removed")
+    wait_for(lambda: api.service(ns.developers[0], "ghost") is None, what="orphan placeholder removed")
+    wait_for(lambda: api.service(unwatched, "ghost") is None, what="placeholder in unwatched namespace removed")
+    wait_for(lambda: api.service(ns.developers[0], "alive"), what="placeholder for alive")
+    assert api.vs(ns.default, "handmade-virtual-service") is not None
+
+
+def test_second_unmanaged_virtual_service_for_the_same_host_is_reported(operator: OperatorFactory, api: Api, kubectl) -> None:  # type: ignore[no-untyped-def]
+    ns = operator.namespaces
+    api.create_service(ns.default, "dup")
+    api.create(
+        f"/apis/networking.istio.io/v1/namespaces/{ns.default}/virtualservices",
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "legacy-routes"},
+         "spec": {"hosts": ["dup"], "http": [{"route": [{"destination": {"host": "dup"}}]}]}},
+    )
+    proc = operator.start()
+    wait_for(lambda: api.vs(ns.default, "dup-virtual-service"), what="ours created")
+    wait_for(lambda: "legacy-routes" in proc.logs(), what="log line about the second VirtualService")
+    wait_for(lambda: "legacy-routes" in kubectl("get", "events", "-n", ns.default, "--field-selector=type=Warning").stdout, what="Warning Event")
+
+
+def test_baggage_matching(operator: OperatorFactory, api: Api) -> None:
+    ns = operator.namespaces
+    api.create_service(ns.default, "bag")
+    api.create_service(ns.developers[1], "bag")
+    operator.start(operator.config(routing={"match": "baggage"}))
+    vs = wait_for(lambda: (v := api.vs(ns.default, "bag-virtual-service")) and len(_routes(v)) == 2 and v, what="route")
+    import re
+
+    regex = _routes(vs)[0]["match"][0]["headers"]["baggage"]["regex"]
+    assert re.fullmatch(regex, f"userId=alice, x-developer={ns.developers[1]};ttl=60, isProduction=false")
+    assert not re.fullmatch(regex, f"x-developer={ns.developers[1]}-other")

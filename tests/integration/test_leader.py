@@ -133,6 +133,7 @@ async def test_crashed_leader_is_replaced_after_lease_duration(env: Env) -> None
     took = time.monotonic() - killed
     # No sooner than a lease duration after a's last renewal (at most one retry period
     # before the kill); no later than a lease duration plus one jittered retry.
+    print(f"\ntakeover {took:.2f}s after the leader died (lease {LEASE}s)")
     assert LEASE - RETRY - 0.2 <= took <= LEASE + MAX_RETRY + MARGIN, took
     spec = await env.spec()
     assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
@@ -156,6 +157,7 @@ async def test_released_lease_is_taken_over_within_a_retry(env: Env, how: str) -
         await asyncio.gather(running_a, return_exceptions=True)
     await until(lambda: b.is_leader, within=LEASE)
     took = time.monotonic() - started
+    print(f"\ntakeover {took:.2f}s after {how} (retry {RETRY}s, lease {LEASE}s)")
     assert took <= MAX_RETRY + 0.5, took  # about one retry, well below the lease duration
     spec = await env.spec()
     assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
@@ -173,6 +175,7 @@ async def test_stolen_lease_ends_the_reign(env: Env) -> None:
     with pytest.raises(LeadershipLost):
         await asyncio.wait_for(asyncio.shield(running), RENEW)
     took = time.monotonic() - stolen
+    print(f"\nstolen lease noticed after {took:.2f}s (retry {RETRY}s)")
     assert took <= RETRY + 0.5, took  # the next renewal sees it: no waiting for a deadline
     assert stopped == [True] and not a.is_leader and a.observed_leader == "thief"
     assert (await env.spec())["holderIdentity"] == "thief"

@@ -216,7 +216,9 @@ def test_heap_profile_structure(heap_tracing: None) -> None:
     ours = [
         values
         for location_ids, values, _ in profile.samples
-        if profile.stack_names(location_ids)[0] == "allocate_lots_of_memory"  # leaf first
+        # Leaf first: the list comprehension, named as CPython names its code object.
+        if profile.stack_names(location_ids)[0] == "allocate_lots_of_memory.<locals>.<listcomp>"
+        and profile.stack_names(location_ids)[1] == "allocate_lots_of_memory"
     ]
     assert sum(v[0] for v in ours) >= 20_000
     assert sum(v[1] for v in ours) >= 20_000_000

@@ -187,6 +187,8 @@ def test_ignored_services(operator: OperatorFactory, api: Api, control_plane) ->
         assert api.service(dev, "skip") is None
         assert api.service(dev, "kubernetes") is None
     assert api.service(ns.developers[1], "devonly") is None
+    # Dev-only names are explained at debug level, not silently dropped.
+    assert any(line.get("service") == "devonly" and line["level"] == "debug" for line in proc.log_lines())
 
 
 def test_multi_port_developer_routes_name_ports(operator: OperatorFactory, api: Api) -> None:

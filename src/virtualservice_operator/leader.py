@@ -179,7 +179,11 @@ class LeaderElector:
         renew.result()  # raises LeadershipLost
 
     async def release(self) -> None:
-        """Hand the Lease back (holder "", 1 s duration) so a successor need not wait."""
+        """Hand the Lease back (holder "", 1 s duration) so a successor need not wait.
+
+        Best effort (errors are logged). Stop renew_loop first, as run() does: a renewal
+        in flight could otherwise land after the release and take the Lease back.
+        """
         if not self._leading:
             return
         self._set_leading(False)  # first, so that a running renew_loop stops

@@ -18,7 +18,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from virtualservice_operator.config import OperatorConfig
-from virtualservice_operator.constants import MANAGED_BY_LABEL, MANAGED_BY_VALUE, service_for_virtual_service, virtual_service_name
+from virtualservice_operator.constants import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    service_for_virtual_service,
+    virtual_service_name,
+)
 from virtualservice_operator.informer import Informer, strip_managed_fields, version_of_json
 from virtualservice_operator.kube import JSON, SERVICES, VIRTUAL_SERVICES, KubeClient, NotFound
 from virtualservice_operator.model import ServiceInfo
@@ -45,7 +50,14 @@ def _vs_by_name(obj: JSON) -> list[str]:
 
 
 class ClusterCache:
-    def __init__(self, client: KubeClient, on_name: Callable[[str], None], *, watch_timeout: int = 300, idle_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        on_name: Callable[[str], None],
+        *,
+        watch_timeout: int = 300,
+        idle_timeout: float = 120.0,
+    ) -> None:
         self._client = client
         self._on_name = on_name
         self._watch_timeout = watch_timeout
@@ -62,9 +74,14 @@ class ClusterCache:
             self._on_name((new or old).name)  # type: ignore[union-attr]
 
         return Informer(
-            self._client, SERVICES, namespace,
-            transform=ServiceInfo.from_dict, version_of=lambda s: s.resource_version, handler=handler,
-            watch_timeout=self._watch_timeout, idle_timeout=self._idle_timeout,
+            self._client,
+            SERVICES,
+            namespace,
+            transform=ServiceInfo.from_dict,
+            version_of=lambda s: s.resource_version,
+            handler=handler,
+            watch_timeout=self._watch_timeout,
+            idle_timeout=self._idle_timeout,
         )
 
     def _vs_informer(self, namespace: str | None, selector: str) -> Informer[JSON]:
@@ -73,10 +90,16 @@ class ClusterCache:
                 self._on_name(name)
 
         return Informer(
-            self._client, VIRTUAL_SERVICES, namespace,
-            transform=strip_managed_fields, version_of=version_of_json, handler=handler,
-            label_selector=selector, indexers={"service": _vs_names, "name": _vs_by_name},
-            watch_timeout=self._watch_timeout, idle_timeout=self._idle_timeout,
+            self._client,
+            VIRTUAL_SERVICES,
+            namespace,
+            transform=strip_managed_fields,
+            version_of=version_of_json,
+            handler=handler,
+            label_selector=selector,
+            indexers={"service": _vs_names, "name": _vs_by_name},
+            watch_timeout=self._watch_timeout,
+            idle_timeout=self._idle_timeout,
         )
 
     async def reconfigure(self, config: OperatorConfig) -> None:
@@ -122,7 +145,9 @@ class ClusterCache:
                     names.update(_vs_names(obj))
         return names
 
-    def snapshot(self, config: OperatorConfig, name: str) -> tuple[dict[str, ServiceInfo], list[JSON]]:
+    def snapshot(
+        self, config: OperatorConfig, name: str
+    ) -> tuple[dict[str, ServiceInfo], list[JSON]]:
         """The cached Services named `name` per watched namespace, and the VirtualServices
         that concern it (ours anywhere, and any in the default namespace naming it)."""
         services: dict[str, ServiceInfo] = {}
@@ -136,7 +161,9 @@ class ClusterCache:
             vss.extend(self.unmanaged_vs.by_index("service", name))
         return services, vss
 
-    async def fresh(self, config: OperatorConfig, name: str) -> tuple[dict[str, ServiceInfo], list[JSON]]:
+    async def fresh(
+        self, config: OperatorConfig, name: str
+    ) -> tuple[dict[str, ServiceInfo], list[JSON]]:
         """The same as snapshot(), read from the API server (after a conflict)."""
         services: dict[str, ServiceInfo] = {}
         for ns in config.watched_namespaces:
@@ -145,13 +172,19 @@ class ClusterCache:
             except NotFound:
                 continue
             services[ns] = ServiceInfo.from_dict(obj)
-        items, _ = await self._client.list(VIRTUAL_SERVICES, None, field_selector=f"metadata.name={virtual_service_name(name)}")
+        items, _ = await self._client.list(
+            VIRTUAL_SERVICES, None, field_selector=f"metadata.name={virtual_service_name(name)}"
+        )
         vss = [strip_managed_fields(o) for o in items]
         seen = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in vss}
         # Others in the default namespace that name this host: the cache is good enough
         # for a warning.
         if self.unmanaged_vs is not None:
-            vss.extend(o for o in self.unmanaged_vs.by_index("service", name) if (o["metadata"]["namespace"], o["metadata"]["name"]) not in seen)
+            vss.extend(
+                o
+                for o in self.unmanaged_vs.by_index("service", name)
+                if (o["metadata"]["namespace"], o["metadata"]["name"]) not in seen
+            )
         return services, vss
 
     # -- after our own writes -----------------------------------------------------------
@@ -175,7 +208,9 @@ class ClusterCache:
 
     def counts(self) -> tuple[int, int]:
         """(managed VirtualServices, placeholder Services) as cached, for the gauges."""
-        placeholders = sum(1 for i in self.services.values() for s in i.values() if s.is_placeholder)
+        placeholders = sum(
+            1 for i in self.services.values() for s in i.values() if s.is_placeholder
+        )
         return len(self.managed_vs), placeholders
 
 

@@ -1,12 +1,22 @@
 """Command line: `virtualservice-operator run` and the other subcommands.
 
-Flags are written as the operations guide writes them, with one dash
+Subcommands: `run` (the operator itself), and, for people operating it (each in its
+own module of `virtualservice_operator.commands`): `render` and `check-config`
+(offline, on a config file), `explain SERVICE` and `status` (read-only, against the
+cluster).
+
+Flags of `run` are written as the operations guide writes them, with one dash
 (`-zap-log-level=debug`), as controller-runtime operators take them; the two-dash
 form (`--zap-log-level=debug`) works too. Booleans take `-flag`, `-flag=true|false`.
 Durations take Go's form (`15s`, `1m30s`, `10h`) or plain seconds.
 
-Exit codes: 0 success; 1 the operator could not start or stopped on an error (for
-`run`: missing/invalid config, lost leadership); 2 bad command-line usage.
+Exit codes of `run`: 0 stopped cleanly; 1 the operator could not start or stopped on an
+error (missing/invalid config, lost leadership); 2 bad command-line usage.
+Exit codes of the other subcommands (see `virtualservice_operator.commands`): 0 success
+(output produced, config valid, in sync); 1 a problem was found (invalid config; drift
+for `explain`, and for `status --check`; `status` alone exits 0 even with drift);
+2 bad usage; 3 could not answer (cluster unreachable or read refused, operator
+ConfigMap missing or invalid, file unreadable).
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import argparse
 import asyncio
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from virtualservice_operator import __version__
 
@@ -92,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _run_parser(sub)
+    from virtualservice_operator.commands import check_config, explain, render, status
+
+    for command in (render, check_config, explain, status):
+        command.add_parser(sub)
     return parser
 
 
@@ -140,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
-    return 2
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
 
 
 if __name__ == "__main__":

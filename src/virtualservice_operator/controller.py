@@ -99,7 +99,9 @@ class Controller:
             m.reconcile_errors.labels(self.name).inc()
             m.terminal_reconcile_errors.labels(self.name).inc()
             self.queue.forget(name)
-            log.error("reconcile failed; not retried until something changes", service=name, error=str(e))
+            log.error(
+                "reconcile failed; not retried until something changes", service=name, error=str(e)
+            )
         except Exception as e:
             m.reconcile_total.labels(self.name, "error").inc()
             m.reconcile_errors.labels(self.name).inc()
@@ -107,8 +109,11 @@ class Controller:
                 m.reconcile_panics.labels(self.name).inc()
             self.queue.add_rate_limited(name)
             log.error(
-                "reconcile failed; retrying with back-off", service=name, error=f"{type(e).__name__}: {e}",
-                requeues=self.queue.num_requeues(name), exc_info=not _expected(e),
+                "reconcile failed; retrying with back-off",
+                service=name,
+                error=f"{type(e).__name__}: {e}",
+                requeues=self.queue.num_requeues(name),
+                exc_info=not _expected(e),
             )
         else:
             if result.requeue_after is not None:

@@ -41,7 +41,9 @@ class _Event:
 
 
 class EventRecorder:
-    def __init__(self, client: KubeClient | None, *, dedupe_seconds: float = 600.0, capacity: int = 1000) -> None:
+    def __init__(
+        self, client: KubeClient | None, *, dedupe_seconds: float = 600.0, capacity: int = 1000
+    ) -> None:
         self._client = client
         self._dedupe = dedupe_seconds
         self._queue: asyncio.Queue[_Event] = asyncio.Queue(maxsize=capacity)
@@ -67,7 +69,11 @@ class EventRecorder:
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
-            log.warning("event queue full, event dropped", reason=event.reason, namespace=event.ref.namespace)
+            log.warning(
+                "event queue full, event dropped",
+                reason=event.reason,
+                namespace=event.ref.namespace,
+            )
 
     def start(self) -> None:
         if self._task is None and self._client is not None:
@@ -93,7 +99,12 @@ class EventRecorder:
     def _body(self, event: _Event) -> dict[str, object]:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ref = event.ref
-        involved = {"kind": ref.kind, "namespace": ref.namespace, "name": ref.name, "apiVersion": ref.api_version}
+        involved = {
+            "kind": ref.kind,
+            "namespace": ref.namespace,
+            "name": ref.name,
+            "apiVersion": ref.api_version,
+        }
         if ref.uid:
             involved["uid"] = ref.uid
         return {

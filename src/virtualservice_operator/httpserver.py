@@ -21,13 +21,13 @@ from virtualservice_operator.metrics import exposition
 
 
 def parse_bind_address(address: str) -> tuple[str, int]:
-    """":8080" → ("0.0.0.0", 8080); "127.0.0.1:0" → ("127.0.0.1", 0); "0" disables (port -1)."""
+    """ ":8080" → ("0.0.0.0", 8080); "127.0.0.1:0" → ("127.0.0.1", 0); "0" disables (port -1)."""
     if address in ("0", ""):
         return "", -1
     host, sep, port = address.rpartition(":")
     if not sep:
         raise ValueError(f"bind address {address!r}: expected [host]:port, e.g. :8080")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - a pod listens on all interfaces
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 @dataclass
@@ -56,7 +56,9 @@ def _health_app(ready: Callable[[], tuple[bool, str]]) -> web.Application:
 
 def _metrics_app(registry: CollectorRegistry, profiling: bool) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=exposition(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def profile(request: web.Request) -> web.Response:
         try:
@@ -82,7 +84,10 @@ def _metrics_app(registry: CollectorRegistry, profiling: bool) -> web.Applicatio
 def _profile_response(body: bytes, name: str) -> web.Response:
     return web.Response(
         body=body,
-        headers={"Content-Type": "application/octet-stream", "Content-Disposition": f'attachment; filename="{name}"'},
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
     )
 
 

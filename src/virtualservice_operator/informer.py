@@ -151,13 +151,21 @@ class Informer(Generic[T]):
                 await self._backoff(failures, e)
 
     async def _backoff(self, failures: int, error: BaseException) -> None:
-        delay = min(self._backoff_cap, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)  # noqa: S311
-        log.warning("watch failed, retrying", resource=self.description, error=str(error), retry_in_s=round(delay, 2))
+        delay = min(self._backoff_cap, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
+        log.warning(
+            "watch failed, retrying",
+            resource=self.description,
+            error=str(error),
+            retry_in_s=round(delay, 2),
+        )
         await asyncio.sleep(delay)
 
     async def _list(self) -> None:
         items, version = await self._client.list(
-            self.kind, self.namespace, label_selector=self._label_selector, field_selector=self._field_selector
+            self.kind,
+            self.namespace,
+            label_selector=self._label_selector,
+            field_selector=self._field_selector,
         )
         fresh = {object_key(obj): self._transform(obj) for obj in items}
         old_store = self._store
@@ -178,11 +186,15 @@ class Informer(Generic[T]):
         self.synced.set()
 
     async def _watch(self) -> None:
-        timeout = int(self._watch_timeout * (1 + random.random()))  # noqa: S311 - spread reconnects
+        timeout = int(self._watch_timeout * (1 + random.random()))
         async for event_type, obj in self._client.watch(
-            self.kind, self.namespace, resource_version=self.resource_version,
-            label_selector=self._label_selector, field_selector=self._field_selector,
-            timeout_seconds=timeout, idle_timeout=self._idle_timeout,
+            self.kind,
+            self.namespace,
+            resource_version=self.resource_version,
+            label_selector=self._label_selector,
+            field_selector=self._field_selector,
+            timeout_seconds=timeout,
+            idle_timeout=self._idle_timeout,
         ):
             version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
             if event_type == "BOOKMARK":
@@ -257,5 +269,3 @@ def strip_managed_fields(obj: JSON) -> JSON:
 
 def version_of_json(obj: JSON) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
-
-

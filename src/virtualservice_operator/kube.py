@@ -25,7 +25,9 @@ JSON = dict[str, Any]
 class ApiError(Exception):
     """An error answer from the API server (or no answer at all: status 0)."""
 
-    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
@@ -65,7 +67,9 @@ class ServerError(ApiError):
     pass
 
 
-def error_from_status(code: int, body: Mapping[str, Any] | None, retry_after: float | None = None) -> ApiError:
+def error_from_status(
+    code: int, body: Mapping[str, Any] | None, retry_after: float | None = None
+) -> ApiError:
     body = body or {}
     reason = str(body.get("reason", ""))
     message = str(body.get("message", "")) or reason
@@ -135,7 +139,9 @@ class KubeClient:
         self._observe = observe or (lambda verb, code, seconds: None)
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None = None, observe: RequestObserver | None = None) -> KubeClient:
+    def from_kubeconfig(
+        cls, path: str | None = None, observe: RequestObserver | None = None
+    ) -> KubeClient:
         """`path`, else $KUBECONFIG / ~/.kube/config, else in-cluster ServiceAccount credentials."""
         config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
         single = config.get()
@@ -150,7 +156,16 @@ class KubeClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, verb: str, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None, content_type: str = "application/json") -> JSON:
+    async def _request(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> JSON:
         headers = {"Accept": "application/json"}
         content = None
         if body is not None:
@@ -158,7 +173,9 @@ class KubeClient:
             headers["Content-Type"] = content_type
         started = time.monotonic()
         try:
-            response = await self._http.request(method, path, params=_clean(params), content=content, headers=headers)
+            response = await self._http.request(
+                method, path, params=_clean(params), content=content, headers=headers
+            )
         except httpx.HTTPError as e:
             self._observe(verb, 0, time.monotonic() - started)
             raise ServerError(0, "ConnectionError", f"{type(e).__name__}: {e}") from e
@@ -170,14 +187,29 @@ class KubeClient:
     async def get(self, kind: Kind, namespace: str | None, name: str) -> JSON:
         return await self._request("GET", "GET", kind.path(namespace, name))
 
-    async def list(self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None, field_selector: str | None = None, limit: int = 500) -> tuple[list[JSON], str]:
+    async def list(
+        self,
+        kind: Kind,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[JSON], str]:
         """Every object (paginated), and the list's resourceVersion to watch from."""
         items: list[JSON] = []
         token: str | None = None
         while True:
             page = await self._request(
-                "LIST", "GET", kind.path(namespace),
-                params={"labelSelector": label_selector, "fieldSelector": field_selector, "limit": limit, "continue": token},
+                "LIST",
+                "GET",
+                kind.path(namespace),
+                params={
+                    "labelSelector": label_selector,
+                    "fieldSelector": field_selector,
+                    "limit": limit,
+                    "continue": token,
+                },
             )
             items.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
@@ -185,7 +217,17 @@ class KubeClient:
             if not token:
                 return items, str(meta.get("resourceVersion", ""))
 
-    async def watch(self, kind: Kind, namespace: str | None = None, *, resource_version: str, label_selector: str | None = None, field_selector: str | None = None, timeout_seconds: int = 300, idle_timeout: float = 120.0) -> AsyncIterator[tuple[str, JSON]]:
+    async def watch(
+        self,
+        kind: Kind,
+        namespace: str | None = None,
+        *,
+        resource_version: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+        idle_timeout: float = 120.0,
+    ) -> AsyncIterator[tuple[str, JSON]]:
         """Yield (type, object) events, BOOKMARK included; raises Gone on 410.
 
         `idle_timeout` bounds the silence between two bytes: a stalled connection
@@ -193,14 +235,24 @@ class KubeClient:
         """
         params = _clean(
             {
-                "watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
-                "timeoutSeconds": timeout_seconds, "labelSelector": label_selector, "fieldSelector": field_selector,
+                "watch": "true",
+                "resourceVersion": resource_version,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": timeout_seconds,
+                "labelSelector": label_selector,
+                "fieldSelector": field_selector,
             }
         )
         timeout = httpx.Timeout(idle_timeout, connect=10.0)
         started = time.monotonic()
         try:
-            async with self._http.stream("GET", kind.path(namespace), params=params, timeout=timeout, headers={"Accept": "application/json"}) as response:
+            async with self._http.stream(
+                "GET",
+                kind.path(namespace),
+                params=params,
+                timeout=timeout,
+                headers={"Accept": "application/json"},
+            ) as response:
                 self._observe("WATCH", response.status_code, time.monotonic() - started)
                 if response.status_code >= 400:
                     await response.aread()
@@ -223,12 +275,32 @@ class KubeClient:
         return await self._request("PUT", "PUT", kind.path(namespace, name), body=body)
 
     async def merge_patch(self, kind: Kind, namespace: str | None, name: str, patch: JSON) -> JSON:
-        return await self._request("PATCH", "PATCH", kind.path(namespace, name), body=patch, content_type="application/merge-patch+json")
+        return await self._request(
+            "PATCH",
+            "PATCH",
+            kind.path(namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
 
-    async def delete(self, kind: Kind, namespace: str | None, name: str, *, uid: str | None = None, resource_version: str | None = None) -> None:
+    async def delete(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> None:
         """Delete, only if the object is still the one we decided about (preconditions)."""
-        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions} if preconditions else None
+        preconditions = {
+            k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v
+        }
+        body = (
+            {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
+            if preconditions
+            else None
+        )
         await self._request("DELETE", "DELETE", kind.path(namespace, name), body=body)
 
 
@@ -249,4 +321,6 @@ def _error(response: httpx.Response) -> ApiError:
             retry_after = float(value)
         except ValueError:
             retry_after = None
-    return error_from_status(response.status_code, body if isinstance(body, dict) else None, retry_after)
+    return error_from_status(
+        response.status_code, body if isinstance(body, dict) else None, retry_after
+    )

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from virtualservice_operator.cache import ClusterCache
-from virtualservice_operator.config import ConfigError, OperatorConfig, Problem, diff_configs, parse_config
+from virtualservice_operator.config import (
+    ConfigError,
+    OperatorConfig,
+    Problem,
+    diff_configs,
+    parse_config,
+)
 from virtualservice_operator.constants import (
     CONFIG_KEY,
     CONFIG_MAP_NAME,
@@ -78,20 +84,38 @@ class Options:
 
 
 class Manager:
-    def __init__(self, options: Options, *, client: KubeClient | None = None, metrics: OperatorMetrics | None = None) -> None:
+    def __init__(
+        self,
+        options: Options,
+        *,
+        client: KubeClient | None = None,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.options = options
         self.metrics = metrics or OperatorMetrics()
-        self.client = client or KubeClient.from_kubeconfig(options.kubeconfig, observe=self._observe_request)
+        self.client = client or KubeClient.from_kubeconfig(
+            options.kubeconfig, observe=self._observe_request
+        )
         self.events = EventRecorder(self.client)
-        self.queue: WorkQueue[str] = WorkQueue(CONTROLLER_NAME, metrics=self.metrics.queue_metrics(CONTROLLER_NAME))
+        self.queue: WorkQueue[str] = WorkQueue(
+            CONTROLLER_NAME, metrics=self.metrics.queue_metrics(CONTROLLER_NAME)
+        )
         self.cache = ClusterCache(
-            self.client, self._on_name, watch_timeout=options.watch_timeout, idle_timeout=options.watch_idle_timeout
+            self.client,
+            self._on_name,
+            watch_timeout=options.watch_timeout,
+            idle_timeout=options.watch_idle_timeout,
         )
         self.config: OperatorConfig | None = None
-        self.reconciler = VirtualServiceReconciler(self.client, self.cache, self._current_config, self.events, observer=self)
+        self.reconciler = VirtualServiceReconciler(
+            self.client, self.cache, self._current_config, self.events, observer=self
+        )
         self.controller = Controller(
-            self.reconciler, self.queue, self.metrics,
-            workers=options.max_concurrent_reconciles, accept=lambda name: name not in IGNORED_SERVICES,
+            self.reconciler,
+            self.queue,
+            self.metrics,
+            workers=options.max_concurrent_reconciles,
+            accept=lambda name: name not in IGNORED_SERVICES,
         )
         self.leading = False
         self.servers: Servers | None = None
@@ -107,7 +131,9 @@ class Manager:
     def _observe_request(self, verb: str, code: int, seconds: float) -> None:
         host = getattr(self, "client", None)
         host_name = host.host if host is not None else ""
-        self.metrics.rest_client_requests.labels(str(code) if code else "<error>", verb, host_name).inc()
+        self.metrics.rest_client_requests.labels(
+            str(code) if code else "<error>", verb, host_name
+        ).inc()
         self.metrics.rest_client_request_duration.labels(verb, host_name).observe(seconds)
 
     def write(self, verb: str, kind: str) -> None:
@@ -155,23 +181,32 @@ class Manager:
         self.metrics.config_valid.set(1)
         self._register_gauges()
         self.servers = await start_servers(
-            health_address=o.health_probe_bind_address, metrics_address=o.metrics_bind_address,
-            ready=self.ready, registry=self.metrics.registry, profiling=o.profiling,
+            health_address=o.health_probe_bind_address,
+            metrics_address=o.metrics_bind_address,
+            ready=self.ready,
+            registry=self.metrics.registry,
+            profiling=o.profiling,
         )
         self.events.start()
         log.info(
-            "config loaded", configmap=f"{o.config_map_namespace}/{o.config_map_name}",
-            default_namespace=self.config.default_namespace, developer_namespaces=list(self.config.developer_namespaces),
+            "config loaded",
+            configmap=f"{o.config_map_namespace}/{o.config_map_name}",
+            default_namespace=self.config.default_namespace,
+            developer_namespaces=list(self.config.developer_namespaces),
             placeholders=self.config.enable_placeholder_services,
         )
         await self.cache.reconfigure(self.config)
         log.info("caches synced", informers=[i.description for i in self.cache.informers()])
         self._config_informer = Informer(
-            self.client, CONFIGMAPS, o.config_map_namespace,
-            transform=strip_managed_fields, version_of=version_of_json,
+            self.client,
+            CONFIGMAPS,
+            o.config_map_namespace,
+            transform=strip_managed_fields,
+            version_of=version_of_json,
             handler=lambda old, new: self._spawn(self._config_changed(new), "config reload"),
             field_selector=f"metadata.name={o.config_map_name}",
-            watch_timeout=o.watch_timeout, idle_timeout=o.watch_idle_timeout,
+            watch_timeout=o.watch_timeout,
+            idle_timeout=o.watch_idle_timeout,
         )
         self._config_informer.start()
         if o.leader_elect:
@@ -186,8 +221,11 @@ class Manager:
         self._elector = LeaderElector(
             self.client,
             LeaderElectionConfig(
-                namespace=o.leader_election_namespace or o.config_map_namespace, name=o.leader_election_id,
-                lease_duration=o.lease_duration, renew_deadline=o.renew_deadline, retry_period=o.retry_period,
+                namespace=o.leader_election_namespace or o.config_map_namespace,
+                name=o.leader_election_id,
+                lease_duration=o.lease_duration,
+                renew_deadline=o.renew_deadline,
+                retry_period=o.retry_period,
             ),
             metrics=self.metrics,
         )
@@ -215,7 +253,7 @@ class Manager:
 
     async def _periodic_resync(self) -> None:
         while True:
-            await asyncio.sleep(self.options.sync_period * (1 + 0.1 * random.random()))  # noqa: S311
+            await asyncio.sleep(self.options.sync_period * (1 + 0.1 * random.random()))
             log.info("periodic resync")
             await self._resync()
 
@@ -223,7 +261,9 @@ class Manager:
         """Remove our placeholders from namespaces the config no longer lists."""
         config = self._current_config()
         try:
-            items, _ = await self.client.list(SERVICES, None, label_selector=f"{PLACEHOLDER_LABEL}={PLACEHOLDER_VALUE}")
+            items, _ = await self.client.list(
+                SERVICES, None, label_selector=f"{PLACEHOLDER_LABEL}={PLACEHOLDER_VALUE}"
+            )
         except ApiError as e:
             log.error("could not list placeholder Services for the orphan sweep", error=str(e))
             return
@@ -233,13 +273,26 @@ class Manager:
                 self.controller.enqueue(svc.name)  # the reconciler decides
             elif svc.is_placeholder:
                 try:
-                    await self.client.delete(SERVICES, svc.namespace, svc.name, uid=svc.uid, resource_version=svc.resource_version)
+                    await self.client.delete(
+                        SERVICES,
+                        svc.namespace,
+                        svc.name,
+                        uid=svc.uid,
+                        resource_version=svc.resource_version,
+                    )
                     self.write("delete", "Service")
-                    log.info("orphaned placeholder deleted", service=svc.name, namespace=svc.namespace)
+                    log.info(
+                        "orphaned placeholder deleted", service=svc.name, namespace=svc.namespace
+                    )
                 except NotFound:
                     pass
                 except ApiError as e:
-                    log.warning("orphaned placeholder not deleted", service=svc.name, namespace=svc.namespace, error=str(e))
+                    log.warning(
+                        "orphaned placeholder not deleted",
+                        service=svc.name,
+                        namespace=svc.namespace,
+                        error=str(e),
+                    )
 
     async def _shutdown(self) -> None:
         if self.leading or self.controller.in_flight:
@@ -270,7 +323,11 @@ class Manager:
         if task.cancelled():
             return
         if (error := task.exception()) is not None:
-            log.error("background task failed: stopping", task=task.get_name(), error=f"{type(error).__name__}: {error}")
+            log.error(
+                "background task failed: stopping",
+                task=task.get_name(),
+                error=f"{type(error).__name__}: {error}",
+            )
             self._exit_code = 1
             self._stop.set()
 
@@ -282,16 +339,24 @@ class Manager:
         try:
             obj = await self.client.get(CONFIGMAPS, o.config_map_namespace, o.config_map_name)
         except NotFound as e:
-            raise StartupError(f"{where} not found: create it (see deployments/config.yaml) and the operator will start") from e
+            raise StartupError(
+                f"{where} not found: create it (see deployments/config.yaml) "
+                "and the operator will start"
+            ) from e
         except ApiError as e:
             raise StartupError(f"cannot read {where}: {e}") from e
         text = (obj.get("data") or {}).get(CONFIG_KEY)
         if text is None:
-            raise StartupError(f"{where} has no key {CONFIG_KEY!r}: put the operator's config.yaml under data.{CONFIG_KEY}")
+            raise StartupError(
+                f"{where} has no key {CONFIG_KEY!r}: "
+                f"put the operator's config.yaml under data.{CONFIG_KEY}"
+            )
         try:
             loaded = parse_config(text)
         except ConfigError as e:
-            raise StartupError(f"invalid config in {where}: {'; '.join(str(p) for p in e.problems)}") from e
+            raise StartupError(
+                f"invalid config in {where}: {'; '.join(str(p) for p in e.problems)}"
+            ) from e
         for warning in loaded.warnings:
             log.warning(warning, configmap=where)
         return loaded.config
@@ -304,17 +369,36 @@ class Manager:
             if obj is None:
                 log.error("config map deleted: keeping the last good config", configmap=where)
                 return
-            ref = ObjectRef("ConfigMap", o.config_map_namespace, o.config_map_name, uid=str(obj["metadata"].get("uid", "")))
+            ref = ObjectRef(
+                "ConfigMap",
+                o.config_map_namespace,
+                o.config_map_name,
+                uid=str(obj["metadata"].get("uid", "")),
+            )
             text = (obj.get("data") or {}).get(CONFIG_KEY)
             try:
                 if text is None:
-                    raise ConfigError([Problem(CONFIG_KEY, f"the ConfigMap has no key {CONFIG_KEY!r}", f"put the config under data.{CONFIG_KEY}")])
+                    raise ConfigError(
+                        [
+                            Problem(
+                                CONFIG_KEY,
+                                f"the ConfigMap has no key {CONFIG_KEY!r}",
+                                f"put the config under data.{CONFIG_KEY}",
+                            )
+                        ]
+                    )
                 loaded = parse_config(text)
             except ConfigError as e:
                 self.metrics.config_reloads.labels("error").inc()
                 self.metrics.config_valid.set(0)
-                log.error("config rejected: keeping the last good config, nothing changed", configmap=where, error=str(e))
-                self.events.warning(ref, "InvalidConfig", f"config rejected, last good config kept: {e}")
+                log.error(
+                    "config rejected: keeping the last good config, nothing changed",
+                    configmap=where,
+                    error=str(e),
+                )
+                self.events.warning(
+                    ref, "InvalidConfig", f"config rejected, last good config kept: {e}"
+                )
                 return
             old = self._current_config()
             self.metrics.config_valid.set(1)
@@ -337,7 +421,9 @@ class Manager:
         m = self.metrics
         m.managed_virtualservices.set_function(lambda: float(len(self.cache.managed_vs)))
         m.placeholder_services.set_function(lambda: float(self.cache.counts()[1]))
-        m.developer_routes.set_function(lambda: float(_developer_routes(self.cache.managed_vs.values())))
+        m.developer_routes.set_function(
+            lambda: float(_developer_routes(self.cache.managed_vs.values()))
+        )
 
 
 def _developer_routes(vss: list[JSON]) -> int:

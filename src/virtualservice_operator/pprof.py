@@ -1,37 +1,28 @@
-"""CPU and heap profiles of this Python process in Go's pprof format.
+"""CPU and heap profiles of this Python process in Go's pprof format, for /debug/pprof.
 
-The operations guide promises ``curl :8080/debug/pprof/profile?seconds=30 > cpu.prof`` followed
-by ``go tool pprof cpu.prof``, so both profiles are gzip-compressed ``perftools.profiles.Profile``
-protobuf messages (https://github.com/google/pprof/blob/main/proto/profile.proto), written by the
-small hand-rolled encoder below rather than through a protobuf dependency.
+Both are gzip-compressed ``perftools.profiles.Profile`` messages (google/pprof
+proto/profile.proto) from the small hand-written protobuf encoder below, so ``go tool pprof``
+reads them. :class:`_ProfileBuilder` interns strings, functions and locations for both.
+pprof wants stacks leaf-first (``location_id[0]`` is the running frame, the last the root):
+walking ``frame.f_back`` gives that order, and so do tracemalloc's raw tracebacks.
 
-CPU (:func:`cpu_profile`): a dedicated daemon thread wakes every ``interval`` and snapshots the
-stacks of all other threads with :func:`sys._current_frames`. Sampling from its own thread is what
-makes the event loop's stack visible while a coroutine hogs the loop; the awaiting coroutine only
-waits on a future. On Linux each sample's ``cpu`` value is the CPU time that thread really used
-since the previous tick, read from the kernel's per-thread CPU clock (the clock id glibc's
-``pthread_getcpuclockid`` builds from the TID, here built from ``Thread.native_id``, which is safe
-for threads that have already exited), so idle threads, e.g. a loop parked in ``epoll``, leave no
-samples. Elsewhere, or for threads unknown to :mod:`threading`, every thread counts one
-``interval`` per tick (wall-clock sampling). Each sample carries a ``thread`` label (``-tags``).
-Only one CPU profile may run at a time; another request gets :class:`ProfileBusy`.
+CPU: a dedicated thread wakes every ``interval`` and snapshots all other threads' stacks with
+``sys._current_frames()``; being a thread, it sees the event loop's stack even while a coroutine
+hogs the loop, and the awaiting coroutine just waits on a future. On Linux a sample's ``cpu`` is
+the CPU time the thread used since the previous tick, read from its kernel CPU clock (built from
+``Thread.native_id`` as glibc's ``pthread_getcpuclockid`` does, but safe for exited threads), so
+idle threads (a loop parked in epoll) leave no samples; elsewhere each thread counts one
+``interval`` per tick (wall clock). Samples carry a ``thread`` label. One profile at a time.
 
-Heap (:func:`heap_profile`): live allocations traced by :mod:`tracemalloc`, one sample per
-distinct traceback. Objects allocated before tracing began are invisible, so the first call starts
-tracing and shows little; call :func:`start_heap_tracing` at start-up (behind a flag) to see
-everything. Tracing is costly: each allocation records a traceback (several times slower
-allocation, more for deep stacks) and every live block keeps one, so memory use grows markedly.
-That cost also hits the profile itself, so it reads the raw trace list behind
-``take_snapshot()`` (``_tracemalloc._get_traces()``) and encodes into reused buffers, creating as
-few objects as it can. Trace frames name only file and line; the function names come from the
-code objects of live functions (``co_qualname``, as in CPU profiles); lines outside any live
-function (module and class bodies) are called ``<module>``. :func:`heap_profile` blocks for
-seconds on a large heap: call it via ``asyncio.to_thread``.
-
-pprof wants stacks leaf-first: ``location_id[0]`` is the frame that was running, the last entry
-is the root. Walking ``frame.f_back`` gives that order, and so do tracemalloc's raw tracebacks.
-Both profiles share :class:`_ProfileBuilder`, which interns strings, functions and locations,
-merges identical stacks and encodes the message.
+Heap: live allocations traced by :mod:`tracemalloc`, one sample per distinct traceback. Only
+objects allocated while tracing are seen: the first :func:`heap_profile` starts tracing (and
+shows little); call :func:`start_heap_tracing` at start-up when a flag asks to see everything.
+Tracing is costly: every allocation records a traceback (several times slower, worse with deep
+stacks) and every live block keeps one (much more memory). As that also slows the profile, it
+reads the raw list behind ``take_snapshot()`` and creates few objects. Trace frames give only
+file and line; names come from live functions' code (``co_qualname``, as in CPU profiles), and
+lines outside any (module or class body) are ``<module>``. It takes seconds on a big heap, so
+call it via ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -39,9 +30,10 @@ from __future__ import annotations
 import _tracemalloc
 import asyncio
 import bisect
-import contextlib
+import concurrent.futures
 import gc
 import gzip
+import operator
 import sys
 import threading
 import time
@@ -49,15 +41,6 @@ import tracemalloc
 import weakref
 from collections.abc import Iterable, Sequence
 from types import CodeType, FrameType, FunctionType
-
-__all__ = [
-    "DEFAULT_CPU_PROFILE_SECONDS",
-    "MAX_CPU_PROFILE_SECONDS",
-    "ProfileBusy",
-    "cpu_profile",
-    "heap_profile",
-    "start_heap_tracing",
-]
 
 DEFAULT_CPU_PROFILE_SECONDS = 30.0
 MAX_CPU_PROFILE_SECONDS = 300.0
@@ -109,15 +92,13 @@ def _packed(out: bytearray, field: int, values: Iterable[int], scratch: bytearra
     _len(out, field, scratch)
 
 
+_Pair = tuple[str, str]
+
+
 class _ProfileBuilder:
     """Interns strings, functions and locations, then encodes and gzips the Profile."""
 
-    def __init__(
-        self,
-        sample_types: Sequence[tuple[str, str]],
-        period_type: tuple[str, str],
-        period: int,
-    ) -> None:
+    def __init__(self, sample_types: Sequence[_Pair], period_type: _Pair, period: int) -> None:
         self._strings: dict[str, int] = {"": 0}
         self._functions: dict[tuple[str, str, int], int] = {}
         self._locations: dict[tuple[int, int], int] = {}
@@ -138,15 +119,18 @@ class _ProfileBuilder:
 
     def add_sample(
         self,
-        location_ids: Sequence[int],
-        values: Sequence[int],
-        labels: Sequence[tuple[str, str]] = (),
+        location_ids: tuple[int, ...],
+        values: list[int],
+        labels: Sequence[_Pair] = (),
     ) -> None:
-        """Add ``values`` for a leaf-first stack; identical stacks and labels are summed."""
+        """Add ``values`` (kept, not copied) for a leaf-first stack; repeats are summed."""
         label_ids = tuple([(self.string(k), self.string(v)) for k, v in labels]) if labels else ()
-        totals = self._samples.setdefault((tuple(location_ids), label_ids), [0] * len(values))
-        for i, value in enumerate(values):
-            totals[i] += value
+        totals = self._samples.get((location_ids, label_ids))
+        if totals is None:
+            self._samples[location_ids, label_ids] = values
+        else:
+            for i, value in enumerate(values):
+                totals[i] += value
 
     def build(self, *, time_nanos: int, duration_nanos: int = 0) -> bytes:
         out, msg, sub = bytearray(), bytearray(), bytearray()  # buffers reused for every message
@@ -181,9 +165,6 @@ class _ProfileBuilder:
         return gzip.compress(out)
 
 
-# ---------------------------------------------------------------------------------------- CPU
-
-
 async def cpu_profile(seconds: float, *, interval: float = 0.01) -> bytes:
     """Sample all threads every ``interval`` seconds for ``seconds``; return a gzipped pprof.
 
@@ -197,29 +178,19 @@ async def cpu_profile(seconds: float, *, interval: float = 0.01) -> bytes:
         raise ValueError(f"interval must be in [{_MIN_INTERVAL}, seconds], got {interval}")
     if not _cpu_lock.acquire(blocking=False):
         raise ProfileBusy("a CPU profile is already being taken")
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[bytes] = loop.create_future()
+    done: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    done.set_running_or_notify_cancel()  # so cancelling the waiter cannot cancel this
     stop = threading.Event()
 
-    def deliver(result: bytes | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result or b"")
-
     def run() -> None:
-        result: bytes | None = None
-        error: BaseException | None = None
         try:
-            result = _sample(seconds, interval, stop)
+            profile = _sample(seconds, interval, stop)
         except BaseException as exc:
-            error = exc
-        finally:
-            _cpu_lock.release()  # before the waiter resumes, so it may profile again at once
-        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
-            loop.call_soon_threadsafe(deliver, result, error)
+            _cpu_lock.release()  # first, so the waiter may profile again at once
+            done.set_exception(exc)
+        else:
+            _cpu_lock.release()
+            done.set_result(profile)
 
     try:
         threading.Thread(target=run, name="pprof-cpu-sampler", daemon=True).start()
@@ -227,7 +198,7 @@ async def cpu_profile(seconds: float, *, interval: float = 0.01) -> bytes:
         _cpu_lock.release()
         raise
     try:
-        return await future
+        return await asyncio.wrap_future(done)
     except asyncio.CancelledError:
         stop.set()
         raise
@@ -257,17 +228,15 @@ def _sample(seconds: float, interval: float, stop: threading.Event) -> bytes:
     return builder.build(time_nanos=start_wall, duration_nanos=time.time_ns() - start_wall)
 
 
-def _stack(builder: _ProfileBuilder, frame: FrameType | None) -> list[int]:
+def _stack(builder: _ProfileBuilder, frame: FrameType | None) -> tuple[int, ...]:
     """Location ids of ``frame`` and its callers, leaf first."""
     stack: list[int] = []
     while frame is not None and len(stack) < _MAX_STACK_DEPTH:
-        code = frame.f_code
-        line = frame.f_lineno or 0
+        code, line, frame = frame.f_code, frame.f_lineno or 0, frame.f_back
         stack.append(
             builder.location(code.co_qualname, code.co_filename, code.co_firstlineno, line)
         )
-        frame = frame.f_back
-    return stack
+    return tuple(stack)
 
 
 def _thread_cpu_deltas(last_cpu: dict[int, int]) -> tuple[dict[int, str], dict[int, int]]:
@@ -275,23 +244,15 @@ def _thread_cpu_deltas(last_cpu: dict[int, int]) -> tuple[dict[int, str], dict[i
     names: dict[int, str] = {}
     deltas: dict[int, int] = {}
     for thread in threading.enumerate():
-        if thread.ident is None:
-            continue
-        names[thread.ident] = thread.name
-        native_id = thread.native_id
-        if not _LINUX or native_id is None:
-            continue
-        try:  # MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED); EINVAL once the thread has exited
-            now = time.clock_gettime_ns((~native_id << 3) | 6)
-        except OSError:
-            deltas[thread.ident] = 0
-            continue
-        deltas[thread.ident] = now - last_cpu.get(native_id, now)
-        last_cpu[native_id] = now
+        ident, tid = thread.ident or 0, thread.native_id
+        names[ident] = thread.name
+        if _LINUX and tid is not None:
+            try:  # MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED); EINVAL once the thread exited
+                now = time.clock_gettime_ns((~tid << 3) | 6)
+            except OSError:
+                now = last_cpu.get(tid, 0)
+            deltas[ident], last_cpu[tid] = now - last_cpu.get(tid, now), now
     return names, deltas
-
-
-# --------------------------------------------------------------------------------------- heap
 
 
 def start_heap_tracing(nframes: int = 25) -> None:
@@ -314,31 +275,27 @@ def heap_profile() -> bytes:
         if sizes is None:
             sizes = sizes_by_stack[frames] = []
         sizes.append(size)  # sum() later adds in C without an int object per step
-    names = _CodeIndex({filename for frames in sizes_by_stack for filename, _ in frames})
     builder = _ProfileBuilder(
         [("inuse_objects", "count"), ("inuse_space", "bytes")], ("space", "bytes"), 1
     )
-    locations: dict[tuple[str, int], int] = {}
-    for frames, sizes in sizes_by_stack.items():
-        stack = []
-        for frame in frames:  # leaf first, as tracemalloc records them
-            location_id = locations.get(frame)
-            if location_id is None:
-                name, first_line = names.lookup(*frame)
-                location_id = builder.location(name, frame[0], first_line, frame[1])
-                locations[frame] = location_id
-            stack.append(location_id)
-        builder.add_sample(stack, [len(sizes), sum(sizes)])
+    locations = _HeapLocations(builder, {name for frames in sizes_by_stack for name, _ in frames})
+    for frames, sizes in sizes_by_stack.items():  # frames are leaf first, as pprof wants
+        builder.add_sample(locations.stack(frames), [len(sizes), sum(sizes)])
     return builder.build(time_nanos=time.time_ns())
 
 
+_FIRST_LINE = operator.attrgetter("co_firstlineno")
 _LAST_LINES: weakref.WeakKeyDictionary[CodeType, int] = weakref.WeakKeyDictionary()
 
 
-class _CodeIndex:
-    """Finds the innermost live code object around a file and line, for tracemalloc frames."""
+class _HeapLocations:
+    """Location ids for tracemalloc frames (file, line), named after live code objects."""
 
-    def __init__(self, filenames: set[str]) -> None:
+    def __init__(self, builder: _ProfileBuilder, filenames: set[str]) -> None:
+        self._builder = builder
+        self._ids: dict[object, int] = {}
+        self._previous: tuple[str, int] | None = None
+        self._repeat = 0
         pending = [
             obj.__code__
             for obj in gc.get_objects()
@@ -353,22 +310,41 @@ class _CodeIndex:
                 self._codes.setdefault(code.co_filename, []).append(code)
                 pending += [c for c in code.co_consts if isinstance(c, CodeType)]
         for codes in self._codes.values():
-            codes.sort(key=_first_line)
+            codes.sort(key=_FIRST_LINE)
 
-    def lookup(self, filename: str, line: int) -> tuple[str, int]:
-        """(co_qualname, co_firstlineno) of the innermost code spanning ``line``."""
+    def stack(self, frames: Sequence[tuple[str, int]]) -> tuple[int, ...]:
+        self._previous = None
+        return tuple(map(self._locate, frames))
+
+    def _locate(self, frame: tuple[str, int]) -> int:
+        # A comprehension and its caller share one line: count such repeats for _name.
+        self._repeat = self._repeat + 1 if frame == self._previous else 0
+        self._previous = frame
+        key = (frame, self._repeat) if self._repeat else frame
+        location_id = self._ids.get(key)
+        if location_id is None:
+            name, first_line = self._name(*frame, self._repeat)
+            location_id = self._builder.location(name, frame[0], first_line, frame[1])
+            self._ids[key] = location_id
+        return location_id
+
+    def _name(self, filename: str, line: int, repeat: int) -> tuple[str, int]:
+        """(co_qualname, co_firstlineno) of the innermost code spanning ``line``.
+
+        With ``repeat`` > 0 the frame below had the same file and line: this frame is the caller
+        of that many anonymous codes (comprehension, lambda); a named one means recursion.
+        """
         codes = self._codes.get(filename, [])
         # Nearest preceding start first: nested code starts after, and ends before, its parent.
-        for i in range(bisect.bisect_right(codes, line, key=_first_line) - 1, -1, -1):
+        for i in range(bisect.bisect_right(codes, line, key=_FIRST_LINE) - 1, -1, -1):
             code = codes[i]
             last = _LAST_LINES.get(code)
             if last is None:  # slow under tracing (an int object per step), hence the cache
                 lines = (n for _start, _end, n in code.co_lines() if n is not None)
                 last = _LAST_LINES[code] = max(lines, default=code.co_firstlineno)
             if line <= last:
+                if repeat and code.co_name.startswith("<"):
+                    repeat -= 1
+                    continue
                 return code.co_qualname, code.co_firstlineno
         return "<module>", 0
-
-
-def _first_line(code: CodeType) -> int:
-    return code.co_firstlineno

@@ -15,6 +15,7 @@ a fresh read with exponential back-off; after the last attempt it is logged as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,7 +27,15 @@ from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import virtual_service_name
 from virtualservice_operator.desired import compute_desired
 from virtualservice_operator.events import EventRecorder, ObjectRef
-from virtualservice_operator.kube import SERVICES, VIRTUAL_SERVICES, AlreadyExists, Conflict, KubeClient, NotFound, virtual_service_kind
+from virtualservice_operator.kube import (
+    SERVICES,
+    VIRTUAL_SERVICES,
+    AlreadyExists,
+    Conflict,
+    KubeClient,
+    NotFound,
+    virtual_service_kind,
+)
 from virtualservice_operator.model import ServiceInfo
 from virtualservice_operator.plan import Action, plan
 from virtualservice_operator.template import TemplateError
@@ -100,8 +109,17 @@ class VirtualServiceReconciler:
             try:
                 desired = compute_desired(config, name, services)
             except TemplateError as e:
-                log.error("template error: nothing written or deleted", service=name, namespace=config.default_namespace, error=str(e))
-                self._events.warning(source, "TemplateError", f"virtualServiceTemplate cannot be rendered for {name}: {e}")
+                log.error(
+                    "template error: nothing written or deleted",
+                    service=name,
+                    namespace=config.default_namespace,
+                    error=str(e),
+                )
+                self._events.warning(
+                    source,
+                    "TemplateError",
+                    f"virtualServiceTemplate cannot be rendered for {name}: {e}",
+                )
                 raise TerminalError(str(e)) from e
             for note in desired.notes:
                 log.debug(note, service=name)
@@ -117,20 +135,31 @@ class VirtualServiceReconciler:
                 if attempt == self._attempts:
                     log.error(
                         "conflict: retry exhausted, requeued with back-off",
-                        service=name, namespace=config.default_namespace,
-                        virtualservice=virtual_service_name(name), attempts=attempt, error=e.message,
+                        service=name,
+                        namespace=config.default_namespace,
+                        virtualservice=virtual_service_name(name),
+                        attempts=attempt,
+                        error=e.message,
                     )
                     raise RetryExhausted(f"{name}: {attempt} conflicts in a row") from e
                 delay = self._backoff * 2 ** (attempt - 1)
                 log.info(
                     "conflict: object changed since read, retrying from a fresh read",
-                    service=name, namespace=config.default_namespace, attempt=attempt, retry_in_s=delay, error=e.message,
+                    service=name,
+                    namespace=config.default_namespace,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error=e.message,
                 )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     async def _execute(self, action: Action, source: ObjectRef) -> None:
-        kind = virtual_service_kind(str(action.body["apiVersion"])) if action.kind == "VirtualService" and action.body else (VIRTUAL_SERVICES if action.kind == "VirtualService" else SERVICES)
+        kind = (
+            virtual_service_kind(str(action.body["apiVersion"]))
+            if action.kind == "VirtualService" and action.body
+            else (VIRTUAL_SERVICES if action.kind == "VirtualService" else SERVICES)
+        )
         ns, name = action.namespace, action.name
         try:
             if action.verb == "create":
@@ -138,7 +167,9 @@ class VirtualServiceReconciler:
                 try:
                     result = await self._client.create(kind, ns, action.body)
                 except AlreadyExists as e:
-                    raise Conflict(e.status, e.reason, f"{action.kind} {ns}/{name} already exists") from e
+                    raise Conflict(
+                        e.status, e.reason, f"{action.kind} {ns}/{name} already exists"
+                    ) from e
                 self._cache.record_write(action.kind, result)
             elif action.verb == "update":
                 assert action.body is not None
@@ -152,22 +183,28 @@ class VirtualServiceReconciler:
                 result = await self._client.merge_patch(kind, ns, name, action.body)
                 self._cache.record_write(action.kind, result)
             elif action.verb == "delete":
-                try:
-                    await self._client.delete(kind, ns, name, uid=action.uid, resource_version=action.resource_version)
-                except NotFound:
-                    pass  # already gone: what we wanted
+                with contextlib.suppress(NotFound):  # already gone: what we wanted
+                    await self._client.delete(
+                        kind, ns, name, uid=action.uid, resource_version=action.resource_version
+                    )
                 self._cache.record_delete(action.kind, ns, name)
         except Conflict as e:
-            raise Conflict(e.status, e.reason, f"{action.kind.lower()} {ns}/{name}: {e.message}") from e
+            raise Conflict(
+                e.status, e.reason, f"{action.kind.lower()} {ns}/{name}: {e.message}"
+            ) from e
         self._observer.write(action.verb, action.kind)
         fields = {"service": source.name, "namespace": ns}
         if action.kind == "VirtualService":
             fields["virtualservice"] = name
-        log.info(f"{action.kind} {_PAST[action.verb]}", reason=action.reason, kind=action.kind, **fields)
+        log.info(
+            f"{action.kind} {_PAST[action.verb]}", reason=action.reason, kind=action.kind, **fields
+        )
         reason = f"{action.kind}{_PAST[action.verb].capitalize()}"
         if action.kind == "Service":
             reason = f"Placeholder{_PAST[action.verb].capitalize()}"
-        self._events.normal(source, reason, f"{action.kind} {ns}/{name} {_PAST[action.verb]}: {action.reason}")
+        self._events.normal(
+            source, reason, f"{action.kind} {ns}/{name} {_PAST[action.verb]}: {action.reason}"
+        )
 
     def _warn(self, name: str, source: ObjectRef, warnings: tuple[str, ...]) -> None:
         # Say each warning once per change, not on every resync.
@@ -178,8 +215,17 @@ class VirtualServiceReconciler:
         else:
             self._warned.pop(name, None)
         for warning in warnings:
-            log.warning(warning, service=name, namespace=source.namespace, virtualservice=virtual_service_name(name))
-            reason = "UnmanagedVirtualService" if "without label" in warning else "VirtualServiceConflict"
+            log.warning(
+                warning,
+                service=name,
+                namespace=source.namespace,
+                virtualservice=virtual_service_name(name),
+            )
+            reason = (
+                "UnmanagedVirtualService"
+                if "without label" in warning
+                else "VirtualServiceConflict"
+            )
             self._events.warning(source, reason, warning)
 
 

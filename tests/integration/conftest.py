@@ -29,7 +29,16 @@ def control_plane() -> Iterator[ControlPlane]:
     # kube-apiserver takes ~2 s over the first write to a freshly installed CRD (storage
     # set-up); pay it here rather than inside the first test's deadlines.
     path = "/apis/networking.istio.io/v1/namespaces/default/virtualservices"
-    cp.api("POST", path, {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "warm-up"}, "spec": {"hosts": ["warm-up"]}})
+    cp.api(
+        "POST",
+        path,
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "warm-up"},
+            "spec": {"hosts": ["warm-up"]},
+        },
+    )
     cp.api("DELETE", f"{path}/warm-up")
     os.environ["VSO_TEST_CONTROL_PLANE_PIDS"] = ",".join(str(p) for p in cp.pids())
     try:
@@ -78,17 +87,20 @@ def tmp_kubeconfig_dir(tmp_path: Path) -> Path:
 # -- the operator under test ------------------------------------------------------------
 
 from tests.integration.harness import Api, OperatorProcess  # noqa: E402
-
 from virtualservice_operator.dev.controlplane import REPO_ROOT  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def operator_kubeconfig(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def operator_kubeconfig(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """Install deployments/deployment.yaml (RBAC included) and return a kubeconfig holding
     only the operator ServiceAccount's token: the operator runs with exactly that RBAC."""
     control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "deployment.yaml"))
     path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
-    return control_plane.service_account_kubeconfig("virtualservice-operator-system", "virtualservice-operator", path)
+    return control_plane.service_account_kubeconfig(
+        "virtualservice-operator-system", "virtualservice-operator", path
+    )
 
 
 @pytest.fixture
@@ -118,11 +130,22 @@ class OperatorFactory:
     def config_map(self) -> str:
         return f"vso-config-{self.namespaces.suffix}"
 
-    def start(self, config: dict[str, object] | str | None = None, *, extra_args: list[str] | None = None, wait_ready: bool = True, write_config: bool = True) -> OperatorProcess:
+    def start(
+        self,
+        config: dict[str, object] | str | None = None,
+        *,
+        extra_args: list[str] | None = None,
+        wait_ready: bool = True,
+        write_config: bool = True,
+    ) -> OperatorProcess:
         if write_config:
             self.api.write_config(self.config_map, config if config is not None else self.config())
         proc = OperatorProcess(
-            self.cp, self.kubeconfig, self.config_map, self.tmp / f"operator-{len(self.started)}.log", extra_args
+            self.cp,
+            self.kubeconfig,
+            self.config_map,
+            self.tmp / f"operator-{len(self.started)}.log",
+            extra_args,
         )
         self.started.append(proc)
         return proc.start(wait_ready=wait_ready)
@@ -130,7 +153,12 @@ class OperatorFactory:
 
 @pytest.fixture
 def operator(
-    control_plane: ControlPlane, api: Api, operator_kubeconfig: Path, namespaces: Namespaces, tmp_path: Path, request: pytest.FixtureRequest
+    control_plane: ControlPlane,
+    api: Api,
+    operator_kubeconfig: Path,
+    namespaces: Namespaces,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[OperatorFactory]:
     factory = OperatorFactory(control_plane, api, operator_kubeconfig, tmp_path, namespaces)
     yield factory

@@ -23,7 +23,12 @@ T = TypeVar("T")
 OPERATOR_NS = "virtualservice-operator-system"
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition", interval: float = 0.05) -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 15.0,
+    what: str = "condition",
+    interval: float = 0.05,
+) -> T:
     """Poll until `predicate()` is truthy; return its value. Fails with `what` at the deadline."""
     deadline = time.monotonic() + timeout
     last: T | None = None
@@ -72,10 +77,19 @@ class Api:
     def vs(self, ns: str, name: str) -> Any | None:
         return self.get(f"/apis/networking.istio.io/v1/namespaces/{ns}/virtualservices/{name}")
 
-    def create_service(self, ns: str, name: str, ports: list[int] | list[dict[str, Any]] | None = None, labels: dict[str, str] | None = None) -> Any:
-        port_list = [p if isinstance(p, dict) else {"name": f"http-{p}", "port": p} for p in (ports or [80])]
+    def create_service(
+        self,
+        ns: str,
+        name: str,
+        ports: list[int] | list[dict[str, Any]] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Any:
+        port_list = [
+            p if isinstance(p, dict) else {"name": f"http-{p}", "port": p} for p in (ports or [80])
+        ]
         body = {
-            "apiVersion": "v1", "kind": "Service",
+            "apiVersion": "v1",
+            "kind": "Service",
             "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
             "spec": {"ports": port_list, "selector": {"app": name}},
         }
@@ -86,7 +100,12 @@ class Api:
 
     def write_config(self, name: str, config: dict[str, Any] | str) -> None:
         text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
-        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": OPERATOR_NS}, "data": {"config.yaml": text}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": OPERATOR_NS},
+            "data": {"config.yaml": text},
+        }
         path = f"/api/v1/namespaces/{OPERATOR_NS}/configmaps"
         existing = self.get(f"{path}/{name}")
         if existing is None:
@@ -111,7 +130,14 @@ class Api:
 class OperatorProcess:
     """`virtualservice-operator run` as a child process with its own ConfigMap."""
 
-    def __init__(self, cp: ControlPlane, kubeconfig: Path, config_map: str, log_path: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        kubeconfig: Path,
+        config_map: str,
+        log_path: Path,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.cp = cp
         self.kubeconfig = kubeconfig
         self.config_map = config_map
@@ -127,7 +153,10 @@ class OperatorProcess:
         env.pop("KUBECONFIG", None)
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "virtualservice_operator.cli", "run",
+                sys.executable,
+                "-m",
+                "virtualservice_operator.cli",
+                "run",
                 f"-kubeconfig={self.kubeconfig}",
                 f"-config-map-name={self.config_map}",
                 f"-metrics-bind-address=127.0.0.1:{self.metrics_port}",
@@ -135,7 +164,10 @@ class OperatorProcess:
                 "-zap-log-level=debug",
                 *self.extra_args,
             ],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
         )
         log.close()
         if wait_ready:
@@ -145,12 +177,14 @@ class OperatorProcess:
     def ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
+            raise AssertionError(
+                f"operator exited with {self.proc.returncode}:\n{self.logs()[-3000:]}"
+            )
         return self._http(self.health_port, "/readyz")[0] == 200
 
     def _http(self, port: int, path: str, timeout: float = 5) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
                 return int(r.status), bytes(r.read())
         except urllib.error.HTTPError as e:
             return int(e.code), bytes(e.read())
@@ -163,7 +197,9 @@ class OperatorProcess:
         return body.decode()
 
     def get(self, port_name: str, path: str, timeout: float = 60) -> tuple[int, bytes]:
-        return self._http(self.metrics_port if port_name == "metrics" else self.health_port, path, timeout)
+        return self._http(
+            self.metrics_port if port_name == "metrics" else self.health_port, path, timeout
+        )
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -31,9 +31,23 @@ def _vs(name: str, ns: str, api_version: str, host: str) -> str:
                     {
                         "name": "dev",
                         "match": [{"headers": {"x-developer": {"exact": "dev"}}, "port": 8080}],
-                        "route": [{"destination": {"host": f"{host}.dev.svc.cluster.local", "port": {"number": 8080}}}],
+                        "route": [
+                            {
+                                "destination": {
+                                    "host": f"{host}.dev.svc.cluster.local",
+                                    "port": {"number": 8080},
+                                }
+                            }
+                        ],
                     },
-                    {"route": [{"destination": {"host": f"{host}.{ns}.svc.cluster.local"}, "weight": 100}]},
+                    {
+                        "route": [
+                            {
+                                "destination": {"host": f"{host}.{ns}.svc.cluster.local"},
+                                "weight": 100,
+                            }
+                        ]
+                    },
                 ],
             },
         }
@@ -50,11 +64,23 @@ def test_service_round_trip(namespaces: Namespaces, control_plane: ControlPlane)
 
 
 @pytest.mark.parametrize("api_version", ["v1beta1", "v1", "v1alpha3"])
-def test_virtual_service_each_served_version(namespaces: Namespaces, control_plane: ControlPlane, api_version: str) -> None:
+def test_virtual_service_each_served_version(
+    namespaces: Namespaces, control_plane: ControlPlane, api_version: str
+) -> None:
     ns = namespaces.default
     name = f"web-{api_version}"
     control_plane.kubectl("apply", "-f", "-", input=_vs(name, ns, api_version, "web"))
-    got = yaml.safe_load(control_plane.kubectl("get", f"virtualservices.{api_version}.networking.istio.io", name, "-n", ns, "-o", "yaml").stdout)
+    got = yaml.safe_load(
+        control_plane.kubectl(
+            "get",
+            f"virtualservices.{api_version}.networking.istio.io",
+            name,
+            "-n",
+            ns,
+            "-o",
+            "yaml",
+        ).stdout
+    )
     assert got["spec"]["http"][0]["match"][0]["headers"]["x-developer"] == {"exact": "dev"}
     # The short name from the CRD works, as the guide's `kubectl get virtualservice` does.
     assert name in control_plane.kubectl("get", "vs", "-n", ns).stdout
@@ -65,10 +91,18 @@ def test_virtual_service_each_served_version(namespaces: Namespaces, control_pla
     [
         ({"hosts": "not-a-list"}, "spec.hosts"),
         ({"hosts": ["a"], "http": [{"route": [{"destination": {"subset": "v1"}}]}]}, "host"),
-        ({"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a", "port": {"number": "x"}}}]}]}, "number"),
+        (
+            {
+                "hosts": ["a"],
+                "http": [{"route": [{"destination": {"host": "a", "port": {"number": "x"}}}]}],
+            },
+            "number",
+        ),
     ],
 )
-def test_schema_violation_is_rejected(namespaces: Namespaces, control_plane: ControlPlane, patch: dict, complaint: str) -> None:
+def test_schema_violation_is_rejected(
+    namespaces: Namespaces, control_plane: ControlPlane, patch: dict, complaint: str
+) -> None:
     body = {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
@@ -80,7 +114,9 @@ def test_schema_violation_is_rejected(namespaces: Namespaces, control_plane: Con
     assert complaint in result.stderr
 
 
-def test_rbac_is_enforced_and_service_account_kubeconfig_works(namespaces: Namespaces, control_plane: ControlPlane, tmp_path: Path) -> None:
+def test_rbac_is_enforced_and_service_account_kubeconfig_works(
+    namespaces: Namespaces, control_plane: ControlPlane, tmp_path: Path
+) -> None:
     ns = namespaces.default
     control_plane.kubectl("create", "serviceaccount", "nobody", "-n", ns)
     kubeconfig = control_plane.service_account_kubeconfig(ns, "nobody", tmp_path / "sa.kubeconfig")
@@ -89,12 +125,27 @@ def test_rbac_is_enforced_and_service_account_kubeconfig_works(namespaces: Names
     assert "forbidden" in denied.stderr.lower()
     assert f"system:serviceaccount:{ns}:nobody" in denied.stderr
 
-    control_plane.kubectl("create", "role", "reader", "--verb=get,list", "--resource=services", "-n", ns)
-    control_plane.kubectl("create", "rolebinding", "reader", "--role=reader", f"--serviceaccount={ns}:nobody", "-n", ns)
+    control_plane.kubectl(
+        "create", "role", "reader", "--verb=get,list", "--resource=services", "-n", ns
+    )
+    control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=reader",
+        f"--serviceaccount={ns}:nobody",
+        "-n",
+        ns,
+    )
     allowed = control_plane.kubectl("get", "services", "-n", ns, kubeconfig=kubeconfig)
     assert allowed.returncode == 0
     # Still nothing beyond what the Role grants.
-    assert control_plane.kubectl("get", "configmaps", "-n", ns, kubeconfig=kubeconfig, check=False).returncode != 0
+    assert (
+        control_plane.kubectl(
+            "get", "configmaps", "-n", ns, kubeconfig=kubeconfig, check=False
+        ).returncode
+        != 0
+    )
 
 
 def test_warm_start_is_fast_and_stop_leaves_nothing(control_plane: ControlPlane) -> None:

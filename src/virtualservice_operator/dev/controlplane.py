@@ -71,7 +71,13 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _wait_until(check: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+def _wait_until(
+    check: Any,
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
@@ -113,7 +119,9 @@ class ControlPlane:
         self.start()
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     @property
@@ -178,7 +186,10 @@ class ControlPlane:
         log = open(self.work_dir / log_name, "ab")  # noqa: SIM115 - owned by the child
         try:
             return subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads fork here
             )
         finally:
@@ -202,7 +213,13 @@ class ControlPlane:
             ],
             "etcd.log",
         )
-        _wait_until(lambda: self._http_ok(f"{self.etcd_url}/health"), timeout, "etcd", self.etcd, self.work_dir / "etcd.log")
+        _wait_until(
+            lambda: self._http_ok(f"{self.etcd_url}/health"),
+            timeout,
+            "etcd",
+            self.etcd,
+            self.work_dir / "etcd.log",
+        )
 
     def start_apiserver(self, timeout: float = 90.0) -> None:
         """Start (or restart, after stop_apiserver) kube-apiserver on the same port and data."""
@@ -233,7 +250,13 @@ class ControlPlane:
         )
         log = self.work_dir / "kube-apiserver.log"
         _wait_until(lambda: self._api_ok("/readyz"), timeout, "kube-apiserver", self.apiserver, log)
-        _wait_until(lambda: self._api_ok("/api/v1/namespaces/default"), timeout, "namespace default", self.apiserver, log)
+        _wait_until(
+            lambda: self._api_ok("/api/v1/namespaces/default"),
+            timeout,
+            "namespace default",
+            self.apiserver,
+            log,
+        )
 
     # -- talking to it ----------------------------------------------------------------
 
@@ -245,7 +268,7 @@ class ControlPlane:
     @staticmethod
     def _http_ok(url: str) -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=2) as r:
                 return bool(r.status == 200)
         except (OSError, urllib.error.URLError):
             return False
@@ -260,10 +283,12 @@ class ControlPlane:
     def api_get(self, path: str) -> str:
         """GET a path on the API server as admin (e.g. "/metrics") and return the body."""
         req = urllib.request.Request(self.url + path)
-        with urllib.request.urlopen(req, timeout=10, context=self._ssl_context()) as r:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10, context=self._ssl_context()) as r:
             return str(r.read().decode())
 
-    def api(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> tuple[int, Any]:
+    def api(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> tuple[int, Any]:
         """A JSON request as admin; returns (status, decoded body) and never raises on 4xx/5xx."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method)
@@ -271,7 +296,7 @@ class ControlPlane:
         if data is not None:
             req.add_header("Content-Type", content_type)
         try:
-            with urllib.request.urlopen(req, timeout=30, context=self._ssl_context()) as r:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=30, context=self._ssl_context()) as r:
                 raw = r.read()
                 return int(r.status), json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:
@@ -289,31 +314,51 @@ class ControlPlane:
         check: bool = True,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.admin_kubeconfig}", *args]
-        result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        cmd = [
+            str(self.bin_dir / "kubectl"),
+            f"--kubeconfig={kubeconfig or self.admin_kubeconfig}",
+            *args,
+        ]
+        result = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+            raise RuntimeError(
+                f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
+            )
         return result
 
     def install_crds(self, crd_dir: Path, timeout: float = 60.0) -> None:
-        names = self.kubectl("apply", "--server-side", "-f", str(crd_dir), "-o", "name").stdout.split()
+        names = self.kubectl(
+            "apply", "--server-side", "-f", str(crd_dir), "-o", "name"
+        ).stdout.split()
 
         def established(name: str) -> bool:
-            status, crd = self.api("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            status, crd = self.api(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            )
             conditions = (crd.get("status") or {}).get("conditions") or [] if status == 200 else []
-            return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+            return any(
+                c.get("type") == "Established" and c.get("status") == "True" for c in conditions
+            )
 
         # Polled, not `kubectl wait`: that fails outright while status has no conditions yet.
         for name in names:
             crd_name = name.split("/", 1)[-1]
-            _wait_until(lambda crd_name=crd_name: established(crd_name), timeout, f"CRD {crd_name} established")
+            _wait_until(
+                lambda crd_name=crd_name: established(crd_name),
+                timeout,
+                f"CRD {crd_name} established",
+            )
 
     def _kubeconfig(self, user: dict[str, str], name: str) -> dict[str, Any]:
         ca = base64.b64encode(self.pki.ca_cert.read_bytes()).decode()
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {"server": self.url, "certificate-authority-data": ca}}],
+            "clusters": [
+                {"name": "local", "cluster": {"server": self.url, "certificate-authority-data": ca}}
+            ],
             "users": [{"name": name, "user": user}],
             "contexts": [{"name": name, "context": {"cluster": "local", "user": name}}],
             "current-context": name,
@@ -328,9 +373,13 @@ class ControlPlane:
         self.admin_kubeconfig.write_text(yaml.safe_dump(self._kubeconfig(user, "admin")))
         self.admin_kubeconfig.chmod(0o600)
 
-    def service_account_kubeconfig(self, namespace: str, name: str, path: Path | None = None, duration: str = "2h") -> Path:
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, path: Path | None = None, duration: str = "2h"
+    ) -> Path:
         """Mint a token for ServiceAccount namespace/name (TokenRequest) and write a kubeconfig."""
-        token = self.kubectl("create", "token", name, "-n", namespace, f"--duration={duration}").stdout.strip()
+        token = self.kubectl(
+            "create", "token", name, "-n", namespace, f"--duration={duration}"
+        ).stdout.strip()
         path = path or self.work_dir / f"sa-{namespace}-{name}.kubeconfig"
         path.write_text(yaml.safe_dump(self._kubeconfig({"token": token}, f"{namespace}-{name}")))
         path.chmod(0o600)
@@ -377,7 +426,9 @@ def _serve(directory: Path) -> int:
     cp.start()
     shutil.copy(cp.admin_kubeconfig, directory / "kubeconfig")
     (directory / "kubeconfig").chmod(0o600)
-    _state_file(directory).write_text(json.dumps({"pid": os.getpid(), "url": cp.url, "start_seconds": cp.start_seconds}))
+    _state_file(directory).write_text(
+        json.dumps({"pid": os.getpid(), "url": cp.url, "start_seconds": cp.start_seconds})
+    )
     print(f"control plane ready at {cp.url} in {cp.start_seconds:.1f}s", flush=True)
     try:
         while not stop:
@@ -391,17 +442,36 @@ def _serve(directory: Path) -> int:
 def _up(directory: Path, timeout: float) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     if (state := _running(directory)) is not None:
-        print(f"control plane already running at {state['url']} (kubeconfig: {directory / 'kubeconfig'})")
+        print(
+            f"control plane already running at {state['url']} "
+            f"(kubeconfig: {directory / 'kubeconfig'})"
+        )
         return 0
     ensure_binaries()
     _state_file(directory).unlink(missing_ok=True)
     log = open(directory / "controlplane.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "virtualservice_operator.dev.controlplane", "serve", "--dir", str(directory)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "virtualservice_operator.dev.controlplane",
+            "serve",
+            "--dir",
+            str(directory),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     log.close()
-    _wait_until(lambda: _running(directory) is not None, timeout, "control plane", proc, directory / "controlplane.log")
+    _wait_until(
+        lambda: _running(directory) is not None,
+        timeout,
+        "control plane",
+        proc,
+        directory / "controlplane.log",
+    )
     state = _running(directory)
     assert state is not None
     print(f"control plane running at {state['url']} (started in {state['start_seconds']:.1f}s)")

@@ -22,7 +22,12 @@ from typing import Any
 
 import yaml
 
-from virtualservice_operator.dev.controlplane import REPO_ROOT, ControlPlane, ensure_binaries, free_port
+from virtualservice_operator.dev.controlplane import (
+    REPO_ROOT,
+    ControlPlane,
+    ensure_binaries,
+    free_port,
+)
 
 NAMESPACES = ("production", "staging", "dev-team-a", "dev-team-b")
 
@@ -87,7 +92,9 @@ def _wait(check: Any, what: str, timeout: float = 30.0) -> None:
 
 
 def _routes(cp: ControlPlane, name: str) -> list[str]:
-    result = cp.kubectl("get", "virtualservice", name, "-n", "production", "-o", "yaml", check=False)
+    result = cp.kubectl(
+        "get", "virtualservice", name, "-n", "production", "-o", "yaml", check=False
+    )
     if result.returncode != 0:
         return []
     vs = yaml.safe_load(result.stdout)
@@ -95,57 +102,129 @@ def _routes(cp: ControlPlane, name: str) -> list[str]:
 
 
 def _route_table(cp: ControlPlane) -> None:
-    out = cp.kubectl("get", "virtualservices", "-n", "production", "-l", "managed-by=virtualservice-operator", "-o", "yaml").stdout
+    out = cp.kubectl(
+        "get",
+        "virtualservices",
+        "-n",
+        "production",
+        "-l",
+        "managed-by=virtualservice-operator",
+        "-o",
+        "yaml",
+    ).stdout
     print(f"{'VIRTUALSERVICE':<28} {'ROUTE':<22} {'MATCH':<36} DESTINATION")
     for vs in yaml.safe_load(out)["items"]:
         for route in vs["spec"].get("http", []):
             match = route.get("match", [{}])[0] if route.get("match") else {}
-            headers = ",".join(f"{k}={next(iter(v.values()))}" for k, v in (match.get("headers") or {}).items())
+            headers = ",".join(
+                f"{k}={next(iter(v.values()))}" for k, v in (match.get("headers") or {}).items()
+            )
             port = f" port={match['port']}" if "port" in match else ""
             dest = route["route"][0]["destination"]
             dport = f":{dest['port']['number']}" if "port" in dest else ""
-            print(f"{vs['metadata']['name']:<28} {route.get('name', '(template)'):<22} {(headers + port) or '*':<36} {dest['host']}{dport}")
+            print(
+                f"{vs['metadata']['name']:<28} {route.get('name', '(template)'):<22} {(headers + port) or '*':<36} {dest['host']}{dport}"
+            )
     sys.stdout.flush()
 
 
 def main() -> int:
     _say("Building (once) and starting the local control plane: etcd + kube-apiserver")
     with ControlPlane(bin_dir=ensure_binaries()) as cp:
-        print(f"kube-apiserver at {cp.url}, ready in {cp.start_seconds:.1f}s (admin kubeconfig: {cp.admin_kubeconfig})")
-        _say("Installing the operator's manifests (namespace, ServiceAccount, RBAC) and the guide's ConfigMap")
+        print(
+            f"kube-apiserver at {cp.url}, ready in {cp.start_seconds:.1f}s (admin kubeconfig: {cp.admin_kubeconfig})"
+        )
+        _say(
+            "Installing the operator's manifests (namespace, ServiceAccount, RBAC) and the guide's ConfigMap"
+        )
         cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "deployment.yaml"))
         cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "config.yaml"))
-        print(cp.kubectl("get", "configmap", "virtualservice-operator-config", "-n", "virtualservice-operator-system", "-o", "jsonpath={.data.config\\.yaml}").stdout)
+        print(
+            cp.kubectl(
+                "get",
+                "configmap",
+                "virtualservice-operator-config",
+                "-n",
+                "virtualservice-operator-system",
+                "-o",
+                "jsonpath={.data.config\\.yaml}",
+            ).stdout
+        )
 
         _say("The sample: namespaces and Services")
         for ns in NAMESPACES:
             cp.kubectl("create", "namespace", ns)
         cp.kubectl("apply", "-f", "-", input=SAMPLE)
-        _show(cp, "get", "services", "-A", "-l", "!virtualservice-operator/placeholder-service", "--field-selector=metadata.namespace!=default")
+        _show(
+            cp,
+            "get",
+            "services",
+            "-A",
+            "-l",
+            "!virtualservice-operator/placeholder-service",
+            "--field-selector=metadata.namespace!=default",
+        )
 
-        _say("Running the operator with its ServiceAccount (the RBAC in deployments/deployment.yaml)")
-        kubeconfig = cp.service_account_kubeconfig("virtualservice-operator-system", "virtualservice-operator")
+        _say(
+            "Running the operator with its ServiceAccount (the RBAC in deployments/deployment.yaml)"
+        )
+        kubeconfig = cp.service_account_kubeconfig(
+            "virtualservice-operator-system", "virtualservice-operator"
+        )
         log_path = cp.work_dir / "operator.log"
         metrics_port, health_port = free_port(), free_port()
         with open(log_path, "wb") as log:
             operator = subprocess.Popen(
                 [
-                    sys.executable, "-m", "virtualservice_operator.cli", "run", f"-kubeconfig={kubeconfig}",
-                    f"-metrics-bind-address=127.0.0.1:{metrics_port}", f"-health-probe-bind-address=127.0.0.1:{health_port}",
-                    "-leader-elect=true", "-zap-log-level=info",
+                    sys.executable,
+                    "-m",
+                    "virtualservice_operator.cli",
+                    "run",
+                    f"-kubeconfig={kubeconfig}",
+                    f"-metrics-bind-address=127.0.0.1:{metrics_port}",
+                    f"-health-probe-bind-address=127.0.0.1:{health_port}",
+                    "-leader-elect=true",
+                    "-zap-log-level=info",
                 ],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "KUBECONFIG": ""},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": ""},
             )
         try:
-            _wait(lambda: len(_routes(cp, "cart-virtual-service")) == 3 and len(_routes(cp, "frontend-virtual-service")) == 2, "the operator to converge")
-            _wait(lambda: cp.kubectl("get", "service", "checkout", "-n", "dev-team-b", check=False).returncode == 0, "placeholders")
+            _wait(
+                lambda: (
+                    len(_routes(cp, "cart-virtual-service")) == 3
+                    and len(_routes(cp, "frontend-virtual-service")) == 2
+                ),
+                "the operator to converge",
+            )
+            _wait(
+                lambda: (
+                    cp.kubectl(
+                        "get", "service", "checkout", "-n", "dev-team-b", check=False
+                    ).returncode
+                    == 0
+                ),
+                "placeholders",
+            )
             _show(cp, "get", "virtualservices", "-A", "-l", "managed-by=virtualservice-operator")
             _say("Routes: developer routes first (header x-developer), the template's route last")
             _route_table(cp)
-            _say("Placeholders: ExternalName Services in developer namespaces that lack the Service")
-            _show(cp, "get", "services", "-A", "-l", "virtualservice-operator/placeholder-service=true")
+            _say(
+                "Placeholders: ExternalName Services in developer namespaces that lack the Service"
+            )
+            _show(
+                cp,
+                "get",
+                "services",
+                "-A",
+                "-l",
+                "virtualservice-operator/placeholder-service=true",
+            )
 
-            _say("A developer deploys their own checkout in dev-team-b (kubectl apply over the placeholder)")
+            _say(
+                "A developer deploys their own checkout in dev-team-b (kubectl apply over the placeholder)"
+            )
             print("$ kubectl apply -f checkout-dev-team-b.yaml")
             print(cp.kubectl("apply", "-f", "-", input=DEVELOPER_SERVICE).stdout.rstrip())
             _wait(lambda: len(_routes(cp, "checkout-virtual-service")) == 2, "the new route")

@@ -1,0 +1,84 @@
+"""`check-config FILE`: validate a config offline, before `kubectl apply`.
+
+FILE is a bare config.yaml or a whole ConfigMap manifest (e.g. deployments/config.yaml);
+`-` reads stdin. Every problem is listed at once, each with its field path, what is
+wrong, how to fix it and, where the YAML has one, its line in config.yaml. Warnings
+(unknown keys, with a "did you mean") do not make the config invalid: the operator
+loads it and logs them. The same parser as the running operator's is used, so a file
+that passes here is one the operator accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from virtualservice_operator.commands import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    CommandError,
+    add_command,
+)
+from virtualservice_operator.commands.configfile import load_config_file
+from virtualservice_operator.commands.output import Style
+from virtualservice_operator.config import ConfigError, OperatorConfig, Problem
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "check-config",
+        summary="validate a config.yaml or ConfigMap manifest offline",
+        description=(
+            "Validate the operator's configuration offline, with the operator's own parser. "
+            "FILE is a bare config.yaml or a ConfigMap manifest holding data.config.yaml "
+            "('-' reads stdin). Lists every problem with its field, its line in config.yaml "
+            "and the fix; warnings (unknown keys) do not make it invalid."
+        ),
+        examples=[
+            "virtualservice-operator check-config deployments/config.yaml",
+            "kubectl get configmap virtualservice-operator-config -n "
+            "virtualservice-operator-system -o yaml | virtualservice-operator check-config -",
+        ],
+        handler=run,
+    )
+    p.add_argument("file", metavar="FILE", help="config.yaml or ConfigMap manifest ('-': stdin)")
+
+
+def run(args: argparse.Namespace) -> int:
+    style = Style()
+    try:
+        loaded = load_config_file(args.file)
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except ConfigError as e:
+        count = len(e.problems)
+        print(style.bad(f"{args.file}: {count} problem{'s' if count != 1 else ''}"))
+        for problem in e.problems:
+            print(f"  - {format_problem(problem)}")
+        return EXIT_PROBLEM
+    for warning in loaded.warnings:
+        print(style.warn(f"warning: {warning}"))
+    print(f"{style.ok('config OK')}: {summary(loaded.config)}")
+    return EXIT_OK
+
+
+def format_problem(problem: Problem) -> str:
+    """`line N: path: what is wrong. Fix: how` (line and path only when known)."""
+    where = f"line {problem.line}: " if problem.line else ""
+    subject = f"{problem.path}: " if problem.path else ""
+    message = problem.message.rstrip(".")
+    return f"{where}{subject}{message}. Fix: {problem.fix.rstrip('.')}."
+
+
+def summary(config: OperatorConfig) -> str:
+    developers = ", ".join(config.developer_namespaces) or "none"
+    placeholders = "on" if config.enable_placeholder_services else "off"
+    routing = config.routing
+    key = routing.header if routing.match == "header" else f"baggage {routing.baggage_key}"
+    return (
+        f"defaultNamespace {config.default_namespace}; developerNamespaces {developers}; "
+        f"placeholders {placeholders}; routing on {key}"
+    )

@@ -1,0 +1,241 @@
+"""`explain SERVICE`: what the operator does for one Service name, and why (read-only).
+
+Reads the config from the operator's ConfigMap and the cluster as the operator sees it
+(`commands.inspect`), then prints, in order:
+
+- the config in one line;
+- the Service SERVICE in each watched namespace: real (routed or why not), placeholder,
+  absent, excluded; and in any namespace the operator does not watch, with why;
+- the VirtualService SERVICE-virtual-service: managed or not, and its routes;
+- sync: "in sync", or every action a reconcile would take now (drift);
+- "why nothing happens": each reason the operator leaves something alone (system
+  namespace, exclude label, the `kubernetes` Service, dev-only name, unmanaged
+  VirtualService, placeholders off, namespace not in the config);
+- the recent Events about SERVICE (those the operator records land on the Service in
+  the default namespace).
+
+Exit codes: 0 in sync; 1 drift (a reconcile would write); 2 usage; 3 could not read the
+cluster or the ConfigMap is missing or invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from virtualservice_operator.commands import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_USAGE,
+    CommandError,
+    add_command,
+)
+from virtualservice_operator.commands.check_config import summary
+from virtualservice_operator.commands.inspect import (
+    NameState,
+    add_cluster_flags,
+    describe_route,
+    evaluate,
+    load_config,
+    load_view,
+    with_client,
+)
+from virtualservice_operator.commands.output import Style, table
+from virtualservice_operator.constants import (
+    EXCLUDE_LABEL,
+    IGNORED_SERVICES,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    SYSTEM_NAMESPACES,
+    virtual_service_name,
+)
+from virtualservice_operator.desired import is_http_port
+from virtualservice_operator.kube import EVENTS, JSON, KubeClient
+from virtualservice_operator.model import ServiceInfo, is_dns_label
+
+MAX_EVENTS = 10
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "explain",
+        summary="what the operator does for a Service name, and why (read-only)",
+        description=(
+            "Explain, from the cluster, what the operator does for the Service name SERVICE "
+            "and why: the Service in each watched namespace, the VirtualService and its "
+            "routes, what a reconcile would change now (drift), why something is left "
+            "alone, and the recent Events. Reads only; writes nothing."
+        ),
+        examples=[
+            "virtualservice-operator explain cart",
+            "virtualservice-operator explain cart --kubeconfig ~/.kube/prod",
+        ],
+        handler=run,
+    )
+    p.add_argument("service", metavar="SERVICE", help="the Service name (no namespace)")
+    add_cluster_flags(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    name: str = args.service
+    if not is_dns_label(name):
+        print(f"error: {name!r} is not a Service name (a DNS label)", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def work(client: KubeClient) -> tuple[NameState, list[JSON]]:
+        config = await load_config(client, args.config_map_namespace, args.config_map_name)
+        view = await load_view(client, config, name)
+        events, _ = await client.list(EVENTS, None, field_selector=f"involvedObject.name={name}")
+        return evaluate(view, name), events
+
+    try:
+        state, events = with_client(args.kubeconfig, work)
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    where = f"{args.config_map_namespace}/{args.config_map_name}"
+    print("\n".join(report(state, events, where, Style())))
+    return EXIT_OK if state.in_sync else EXIT_PROBLEM
+
+
+def report(state: NameState, events: list[JSON], where: str, style: Style) -> list[str]:
+    name, config = state.name, state.config
+    lines = [style.title(f"Service name {name}"), f"Config (ConfigMap {where}): {summary(config)}"]
+    lines += ["", style.title("Services named " + name)]
+    rows = [[ns, role, describe_service(state, ns)] for ns, role in _namespaces(state)]
+    lines += ["  " + line for line in table(["NAMESPACE", "ROLE", "STATE"], rows)]
+
+    vs = state.virtual_service
+    lines += [
+        "",
+        style.title(f"VirtualService {config.default_namespace}/{virtual_service_name(name)}"),
+    ]
+    if vs is None:
+        lines.append("  absent")
+    else:
+        label = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+        managed = "managed" if state.managed else f"NOT managed (no label {label})"
+        lines.append(f"  {managed}")
+        routes = [describe_route(r) for r in (vs.get("spec") or {}).get("http") or []]
+        lines += ["  " + line for line in table(["ROUTE", "MATCH", "DESTINATION"], routes)]
+
+    lines += ["", style.title("Sync")]
+    if state.error:
+        lines.append(f"  {style.bad('cannot compute desired state')}: {state.error}")
+    elif state.in_sync:
+        lines.append(f"  {style.ok('in sync')}: a reconcile now would write nothing")
+    else:
+        lines.append(f"  {style.bad('drift')}: a reconcile now would")
+        lines += [
+            f"  - {a.verb} {a.kind} {a.namespace}/{a.name}: {a.reason}" for a in state.actions
+        ]
+    lines += [f"  {style.warn('warning')}: {w}" for w in state.plan.warnings]
+
+    reasons = why_nothing_happens(state)
+    if reasons:
+        lines += ["", style.title("Why nothing happens")]
+        lines += [f"  - {reason}" for reason in reasons]
+
+    lines += ["", style.title(f"Recent events about {name}")]
+    lines += ["  " + line for line in _events(events)] or ["  none"]
+    return lines
+
+
+def _namespaces(state: NameState) -> list[tuple[str, str]]:
+    config = state.config
+    found = [(config.default_namespace, "default")]
+    found += [(ns, "developer") for ns in config.developer_namespaces]
+    return found + [(ns, "not watched") for ns in sorted(state.elsewhere)]
+
+
+def describe_service(state: NameState, ns: str) -> str:
+    config, desired = state.config, state.desired
+    svc = state.services.get(ns) or state.elsewhere.get(ns)
+    if ns in state.elsewhere:
+        return (
+            "system namespace: never acted on"
+            if ns in SYSTEM_NAMESPACES
+            else ("not in the config: ignored")
+        )
+    if svc is None:
+        if ns == config.default_namespace:
+            return "absent"
+        if desired is not None and ns in desired.placeholders:
+            return "absent: a placeholder is wanted"
+        return "absent"
+    if svc.excluded:
+        return f"real, excluded by label {EXCLUDE_LABEL}=true"
+    if svc.is_placeholder:
+        return f"placeholder -> {svc.external_name}"
+    if ns == config.default_namespace:
+        return f"real ({svc.type}, ports {_ports(svc)})"
+    if desired is not None and ns in desired.routed_namespaces:
+        return f"real ({svc.type}, ports {_ports(svc)}): routed"
+    if svc.ports and not any(is_http_port(p) for p in svc.ports):
+        return f"real ({svc.type}, ports {_ports(svc)}): no HTTP port, no route"
+    return f"real ({svc.type}, ports {_ports(svc)})"
+
+
+def _ports(svc: ServiceInfo) -> str:
+    return ",".join(f"{p.name}:{p.port}" if p.name else str(p.port) for p in svc.ports) or "none"
+
+
+def why_nothing_happens(state: NameState) -> list[str]:
+    """Every reason the operator leaves something about this name alone."""
+    name, config = state.name, state.config
+    d = config.default_namespace
+    reasons = []
+    if name in IGNORED_SERVICES:
+        reasons.append(f"{name!r} is the API server's own Service: never acted on")
+    for ns in sorted(state.elsewhere):
+        if ns in SYSTEM_NAMESPACES:
+            reasons.append(f"{ns} is a system namespace: its Services are never acted on")
+        else:
+            reasons.append(
+                f"{ns} is neither defaultNamespace nor in developerNamespaces: not watched"
+            )
+    source = state.services.get(d)
+    if source is None and name not in IGNORED_SERVICES:
+        reasons.append(
+            f"not in the default namespace: no Service {name} in {d}, so nothing is made "
+            "for this name (dev-only)"
+        )
+    for ns in config.watched_namespaces:
+        svc = state.services.get(ns)
+        if svc is not None and svc.excluded:
+            reasons.append(f"{ns}/{name} is excluded by label {EXCLUDE_LABEL}=true")
+    vs = state.virtual_service
+    if vs is not None and not state.managed:
+        reasons.append(
+            f"VirtualService {d}/{virtual_service_name(name)} is unmanaged (no label "
+            f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}): never changed or deleted; "
+            "put the label back to hand it over"
+        )
+    lacking = [ns for ns in config.developer_namespaces if ns not in state.services]
+    if source is not None and lacking and not config.enable_placeholder_services:
+        reasons.append(
+            f"placeholders are off (enablePlaceholderServices: false): none in {', '.join(lacking)}"
+        )
+    return reasons
+
+
+def _events(events: list[JSON]) -> list[str]:
+    def when(event: JSON) -> str:
+        meta = event.get("metadata") or {}
+        return str(
+            event.get("lastTimestamp")
+            or event.get("eventTime")
+            or meta.get("creationTimestamp")
+            or ""
+        )
+
+    recent = sorted(events, key=when)[-MAX_EVENTS:]
+    rows = []
+    for e in recent:
+        obj = e.get("involvedObject") or {}
+        target = f"{obj.get('kind', '?')} {obj.get('namespace', '')}/{obj.get('name', '')}"
+        message = str(e.get("message", "")).replace("\n", " ")
+        rows.append([when(e), str(e.get("type", "")), str(e.get("reason", "")), target, message])
+    return table(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], rows) if rows else []

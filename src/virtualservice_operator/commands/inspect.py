@@ -1,0 +1,260 @@
+"""What explain and status share: read the cluster as the operator sees it, then judge.
+
+1. `load_config`: the operator's ConfigMap, parsed with the operator's own parser;
+2. `load_view`: one read of the cluster: the Services the operator would watch (or, for
+   one name, that name in every namespace, to say why some are not watched), managed
+   VirtualServices anywhere and every VirtualService in the default namespace;
+3. `evaluate`: for one Service name, desired state (`desired.compute_desired`) and the
+   actions a reconcile would take (`plan.plan`), from the same inputs the reconciler
+   uses. No action means the name is in sync.
+
+Read-only: nothing here writes to the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from virtualservice_operator.commands import CommandError
+from virtualservice_operator.config import ConfigError, OperatorConfig, parse_config
+from virtualservice_operator.constants import (
+    CONFIG_KEY,
+    CONFIG_MAP_NAME,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    OPERATOR_NAMESPACE,
+    service_for_virtual_service,
+    virtual_service_name,
+)
+from virtualservice_operator.desired import Desired, compute_desired
+from virtualservice_operator.kube import (
+    CONFIGMAPS,
+    JSON,
+    SERVICES,
+    VIRTUAL_SERVICES,
+    ApiError,
+    KubeClient,
+    NotFound,
+)
+from virtualservice_operator.model import ServiceInfo
+from virtualservice_operator.plan import Action, Plan, is_managed, plan
+from virtualservice_operator.template import TemplateError
+
+T = TypeVar("T")
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """--kubeconfig and the ConfigMap flags, spelled as `run` spells them."""
+    parser.add_argument(
+        "--kubeconfig",
+        "-kubeconfig",
+        default=None,
+        metavar="FILE",
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)",
+    )
+    parser.add_argument(
+        "--config-map-name",
+        "-config-map-name",
+        default=CONFIG_MAP_NAME,
+        metavar="NAME",
+        help=f"ConfigMap holding {CONFIG_KEY} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--config-map-namespace",
+        "-config-map-namespace",
+        default=OPERATOR_NAMESPACE,
+        metavar="NAMESPACE",
+        help="namespace of that ConfigMap (default: %(default)s)",
+    )
+
+
+def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T]]) -> T:
+    """Run `work` with a client on a fresh event loop; API failures become CommandError."""
+
+    async def main() -> T:
+        try:
+            client = KubeClient.from_kubeconfig(kubeconfig)
+        except Exception as e:  # lightkube: missing file, no context, bad YAML...
+            raise CommandError(f"cannot load kubeconfig: {type(e).__name__}: {e}") from e
+        try:
+            return await work(client)
+        except ApiError as e:
+            raise CommandError(f"the API server refused a read: {e}") from e
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+async def load_config(client: KubeClient, namespace: str, name: str) -> OperatorConfig:
+    where = f"ConfigMap {namespace}/{name}"
+    try:
+        obj = await client.get(CONFIGMAPS, namespace, name)
+    except NotFound as e:
+        raise CommandError(f"{where} not found: is the operator installed?") from e
+    text = (obj.get("data") or {}).get(CONFIG_KEY)
+    if not isinstance(text, str):
+        raise CommandError(f"{where} has no key {CONFIG_KEY!r}")
+    try:
+        return parse_config(text).config
+    except ConfigError as e:
+        raise CommandError(
+            f"{where} holds an invalid config (the operator keeps its last good one): "
+            f"{'; '.join(str(p) for p in e.problems)}"
+        ) from e
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """One read of the cluster: Services by namespace then name, and VirtualServices."""
+
+    config: OperatorConfig
+    services: Mapping[str, Mapping[str, ServiceInfo]]
+    virtual_services: tuple[JSON, ...]
+
+    def names(self) -> list[str]:
+        """Every Service name the operator would reconcile, sorted."""
+        names = {
+            s.name
+            for ns in self.config.watched_namespaces
+            for s in self.services.get(ns, {}).values()
+        }
+        for vs in self.virtual_services:
+            name = service_for_virtual_service(str(vs["metadata"]["name"]))
+            if name:
+                names.add(name)
+        return sorted(names)
+
+
+async def load_view(
+    client: KubeClient, config: OperatorConfig, service: str | None = None
+) -> ClusterView:
+    """Read the cluster; with `service`, only Services of that name, in every namespace."""
+    services: dict[str, dict[str, ServiceInfo]] = {}
+    if service is None:
+        lists = [await client.list(SERVICES, ns) for ns in config.watched_namespaces]
+        items = [obj for found, _ in lists for obj in found]
+    else:
+        items, _ = await client.list(SERVICES, None, field_selector=f"metadata.name={service}")
+    for obj in items:
+        info = ServiceInfo.from_dict(obj)
+        services.setdefault(info.namespace, {})[info.name] = info
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+    managed, _ = await client.list(VIRTUAL_SERVICES, None, label_selector=selector)
+    local, _ = await client.list(VIRTUAL_SERVICES, config.default_namespace)
+    seen = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in managed}
+    others = [o for o in local if (o["metadata"]["namespace"], o["metadata"]["name"]) not in seen]
+    return ClusterView(config, services, (*managed, *others))
+
+
+@dataclass(frozen=True)
+class NameState:
+    """Everything about one Service name: actual, desired, and the difference."""
+
+    name: str
+    config: OperatorConfig
+    services: dict[str, ServiceInfo]  # watched namespace -> the Service named `name`
+    elsewhere: dict[str, ServiceInfo]  # other namespaces (not watched) -> that Service
+    virtual_services: list[JSON]  # those that concern the name (as the reconciler's)
+    desired: Desired | None
+    plan: Plan
+    error: str = ""  # why desired state cannot be computed
+
+    @property
+    def actions(self) -> tuple[Action, ...]:
+        return self.plan.actions
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.error and not self.actions
+
+    @property
+    def virtual_service(self) -> JSON | None:
+        """The VirtualService `name-virtual-service` in the default namespace, if any."""
+        want = virtual_service_name(self.name)
+        for vs in self.virtual_services:
+            meta = vs["metadata"]
+            if meta["name"] == want and meta.get("namespace") == self.config.default_namespace:
+                return vs
+        return None
+
+    @property
+    def managed(self) -> bool:
+        vs = self.virtual_service
+        return vs is not None and is_managed(vs)
+
+    def managed_virtual_services(self) -> list[JSON]:
+        """Managed `name-virtual-service` VirtualServices: one, or more if orphans are left."""
+        want = virtual_service_name(self.name)
+        return [v for v in self.virtual_services if v["metadata"]["name"] == want and is_managed(v)]
+
+    def placeholders(self) -> list[str]:
+        """Developer namespaces holding a placeholder of this name, in config order."""
+        return [ns for ns in self.config.developer_namespaces if _placeholder(self.services, ns)]
+
+
+def _placeholder(services: Mapping[str, ServiceInfo], ns: str) -> bool:
+    svc = services.get(ns)
+    return svc is not None and svc.is_placeholder
+
+
+def developer_routes(vs: JSON | None) -> list[str]:
+    """Names of the routes starting with `dev-`: the developer routes the operator made."""
+    http = ((vs or {}).get("spec") or {}).get("http") or []
+    names = [str(r.get("name")) for r in http if isinstance(r, dict) and r.get("name")]
+    return [n for n in names if n.startswith("dev-")]
+
+
+def evaluate(view: ClusterView, name: str) -> NameState:
+    """Desired state and the plan for `name`, from the view, as the reconciler makes them."""
+    config = view.config
+    watched = set(config.watched_namespaces)
+    services: dict[str, ServiceInfo] = {}
+    elsewhere: dict[str, ServiceInfo] = {}
+    for ns, by_name in view.services.items():
+        if name in by_name:
+            (services if ns in watched else elsewhere)[ns] = by_name[name]
+    vss = [vs for vs in view.virtual_services if _concerns(vs, name, config.default_namespace)]
+    try:
+        desired = compute_desired(config, name, services)
+    except TemplateError as e:
+        return NameState(name, config, services, elsewhere, vss, None, Plan((), ()), str(e))
+    the_plan = plan(desired, config=config, services=services, virtual_services=vss)
+    return NameState(name, config, services, elsewhere, vss, desired, the_plan)
+
+
+def _concerns(vs: JSON, name: str, default_namespace: str) -> bool:
+    """What the operator's cache indexes under `name` (managed ones anywhere, any other in
+    the default namespace): by its own name, or by a host whose short name is `name`."""
+    meta = vs["metadata"]
+    if not is_managed(vs) and meta.get("namespace") != default_namespace:
+        return False
+    if meta["name"] == virtual_service_name(name):
+        return True
+    hosts = (vs.get("spec") or {}).get("hosts") or []
+    return isinstance(hosts, list) and any(
+        isinstance(h, str) and h.split(".", 1)[0] == name for h in hosts
+    )
+
+
+def describe_route(route: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(name, match, destination) of one HTTP route, for humans."""
+    name = str(route.get("name") or "(template)")
+    matches = route.get("match") or []
+    parts = []
+    for match in matches if isinstance(matches, list) else []:
+        for header, rule in ((match or {}).get("headers") or {}).items():
+            value = next(iter(rule.values()), "") if isinstance(rule, dict) and rule else rule
+            parts.append(f"{header}={value}")
+        if isinstance(match, dict) and "port" in match:
+            parts.append(f"port {match['port']}")
+    targets = []
+    for target in route.get("route") or []:
+        dest = (target or {}).get("destination") or {}
+        port = (dest.get("port") or {}).get("number")
+        targets.append(f"{dest.get('host', '?')}{f':{port}' if port else ''}")
+    return name, " ".join(parts) or "*", ", ".join(targets) or "-"

@@ -1,0 +1,134 @@
+"""`status`: every name the operator manages, its developer routes, placeholders, sync.
+
+One row per Service name that has a managed VirtualService (label
+managed-by=virtualservice-operator, in any namespace) or that a reconcile would act on
+now: the VirtualService, its developer routes (routes named `dev-...`), the developer
+namespaces holding a placeholder of that name, and whether the name is in sync (the
+same desired-vs-actual comparison as `explain`; "drift" counts the actions a reconcile
+would take). Read-only.
+
+Exit codes: 0 when the table was printed, even with drift (the operator is normally
+about to fix it); with --check, 1 when any name is not in sync; 2 usage; 3 could not
+read the cluster or the ConfigMap is missing or invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from virtualservice_operator.commands import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    CommandError,
+    add_command,
+)
+from virtualservice_operator.commands.inspect import (
+    NameState,
+    add_cluster_flags,
+    developer_routes,
+    evaluate,
+    load_config,
+    load_view,
+    with_client,
+)
+from virtualservice_operator.commands.output import Style, dump, table
+from virtualservice_operator.kube import KubeClient
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "status",
+        summary="every managed VirtualService: developer routes, placeholders, in sync or not",
+        description=(
+            "List every name the operator manages (a VirtualService labelled "
+            "managed-by=virtualservice-operator, or a name a reconcile would act on now) "
+            "with its developer routes, its placeholders and whether it is in sync. "
+            "Reads only; writes nothing."
+        ),
+        examples=[
+            "virtualservice-operator status",
+            "virtualservice-operator status --check -o json   # exit 1 on drift",
+        ],
+        handler=run,
+        note="status exits 0 even with drift, unless --check is given",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml"],
+        default="table",
+        help="table for people; json or yaml for scripts (default: table)",
+    )
+    p.add_argument("--check", action="store_true", help="exit 1 if any name is not in sync")
+    add_cluster_flags(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    async def work(client: KubeClient) -> list[NameState]:
+        config = await load_config(client, args.config_map_namespace, args.config_map_name)
+        view = await load_view(client, config)
+        states = [evaluate(view, name) for name in view.names()]
+        return [s for s in states if s.actions or s.error or s.managed_virtual_services()]
+
+    try:
+        states = with_client(args.kubeconfig, work)
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.output == "table":
+        print("\n".join(render_table(states, Style())))
+    else:
+        sys.stdout.write(dump([as_record(s) for s in states], args.output))
+    drift = any(not s.in_sync for s in states)
+    return EXIT_PROBLEM if args.check and drift else EXIT_OK
+
+
+def as_record(state: NameState) -> dict[str, Any]:
+    vss = state.managed_virtual_services()
+    vs = state.virtual_service if state.managed else None
+    return {
+        "service": state.name,
+        "virtualServices": [f"{v['metadata']['namespace']}/{v['metadata']['name']}" for v in vss],
+        "developerRoutes": developer_routes(vs),
+        "placeholders": state.placeholders(),
+        "inSync": state.in_sync,
+        "actions": [f"{a.verb} {a.kind} {a.namespace}/{a.name}: {a.reason}" for a in state.actions],
+        **({"error": state.error} if state.error else {}),
+    }
+
+
+def render_table(states: list[NameState], style: Style) -> list[str]:
+    if not states:
+        return ["no managed VirtualServices"]
+    rows = []
+    for state in states:
+        record = as_record(state)
+        actions = len(state.actions)
+        sync = (
+            "in sync"
+            if state.in_sync
+            else (
+                f"drift ({actions} action{'s' if actions != 1 else ''})"
+                if not state.error
+                else "error"
+            )
+        )
+        rows.append(
+            [
+                state.name,
+                ",".join(record["virtualServices"]) or "(missing)",
+                ",".join(record["developerRoutes"]) or "-",
+                ",".join(record["placeholders"]) or "-",
+                sync,
+            ]
+        )
+    headers = ["SERVICE", "VIRTUALSERVICE", "DEVELOPER ROUTES", "PLACEHOLDERS", "SYNC"]
+
+    def colour(cell: str) -> str:
+        return style.ok(cell) if cell == "in sync" else style.bad(cell)
+
+    return table(headers, rows, last=colour)

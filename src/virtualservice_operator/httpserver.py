@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,7 +72,8 @@ def _metrics_app(registry: CollectorRegistry, profiling: bool) -> web.Applicatio
         return _profile_response(body, "profile")
 
     async def heap(_: web.Request) -> web.Response:
-        return _profile_response(pprof.heap_profile(), "heap")
+        # Seconds of work on a big heap: off the event loop, so probes keep answering.
+        return _profile_response(await asyncio.to_thread(pprof.heap_profile), "heap")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -115,13 +115,20 @@ class Api:
             status, out = self.put(f"{path}/{name}", body)
             assert status == 200, (status, out)
 
-    def write_count(self) -> dict[str, float]:
-        """apiserver_request_total for writes, by verb (all resources, all clients)."""
+    def write_count(self, resources: tuple[str, ...] = ()) -> dict[str, float]:
+        """apiserver_request_total for writes, by verb (all clients; only `resources` if given)."""
         counts: dict[str, float] = {}
         for line in self.cp.api_get("/metrics").splitlines():
             if line.startswith("apiserver_request_total{"):
                 labels, value = line.rsplit(" ", 1)
                 verb = labels.split('verb="', 1)[1].split('"', 1)[0]
+                resource = (
+                    labels.split('resource="', 1)[1].split('"', 1)[0]
+                    if 'resource="' in labels
+                    else ""
+                )
+                if resources and resource not in resources:
+                    continue
                 if verb in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"):
                     counts[verb] = counts.get(verb, 0.0) + float(value)
         return counts

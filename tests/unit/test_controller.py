@@ -45,12 +45,14 @@ def metric(m: OperatorMetrics, name: str, **labels: str) -> float:
     )
 
 
-async def wait_until(predicate: object, timeout: float = 5.0) -> None:
+async def wait_until(predicate: object, deadline: float = 5.0) -> None:
+    """Let the loop turn until `predicate()` holds; fail after `deadline` seconds."""
+
     async def poll() -> None:
-        while not predicate():  # type: ignore[operator]
+        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 - polling a plain predicate
             await asyncio.sleep(0.001)
 
-    await asyncio.wait_for(poll(), timeout)
+    await asyncio.wait_for(poll(), deadline)
 
 
 async def test_outcomes_are_counted_and_errors_retried() -> None:

@@ -65,38 +65,134 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> None:
 
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
-    _flag(parser, name, nargs="?", const=True, default=default, type=parse_bool, metavar="true|false", help=help)
+    _flag(
+        parser,
+        name,
+        nargs="?",
+        const=True,
+        default=default,
+        type=parse_bool,
+        metavar="true|false",
+        help=help,
+    )
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "run", help="run the operator",
-        description="Run the operator: watch Services, keep VirtualServices and placeholders in step.",
+        "run",
+        help="run the operator",
+        description=(
+            "Run the operator: watch Services, keep VirtualServices and placeholders in step."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _flag(p, "kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
-    _flag(p, "config-map-name", default="virtualservice-operator-config", help="ConfigMap holding config.yaml")
-    _flag(p, "config-map-namespace", default="virtualservice-operator-system", help="namespace of that ConfigMap")
-    _flag(p, "metrics-bind-address", default=":8080", help="address for /metrics and /debug/pprof ('0' disables)")
-    _flag(p, "health-probe-bind-address", default=":8081", help="address for /healthz and /readyz ('0' disables)")
-    _bool_flag(p, "enable-profiling", True, "serve /debug/pprof/profile and /debug/pprof/heap on the metrics address")
-    _bool_flag(p, "leader-elect", False, "elect a leader through a Lease, so that only one replica writes")
-    _flag(p, "leader-election-namespace", default="", help="namespace of the Lease (default: the ConfigMap's)")
-    _flag(p, "leader-election-id", default="virtualservice-operator-leader", help="name of the Lease")
-    _flag(p, "lease-duration", type=parse_duration, default=15.0, help="how long a Lease holds without renewal")
-    _flag(p, "renew-deadline", type=parse_duration, default=10.0, help="how long the leader tries to renew before giving up")
-    _flag(p, "retry-period", type=parse_duration, default=2.0, help="how often to try to acquire or renew")
-    _flag(p, "max-concurrent-reconciles", type=int, default=1, help="workers reconciling names in parallel")
-    _flag(p, "sync-period", type=parse_duration, default=36000.0, help="full resync period (with 10%% jitter)")
-    _flag(p, "watch-idle-timeout", type=parse_duration, default=120.0, help="re-establish a watch silent this long")
-    _flag(p, "zap-log-level", default="info", choices=["debug", "info", "warn", "error"], help="lowest level logged")
+    _flag(
+        p,
+        "kubeconfig",
+        default=None,
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)",
+    )
+    _flag(
+        p,
+        "config-map-name",
+        default="virtualservice-operator-config",
+        help="ConfigMap holding config.yaml",
+    )
+    _flag(
+        p,
+        "config-map-namespace",
+        default="virtualservice-operator-system",
+        help="namespace of that ConfigMap",
+    )
+    _flag(
+        p,
+        "metrics-bind-address",
+        default=":8080",
+        help="address for /metrics and /debug/pprof ('0' disables)",
+    )
+    _flag(
+        p,
+        "health-probe-bind-address",
+        default=":8081",
+        help="address for /healthz and /readyz ('0' disables)",
+    )
+    _bool_flag(
+        p,
+        "enable-profiling",
+        True,
+        "serve /debug/pprof/profile and /debug/pprof/heap on the metrics address",
+    )
+    _bool_flag(
+        p, "leader-elect", False, "elect a leader through a Lease, so that only one replica writes"
+    )
+    _flag(
+        p,
+        "leader-election-namespace",
+        default="",
+        help="namespace of the Lease (default: the ConfigMap's)",
+    )
+    _flag(
+        p, "leader-election-id", default="virtualservice-operator-leader", help="name of the Lease"
+    )
+    _flag(
+        p,
+        "lease-duration",
+        type=parse_duration,
+        default=15.0,
+        help="how long a Lease holds without renewal",
+    )
+    _flag(
+        p,
+        "renew-deadline",
+        type=parse_duration,
+        default=10.0,
+        help="how long the leader tries to renew before giving up",
+    )
+    _flag(
+        p,
+        "retry-period",
+        type=parse_duration,
+        default=2.0,
+        help="how often to try to acquire or renew",
+    )
+    _flag(
+        p,
+        "max-concurrent-reconciles",
+        type=int,
+        default=1,
+        help="workers reconciling names in parallel",
+    )
+    _flag(
+        p,
+        "sync-period",
+        type=parse_duration,
+        default=36000.0,
+        help="full resync period (with 10%% jitter)",
+    )
+    _flag(
+        p,
+        "watch-idle-timeout",
+        type=parse_duration,
+        default=120.0,
+        help="re-establish a watch silent this long",
+    )
+    _flag(
+        p,
+        "zap-log-level",
+        default="info",
+        choices=["debug", "info", "warn", "error"],
+        help="lowest level logged",
+    )
     _bool_flag(p, "zap-development", False, "human-readable console logs instead of JSON lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="virtualservice-operator",
-        description="Keeps Istio VirtualServices and developer placeholder Services in step with Services.",
+        description=(
+            "Keeps Istio VirtualServices and developer placeholder Services in step with "
+            "Services. 'run' is the operator; the other commands help operate it."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.harness import warm_up_crd
 from virtualservice_operator.dev.controlplane import ControlPlane, ensure_binaries
 
 _counter = itertools.count()
@@ -26,20 +27,7 @@ def control_plane() -> Iterator[ControlPlane]:
     cp.start()
     # The warm-start figure the foundation issue asks to see in the test output.
     print(f"\ncontrol plane started in {cp.start_seconds:.2f}s at {cp.url}")
-    # kube-apiserver takes ~2 s over the first write to a freshly installed CRD (storage
-    # set-up); pay it here rather than inside the first test's deadlines.
-    path = "/apis/networking.istio.io/v1/namespaces/default/virtualservices"
-    cp.api(
-        "POST",
-        path,
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {"name": "warm-up"},
-            "spec": {"hosts": ["warm-up"]},
-        },
-    )
-    cp.api("DELETE", f"{path}/warm-up")
+    warm_up_crd(cp)
     os.environ["VSO_TEST_CONTROL_PLANE_PIDS"] = ",".join(str(p) for p in cp.pids())
     try:
         yield cp

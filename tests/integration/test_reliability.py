@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.conftest import Namespaces, OperatorFactory
 from tests.integration.faultproxy import FaultProxy
-from tests.integration.harness import Api, OperatorProcess, wait_for
+from tests.integration.harness import Api, OperatorProcess, wait_for, warm_up_crd
 from virtualservice_operator.dev.controlplane import REPO_ROOT, ControlPlane, ensure_binaries
 from virtualservice_operator.metrics import parse_exposition
 
@@ -27,18 +27,7 @@ def fault_cp() -> Iterator[ControlPlane]:
     cp = ControlPlane(bin_dir=ensure_binaries(), extra_apiserver_args=("--watch-cache=false",))
     cp.start()
     cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "deployment.yaml"))
-    path = "/apis/networking.istio.io/v1/namespaces/default/virtualservices"
-    cp.api(
-        "POST",
-        path,
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {"name": "warm-up"},
-            "spec": {"hosts": ["w"]},
-        },
-    )
-    cp.api("DELETE", f"{path}/warm-up")
+    warm_up_crd(cp)
     try:
         yield cp
     finally:

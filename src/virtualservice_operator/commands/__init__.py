@@ -6,8 +6,9 @@
 - `status`: read-only, against the cluster, every name the operator manages.
 
 `inspect` holds what explain and status share (load the config from its ConfigMap,
-read the cluster, compute desired state and the plan for a name); `output` holds
-formatting (colour only when stdout is a terminal, YAML/JSON/tables).
+read the cluster, compute desired state and the plan for a name); `configfile` reads a
+config file for render and check-config; `output` holds formatting (colour only when
+stdout is a terminal, YAML/JSON/tables).
 
 Exit codes, the same for every command:
   0  success: the output was produced; the config is valid; the name(s) are in sync

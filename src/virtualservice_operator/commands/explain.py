@@ -11,8 +11,8 @@ Reads the config from the operator's ConfigMap and the cluster as the operator s
 - "why nothing happens": each reason the operator leaves something alone (system
   namespace, exclude label, the `kubernetes` Service, dev-only name, unmanaged
   VirtualService, placeholders off, namespace not in the config);
-- the recent Events about SERVICE (those the operator records land on the Service in
-  the default namespace).
+- the recent Events about objects named SERVICE in the watched namespaces (those the
+  operator records land on the Service in the default namespace).
 
 Exit codes: 0 in sync; 1 drift (a reconcile would write); 2 usage; 3 could not read the
 cluster or the ConfigMap is missing or invalid.
@@ -51,7 +51,7 @@ from virtualservice_operator.constants import (
     virtual_service_name,
 )
 from virtualservice_operator.desired import is_http_port
-from virtualservice_operator.kube import EVENTS, JSON, KubeClient
+from virtualservice_operator.kube import EVENTS, JSON, Forbidden, KubeClient
 from virtualservice_operator.model import ServiceInfo, is_dns_label
 
 MAX_EVENTS = 10
@@ -84,10 +84,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {name!r} is not a Service name (a DNS label)", file=sys.stderr)
         return EXIT_USAGE
 
-    async def work(client: KubeClient) -> tuple[NameState, list[JSON]]:
+    async def work(client: KubeClient) -> tuple[NameState, list[JSON] | None]:
         config = await load_config(client, args.config_map_namespace, args.config_map_name)
         view = await load_view(client, config, name)
-        events, _ = await client.list(EVENTS, None, field_selector=f"involvedObject.name={name}")
+        try:
+            found, _ = await client.list(EVENTS, None, field_selector=f"involvedObject.name={name}")
+        except Forbidden:  # e.g. run inside the pod: the operator may create Events, not list
+            return evaluate(view, name), None
+        # Same-named objects elsewhere are other teams' business, not the operator's.
+        watched = set(config.watched_namespaces)
+        events = [e for e in found if (e.get("involvedObject") or {}).get("namespace") in watched]
         return evaluate(view, name), events
 
     try:
@@ -100,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if state.in_sync else EXIT_PROBLEM
 
 
-def report(state: NameState, events: list[JSON], where: str, style: Style) -> list[str]:
+def report(state: NameState, events: list[JSON] | None, where: str, style: Style) -> list[str]:
     name, config = state.name, state.config
     lines = [style.title(f"Service name {name}"), f"Config (ConfigMap {where}): {summary(config)}"]
     lines += ["", style.title("Services named " + name)]
@@ -139,7 +145,10 @@ def report(state: NameState, events: list[JSON], where: str, style: Style) -> li
         lines += [f"  - {reason}" for reason in reasons]
 
     lines += ["", style.title(f"Recent events about {name}")]
-    lines += ["  " + line for line in _events(events)] or ["  none"]
+    if events is None:
+        lines.append("  cannot list Events: forbidden for these credentials")
+    else:
+        lines += ["  " + line for line in _events(events)] or ["  none"]
     return lines
 
 

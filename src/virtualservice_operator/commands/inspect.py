@@ -54,7 +54,7 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         "-kubeconfig",
         default=None,
         metavar="FILE",
-        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)",
+        help="kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)",
     )
     parser.add_argument(
         "--config-map-name",

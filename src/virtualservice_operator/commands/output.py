@@ -44,18 +44,25 @@ class Style:
         return self(text, "bold")
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block-style YAML without anchors: shared sub-objects are written out in full."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def dump(data: Any, fmt: str) -> str:
     """`data` as JSON (indented) or YAML (block style, keys in insertion order)."""
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 def dump_all(documents: Sequence[Any], fmt: str) -> str:
     """Several manifests: a YAML stream (`---`), or a JSON `v1/List` kubectl can apply."""
     if fmt == "json":
         return dump({"apiVersion": "v1", "kind": "List", "items": list(documents)}, fmt)
-    return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
+    return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 def table(

@@ -5,9 +5,10 @@
 2. create the sample: namespaces production, staging, dev-team-a, dev-team-b and a few
    Services (one of them in a developer namespace);
 3. run the operator with its ServiceAccount's token (the RBAC we ship, nothing more);
-4. show the VirtualServices, routes and placeholders it made;
+4. show the VirtualServices, routes and placeholders it made, and
+   `virtualservice-operator status`;
 5. a developer deploys their own `checkout` in dev-team-b over the placeholder: show the
-   new route appear;
+   new route appear, and `status` again;
 6. stop the operator (SIGTERM) and the control plane.
 """
 
@@ -128,6 +129,31 @@ def _route_table(cp: ControlPlane) -> None:
     sys.stdout.flush()
 
 
+def _status(cp: ControlPlane, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "virtualservice_operator.cli",
+        "status",
+        f"--kubeconfig={cp.admin_kubeconfig}",
+        *extra,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, check=False, env={**os.environ, "NO_COLOR": "1"}
+    )
+
+
+def _show_status(cp: ControlPlane) -> None:
+    """`virtualservice-operator status`, once every name is in sync (`--check` exits 0)."""
+    _wait(
+        lambda: _status(cp, "--check").returncode == 0,
+        "status --check to report everything in sync",
+    )
+    print("$ virtualservice-operator status")
+    result = _status(cp)
+    print((result.stdout + result.stderr).rstrip(), flush=True)
+
+
 def main() -> int:
     _say("Building (once) and starting the local control plane: etcd + kube-apiserver")
     with ControlPlane(bin_dir=ensure_binaries()) as cp:
@@ -221,6 +247,8 @@ def main() -> int:
                 "-l",
                 "virtualservice-operator/placeholder-service=true",
             )
+            _say("The operator's own view: virtualservice-operator status (read-only)")
+            _show_status(cp)
 
             _say(
                 "A developer deploys their own checkout in dev-team-b (kubectl apply over the placeholder)"
@@ -229,6 +257,7 @@ def main() -> int:
             print(cp.kubectl("apply", "-f", "-", input=DEVELOPER_SERVICE).stdout.rstrip())
             _wait(lambda: len(_routes(cp, "checkout-virtual-service")) == 2, "the new route")
             _route_table(cp)
+            _show_status(cp)
             _show(cp, "get", "lease", "-n", "virtualservice-operator-system")
             _say("Operator log (JSON lines; the last few)")
             for line in log_path.read_text().splitlines()[-8:]:

@@ -1,0 +1,54 @@
+"""`explain` and `status` when the cluster cannot answer: exit 3 and one clear line."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from virtualservice_operator import cli
+from virtualservice_operator.commands.output import Style, table
+from virtualservice_operator.dev.controlplane import free_port
+
+
+def test_missing_kubeconfig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status", "--kubeconfig", str(tmp_path / "nope")]) == 3
+    assert "error: cannot load kubeconfig" in capsys.readouterr().err
+
+
+def test_unreachable_api_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = f"https://127.0.0.1:{free_port()}"  # nothing listens there
+    kubeconfig = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }  # fmt: skip
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    assert cli.main(["explain", "cart", "--kubeconfig", str(path)]) == 3
+    assert "error: the API server refused a read: 0 ConnectionError" in capsys.readouterr().err
+
+
+def test_explain_rejects_a_bad_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["explain", "Not/A/Name"]) == 2
+    assert "is not a Service name" in capsys.readouterr().err
+
+
+def test_colour_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert Style(Tty()).ok("in sync") == "\033[32min sync\033[0m"
+    assert Style(io.StringIO()).ok("in sync") == "in sync"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert Style(Tty()).ok("in sync") == "in sync"
+
+
+def test_table_keeps_columns_aligned_when_the_last_cell_is_coloured() -> None:
+    lines = table(["A", "SYNC"], [["long-name", "in sync"], ["b", "drift"]], last=str.upper)
+    assert lines == ["A          SYNC", "long-name  IN SYNC", "b          DRIFT"]

@@ -61,6 +61,13 @@ class Controller:
         for i in range(self._workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"worker {i}"))
 
+    def abort(self) -> None:
+        """Stop at once (leadership lost): take no more work and cancel the reconciles in
+        flight instead of letting them finish, so that no further write is sent."""
+        self.queue.shutdown()
+        for task in self._tasks:
+            task.cancel()
+
     async def stop(self, grace: float = 8.0) -> None:
         """Stop taking work; let the reconcile in flight finish (up to `grace` seconds)."""
         self.queue.shutdown()

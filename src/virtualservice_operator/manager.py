@@ -236,7 +236,7 @@ class Manager:
             log.error("lost leadership: stopping at once")
             self.leading = False
             self._exit_code = 1
-            self.queue.shutdown()
+            self.controller.abort()  # cancel the reconcile in flight: another may lead now
             self._stop.set()
 
     async def _start_leading(self) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl and etcd from their Go modules into a cache
+# Builds kube-apiserver, kubectl, etcd and helm from their Go modules into a cache
 # keyed by version, so a second run is a no-op. Prints the bin directory.
 set -euo pipefail
 
@@ -9,10 +9,12 @@ cache="${VSO_CACHE_DIR:-$root/.cache}"
 
 kube_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/controlplane/kube/go.mod")"
 etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/controlplane/etcd/go.mod")"
+helm_version="$(awk '$1 == "require" && $2 == "helm.sh/helm/v3" {print $3}' "$here/controlplane/helm/go.mod")"
 kube_minor="$(echo "$kube_version" | cut -d. -f2)"
 
 kube_dir="$cache/kubernetes-$kube_version"
 etcd_dir="$cache/etcd-$etcd_version"
+helm_dir="$cache/helm-$helm_version"
 bin="$cache/bin"
 
 export CGO_ENABLED=0
@@ -30,15 +32,20 @@ build() { # dir out package [ldflags]
   echo "built $(basename "$out") in $((SECONDS - start))s" >&2
 }
 
-mkdir -p "$kube_dir" "$etcd_dir" "$bin"
+mkdir -p "$kube_dir" "$etcd_dir" "$helm_dir" "$bin"
 version_flags="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor -X k8s.io/component-base/version.gitTreeState=clean"
 build "$here/controlplane/etcd" "$etcd_dir/etcd" . \
   "-X go.etcd.io/etcd/api/v3/version.GitSHA=module"
 build "$here/controlplane/kube" "$kube_dir/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver "$version_flags"
 build "$here/controlplane/kube" "$kube_dir/kubectl" k8s.io/kubernetes/cmd/kubectl "$version_flags"
+# helm renders charts/virtualservice-operator in the tests (`helm template`). Its default
+# capabilities (.Capabilities.KubeVersion) follow the kube-apiserver built above.
+build "$here/controlplane/helm" "$helm_dir/helm" helm.sh/helm/v3/cmd/helm \
+  "-X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor"
 
 # Stable names for the current versions; the versioned folders are the cache.
 ln -sfn "$kube_dir/kube-apiserver" "$bin/kube-apiserver"
 ln -sfn "$kube_dir/kubectl" "$bin/kubectl"
 ln -sfn "$etcd_dir/etcd" "$bin/etcd"
+ln -sfn "$helm_dir/helm" "$bin/helm"
 echo "$bin"

@@ -128,7 +128,9 @@ def virtual_service_kind(api_version: str) -> Kind:
 
 
 RequestObserver = Callable[[str, int, float], None]
-"""Called after every request with (verb, status code, seconds); 0 = no answer."""
+"""Called after every request with (HTTP method, status code, seconds); 0 = no answer.
+
+The HTTP method, as client-go labels `rest_client_requests_total`: lists and watches are GET."""
 
 
 class KubeClient:
@@ -136,7 +138,7 @@ class KubeClient:
 
     def __init__(self, http: httpx.AsyncClient, observe: RequestObserver | None = None) -> None:
         self._http = http
-        self._observe = observe or (lambda verb, code, seconds: None)
+        self._observe = observe or (lambda method, code, seconds: None)
 
     @classmethod
     def from_kubeconfig(
@@ -158,7 +160,6 @@ class KubeClient:
 
     async def _request(
         self,
-        verb: str,
         method: str,
         path: str,
         *,
@@ -177,15 +178,15 @@ class KubeClient:
                 method, path, params=_clean(params), content=content, headers=headers
             )
         except httpx.HTTPError as e:
-            self._observe(verb, 0, time.monotonic() - started)
+            self._observe(method, 0, time.monotonic() - started)
             raise ServerError(0, "ConnectionError", f"{type(e).__name__}: {e}") from e
-        self._observe(verb, response.status_code, time.monotonic() - started)
+        self._observe(method, response.status_code, time.monotonic() - started)
         if response.status_code >= 400:
             raise _error(response)
         return response.json() if response.content else {}
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> JSON:
-        return await self._request("GET", "GET", kind.path(namespace, name))
+        return await self._request("GET", kind.path(namespace, name))
 
     async def list(
         self,
@@ -201,7 +202,6 @@ class KubeClient:
         token: str | None = None
         while True:
             page = await self._request(
-                "LIST",
                 "GET",
                 kind.path(namespace),
                 params={
@@ -253,7 +253,7 @@ class KubeClient:
                 timeout=timeout,
                 headers={"Accept": "application/json"},
             ) as response:
-                self._observe("WATCH", response.status_code, time.monotonic() - started)
+                self._observe("GET", response.status_code, time.monotonic() - started)
                 if response.status_code >= 400:
                     await response.aread()
                     raise _error(response)
@@ -269,14 +269,13 @@ class KubeClient:
             raise ServerError(0, "WatchInterrupted", f"{type(e).__name__}: {e}") from e
 
     async def create(self, kind: Kind, namespace: str | None, body: JSON) -> JSON:
-        return await self._request("POST", "POST", kind.path(namespace), body=body)
+        return await self._request("POST", kind.path(namespace), body=body)
 
     async def replace(self, kind: Kind, namespace: str | None, name: str, body: JSON) -> JSON:
-        return await self._request("PUT", "PUT", kind.path(namespace, name), body=body)
+        return await self._request("PUT", kind.path(namespace, name), body=body)
 
     async def merge_patch(self, kind: Kind, namespace: str | None, name: str, patch: JSON) -> JSON:
         return await self._request(
-            "PATCH",
             "PATCH",
             kind.path(namespace, name),
             body=patch,
@@ -301,7 +300,7 @@ class KubeClient:
             if preconditions
             else None
         )
-        await self._request("DELETE", "DELETE", kind.path(namespace, name), body=body)
+        await self._request("DELETE", kind.path(namespace, name), body=body)
 
 
 def _clean(params: Mapping[str, Any] | None) -> dict[str, Any] | None:

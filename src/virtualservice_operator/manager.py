@@ -128,13 +128,13 @@ class Manager:
 
     # -- observers ------------------------------------------------------------------------
 
-    def _observe_request(self, verb: str, code: int, seconds: float) -> None:
+    def _observe_request(self, method: str, code: int, seconds: float) -> None:
         host = getattr(self, "client", None)
         host_name = host.host if host is not None else ""
         self.metrics.rest_client_requests.labels(
-            str(code) if code else "<error>", verb, host_name
+            str(code) if code else "<error>", method, host_name
         ).inc()
-        self.metrics.rest_client_request_duration.labels(verb, host_name).observe(seconds)
+        self.metrics.rest_client_request_duration.labels(method, host_name).observe(seconds)
 
     def write(self, verb: str, kind: str) -> None:
         self.metrics.writes.labels(verb, kind).inc()

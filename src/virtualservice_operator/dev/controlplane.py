@@ -50,7 +50,7 @@ def default_bin_dir() -> Path:
 def ensure_binaries() -> Path:
     """Build (or find cached) etcd, kube-apiserver and kubectl; return their directory."""
     bin_dir = default_bin_dir()
-    if all((bin_dir / b).exists() for b in ("etcd", "kube-apiserver", "kubectl")):
+    if all((bin_dir / b).exists() for b in ("etcd", "kube-apiserver", "kubectl", "helm")):
         return bin_dir
     script = REPO_ROOT / "hack" / "build-controlplane.sh"
     subprocess.run(["bash", str(script)], check=True, stdout=subprocess.DEVNULL)

@@ -302,6 +302,14 @@ class KubeClient:
         )
         await self._request("DELETE", kind.path(namespace, name), body=body)
 
+    async def delete_collection(
+        self, kind: Kind, namespace: str | None, *, label_selector: str
+    ) -> None:
+        """Delete every object of `kind` in `namespace` matching `label_selector` (one request)."""
+        await self._request(
+            "DELETE", kind.path(namespace), params={"labelSelector": label_selector}
+        )
+
 
 def _clean(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if params is None:

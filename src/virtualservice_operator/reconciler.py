@@ -125,9 +125,11 @@ class VirtualServiceReconciler:
                 log.debug(note, service=name)
             the_plan = plan(desired, config=config, services=services, virtual_services=vss)
             self._warn(name, source, the_plan.warnings)
+            done: list[Action] = []
             try:
                 for action in the_plan.actions:
                     await self._execute(action, source)
+                    done.append(action)
                 return Result()
             except Conflict as e:
                 kind = "VirtualService" if "virtualservice" in str(e).lower() else "Service"
@@ -152,7 +154,25 @@ class VirtualServiceReconciler:
                     error=e.message,
                 )
                 await asyncio.sleep(delay)
+            finally:
+                self._record_events(source, done)
         raise AssertionError("unreachable")
+
+    def _record_events(self, source: ObjectRef, done: list[Action]) -> None:
+        """One Event per kind of change per reconcile, naming every object it touched: a
+        Service whose name gets ten placeholders gets one PlaceholderCreated Event, not ten
+        (the same aggregation client-go's event correlator applies to similar events)."""
+        groups: dict[tuple[str, str], list[Action]] = {}
+        for action in done:
+            groups.setdefault((action.kind, action.verb), []).append(action)
+        for (kind, verb), actions in groups.items():
+            past = _PAST[verb]
+            prefix = "VirtualService" if kind == "VirtualService" else "Placeholder"
+            objects = ", ".join(f"{a.namespace}/{a.name}" for a in actions)
+            why = "; ".join(dict.fromkeys(a.reason for a in actions))
+            self._events.normal(
+                source, f"{prefix}{past.capitalize()}", f"{kind} {objects} {past}: {why}"
+            )
 
     async def _execute(self, action: Action, source: ObjectRef) -> None:
         kind = (
@@ -198,12 +218,6 @@ class VirtualServiceReconciler:
             fields["virtualservice"] = name
         log.info(
             f"{action.kind} {_PAST[action.verb]}", reason=action.reason, kind=action.kind, **fields
-        )
-        reason = f"{action.kind}{_PAST[action.verb].capitalize()}"
-        if action.kind == "Service":
-            reason = f"Placeholder{_PAST[action.verb].capitalize()}"
-        self._events.normal(
-            source, reason, f"{action.kind} {ns}/{name} {_PAST[action.verb]}: {action.reason}"
         )
 
     def _warn(self, name: str, source: ObjectRef, warnings: tuple[str, ...]) -> None:

@@ -53,5 +53,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
 
+# The benchmark (not part of `make test`): make bench SCALES="S M L" BENCH_ARGS="--profile-seconds 10"
+bench: controlplane
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench --scales $(or $(SCALES),S M) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache

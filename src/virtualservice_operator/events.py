@@ -13,6 +13,7 @@ import datetime
 import os
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import structlog
@@ -42,15 +43,23 @@ class _Event:
 
 class EventRecorder:
     def __init__(
-        self, client: KubeClient | None, *, dedupe_seconds: float = 600.0, capacity: int = 1000
+        self,
+        client: KubeClient | None,
+        *,
+        dedupe_seconds: float = 600.0,
+        capacity: int = 1000,
+        remember: int = 10_000,
     ) -> None:
         self._client = client
         self._dedupe = dedupe_seconds
         self._queue: asyncio.Queue[_Event] = asyncio.Queue(maxsize=capacity)
-        self._recent: dict[_Event, float] = {}
+        # Oldest first; bounded, so remembering costs O(1) per event at any scale.
+        self._recent: OrderedDict[_Event, float] = OrderedDict()
+        self._remember = remember
         self._task: asyncio.Task[None] | None = None
         self._host = os.environ.get("POD_NAME") or os.uname().nodename
         self.sent = 0
+        self.dropped = 0
 
     def normal(self, ref: ObjectRef, reason: str, message: str) -> None:
         self._record(_Event(ref, "Normal", reason, message))
@@ -63,17 +72,19 @@ class EventRecorder:
         last = self._recent.get(event)
         if last is not None and now - last < self._dedupe:
             return
-        if len(self._recent) > 10_000:  # bound memory: forget the old ones
-            self._recent = {e: t for e, t in self._recent.items() if now - t < self._dedupe}
         self._recent[event] = now
+        self._recent.move_to_end(event)
+        while len(self._recent) > self._remember:
+            self._recent.popitem(last=False)
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
-            log.warning(
-                "event queue full, event dropped",
-                reason=event.reason,
-                namespace=event.ref.namespace,
-            )
+            # The API server is not keeping up with our Events: drop, and say so sparingly.
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning(
+                    "event queue full, events dropped", dropped=self.dropped, reason=event.reason
+                )
 
     def start(self) -> None:
         if self._task is None and self._client is not None:

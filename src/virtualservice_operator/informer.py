@@ -161,13 +161,17 @@ class Informer(Generic[T]):
         await asyncio.sleep(delay)
 
     async def _list(self) -> None:
-        items, version = await self._client.list(
+        fresh: dict[str, T] = {}
+        version = ""
+        async for items, page_version in self._client.list_pages(
             self.kind,
             self.namespace,
             label_selector=self._label_selector,
             field_selector=self._field_selector,
-        )
-        fresh = {object_key(obj): self._transform(obj) for obj in items}
+        ):
+            # Transform page by page: only the kept fields outlive the page's raw JSON.
+            fresh.update((object_key(obj), self._transform(obj)) for obj in items)
+            version = page_version
         old_store = self._store
         self._store = {}
         for index in self._indices.values():
@@ -208,6 +212,10 @@ class Informer(Generic[T]):
             else:
                 new = self._transform(obj)
                 old = self._store.get(key)
+                if old is not None and self._version_of(old) == self._version_of(new):
+                    # Our own write, already recorded by upsert(): nothing new to report.
+                    self.resource_version = version or self.resource_version
+                    continue
                 if old is None or _rv_newer(self._version_of(new), self._version_of(old)):
                     self._put(key, new)
                     self._notify(old, new)

@@ -188,7 +188,7 @@ class KubeClient:
     async def get(self, kind: Kind, namespace: str | None, name: str) -> JSON:
         return await self._request("GET", kind.path(namespace, name))
 
-    async def list(
+    async def list_pages(
         self,
         kind: Kind,
         namespace: str | None = None,
@@ -196,9 +196,10 @@ class KubeClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
         limit: int = 500,
-    ) -> tuple[list[JSON], str]:
-        """Every object (paginated), and the list's resourceVersion to watch from."""
-        items: list[JSON] = []
+    ) -> AsyncIterator[tuple[list[JSON], str]]:
+        """Pages of at most `limit` objects, each with the list's resourceVersion (final
+        on the last page). A cache that transforms page by page never holds the raw JSON
+        of a whole large namespace at once."""
         token: str | None = None
         while True:
             page = await self._request(
@@ -211,11 +212,34 @@ class KubeClient:
                     "continue": token,
                 },
             )
-            items.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
             token = meta.get("continue")
+            yield page.get("items") or [], str(meta.get("resourceVersion", ""))
             if not token:
-                return items, str(meta.get("resourceVersion", ""))
+                return
+
+    async def list(
+        self,
+        kind: Kind,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[JSON], str]:
+        """Every object (paginated), and the list's resourceVersion to watch from."""
+        items: list[JSON] = []
+        last = ""
+        async for page, version in self.list_pages(
+            kind,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+        ):
+            items.extend(page)
+            last = version
+        return items, last
 
     async def watch(
         self,

@@ -260,18 +260,25 @@ class Manager:
     async def _sweep_placeholders(self) -> None:
         """Remove our placeholders from namespaces the config no longer lists."""
         config = self._current_config()
+        # Placeholders in watched namespaces are in the cache and handled by name; ask the
+        # API server for the others only.
+        elsewhere = ",".join(f"metadata.namespace!={ns}" for ns in config.watched_namespaces)
+        orphans: list[ServiceInfo] = []
         try:
-            items, _ = await self.client.list(
-                SERVICES, None, label_selector=f"{PLACEHOLDER_LABEL}={PLACEHOLDER_VALUE}"
-            )
+            async for items, _ in self.client.list_pages(
+                SERVICES,
+                None,
+                label_selector=f"{PLACEHOLDER_LABEL}={PLACEHOLDER_VALUE}",
+                field_selector=elsewhere,
+            ):
+                orphans.extend(ServiceInfo.from_dict(obj) for obj in items)
         except ApiError as e:
             log.error("could not list placeholder Services for the orphan sweep", error=str(e))
             return
-        for obj in items:
-            svc = ServiceInfo.from_dict(obj)
+        for svc in orphans:
             if svc.namespace in config.watched_namespaces:
-                self.controller.enqueue(svc.name)  # the reconciler decides
-            elif svc.is_placeholder:
+                continue
+            if svc.is_placeholder:
                 try:
                     await self.client.delete(
                         SERVICES,

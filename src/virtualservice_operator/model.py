@@ -9,9 +9,10 @@ VirtualServices are not modelled: they are handled as plain JSON dicts.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from virtualservice_operator.constants import (
     EXCLUDE_LABEL,
@@ -141,11 +142,15 @@ class ServiceInfo:
         """Build from a Service as the API server returns it (JSON dict)."""
         meta = _mapping(obj.get("metadata"))
         spec = _mapping(obj.get("spec"))
-        labels = {str(k): str(v) for k, v in _mapping(meta.get("labels")).items()}
+        raw_labels = _mapping(meta.get("labels"))
         raw_annotations = _mapping(meta.get("annotations"))
-        marked = PLACEHOLDER_LABEL in labels or SOURCE_ANNOTATION in raw_annotations
-        # Placeholders are few and ours: keep all their annotations so the planner can
-        # compare the configured extra annotations. Real Services: only our keys.
+        marked = PLACEHOLDER_LABEL in raw_labels or SOURCE_ANNOTATION in raw_annotations
+        # Placeholders are ours: keep all their labels and annotations so the planner can
+        # compare the configured extras. Real Services: only our keys (exclude, marking),
+        # which is all any decision reads; the cache stays small at any scale.
+        labels = {
+            str(k): str(v) for k, v in raw_labels.items() if marked or str(k).startswith(OUR_PREFIX)
+        }
         annotations = {
             str(k): str(v)
             for k, v in raw_annotations.items()
@@ -153,18 +158,35 @@ class ServiceInfo:
         }
         ports = tuple(_port(p) for p in spec.get("ports") or () if isinstance(p, Mapping))
         return cls(
-            namespace=str(meta.get("namespace") or ""),
-            name=str(meta.get("name") or ""),
+            namespace=sys.intern(str(meta.get("namespace") or "")),
+            name=sys.intern(str(meta.get("name") or "")),
             uid=str(meta.get("uid") or ""),
             resource_version=str(meta.get("resourceVersion") or ""),
-            type=str(spec.get("type") or "ClusterIP"),
+            type=sys.intern(str(spec.get("type") or "ClusterIP")),
             external_name=_opt_str(spec.get("externalName")),
             cluster_ip=_opt_str(spec.get("clusterIP")),
-            ports=ports,
-            labels=FrozenMap(labels),
-            annotations=FrozenMap(annotations),
+            ports=_shared(ports),
+            labels=_shared(FrozenMap(labels)),
+            annotations=_shared(FrozenMap(annotations)),
             has_selector=bool(spec.get("selector")),
         )
+
+
+_S = TypeVar("_S", bound=Hashable)
+_SHARED: dict[Hashable, Hashable] = {}
+_SHARED_MAX = 10_000
+
+
+def _shared(value: _S) -> _S:
+    """One instance of each equal value (placeholders of one Service share their labels
+    and ports across namespaces): a bounded cache, emptied when full."""
+    existing = _SHARED.get(value)
+    if existing is not None:
+        return existing  # type: ignore[return-value]
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    _SHARED[value] = value
+    return value
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -337,7 +337,7 @@ def test_service_info_from_api_json() -> None:
             "namespace": "qa",
             "uid": "u1",
             "resourceVersion": "42",
-            "labels": {"app": "web"},
+            "labels": {"app": "web", "virtualservice-operator/exclude": "false"},
             "annotations": {
                 "virtualservice-operator/x": "kept",
                 "kubectl.kubernetes.io/last-applied-configuration": "{...}",
@@ -364,7 +364,7 @@ def test_service_info_from_api_json() -> None:
             ServicePort(80, "http", "TCP", None, "web"),
             ServicePort(53, None, "UDP", "dns", 5353),
         ),
-        labels={"app": "web"},
+        labels={"virtualservice-operator/exclude": "false"},  # a real Service: only our keys
         annotations={"virtualservice-operator/x": "kept"},
     )
     assert hash(info) == hash(ServiceInfo.from_dict(obj))

@@ -35,6 +35,15 @@ class FakeClient:
         self.lists += 1
         return list(self.objects), self.list_version
 
+    async def list_pages(
+        self, kind: Any, namespace: Any = None, **kw: Any
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        items, version = await self.list(kind, namespace, **kw)
+        # Two pages, as the API server paginates: the store must hold both.
+        half = len(items) // 2
+        yield items[:half], ""
+        yield items[half:], version
+
     async def watch(
         self, kind: Any, namespace: Any = None, *, resource_version: str, **_: Any
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:

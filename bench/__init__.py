@@ -1,0 +1,1 @@
+"""The operator's benchmark: cold convergence, floor, steady state and churn (bench/README.md)."""

@@ -1,0 +1,10 @@
+"""`python -m bench [--scales S M L] ...`: run the benchmark, write bench/results/latest.*"""
+
+from __future__ import annotations
+
+import sys
+
+from bench.run import main
+
+if __name__ == "__main__":
+    sys.exit(main())

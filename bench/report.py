@@ -1,0 +1,271 @@
+"""latest.md (a table with the targets) and latest.png (four panels) from latest.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ORDER = ["XS", "S", "M", "L"]
+TARGETS = {
+    "ratio_to_floor": 1.3,  # at M and L
+    "peak_rss_mib": 150.0,  # at L
+    "churn_p99_ms": 200.0,
+}
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _scales(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    scales = results.get("scales") or {}
+    return [(n, scales[n]) for n in ORDER if n in scales]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results.get("machine") or {}
+    lines = [
+        "# virtualservice-operator benchmark: latest results",
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, "
+        f"{m.get('memory_mib', '?')} MiB; {m.get('os', '')}; Python {m.get('python', '')}; "
+        f"{m.get('kube_apiserver', '')}; {m.get('etcd', '')}. Written {results.get('date', '')}.",
+        "Times are from one run per scale on a shared, noisy machine: compare the ratios, "
+        "not absolute seconds across runs.",
+        "",
+        "| scale | Services × dev ns | objects needed | converge s | floor s (same concurrency) | "
+        "operator / floor | floor s (wide) | writes (needed) | events | steady writes | "
+        "peak RSS MiB cold / restart | CPU s (floor) | churn p50 / p99 ms | churn done p99 ms | "
+        "queue depth max | churn writes (needed) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in _scales(results):
+        if "error" in r:
+            lines.append(
+                f"| {name} | {r.get('services')} × {r.get('dev_namespaces')} | "
+                f"did not finish: {r['error']} |" + " |" * 13
+            )
+            continue
+        wide = r.get("floor_wide_s")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    f"{r['services']} × {r['dev_namespaces']}",
+                    str(r["needed_writes"]),
+                    _f(r["converge_s"]),
+                    _f(r["floor_s"]),
+                    _f(r["ratio_to_floor"]),
+                    f"{_f(wide)} (c={r.get('floor_wide_concurrency')})" if wide else "–",
+                    f"{r['writes']} ({r['needed_writes']})",
+                    str(r.get("event_writes", "–")),
+                    str(r["steady_state_writes"]),
+                    f"{_f(r['peak_rss_mib'], 0)} / {_f(r.get('resync_peak_rss_mib'), 0)}",
+                    f"{_f(r['cpu_s'], 1)} ({_f(r.get('floor_cpu_s'), 1)})",
+                    f"{_f(r.get('churn_p50_ms'), 0)} / {_f(r.get('churn_p99_ms'), 0)}",
+                    _f(r.get("churn_done_p99_ms"), 0),
+                    _f(r.get("churn_queue_depth_max"), 0),
+                    f"{r.get('churn_writes', '–')} ({r.get('churn_needed_writes', '–')})",
+                ]
+            )
+            + " |"
+        )
+    lines += ["", "Targets:", ""]
+    for name, r in _scales(results):
+        if "error" in r:
+            continue
+        checks = []
+        if name in ("M", "L"):
+            checks.append(_target("converge within 1.3× floor", r["ratio_to_floor"] <= 1.3))
+        checks.append(_target("writes = needed", r["writes"] == r["needed_writes"]))
+        checks.append(_target("0 writes in steady state", r["steady_state_writes"] == 0))
+        if name == "L":
+            peak = max(r["peak_rss_mib"], r.get("resync_peak_rss_mib") or 0)
+            checks.append(_target("peak RSS < 150 MiB (cold and restart)", peak < 150))
+        if r.get("churn_p99_ms") is not None:
+            checks.append(
+                _target(f"churn p99 < 200 ms at {r.get('churn_rate')}/s", r["churn_p99_ms"] < 200)
+            )
+        lines.append(f"- {name}: " + "; ".join(checks))
+    lin = linearity(results)
+    if lin:
+        lines += ["", "Cost per needed object (linear in N if these stay flat):", ""]
+        lines.append("| scale | converge ms/object | floor ms/object | operator CPU ms/object |")
+        lines.append("|---|---|---|---|")
+        for name, row in lin:
+            lines.append(
+                f"| {name} | {_f(row['converge'])} | {_f(row['floor'])} | {_f(row['cpu'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _target(text: str, ok: bool) -> str:
+    return f"{text}: {'met' if ok else 'MISSED'}"
+
+
+def linearity(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    out = []
+    for name, r in _scales(results):
+        if "error" in r or not r.get("needed_writes"):
+            continue
+        n = r["needed_writes"]
+        out.append(
+            (
+                name,
+                {
+                    "converge": 1000 * r["converge_s"] / n,
+                    "floor": 1000 * r["floor_s"] / n,
+                    "cpu": 1000 * r["cpu_s"] / n,
+                },
+            )
+        )
+    return out
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [(n, r) for n, r in _scales(results) if "error" not in r]
+    if not rows:
+        return False
+    names = [n for n, _ in rows]
+    x = list(range(len(rows)))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    m = results.get("machine") or {}
+    fig.suptitle(
+        f"virtualservice-operator benchmark ({m.get('cpus', '?')} CPUs, "
+        f"{results.get('date', '')[:10]}; one run per scale)",
+        fontsize=13,
+    )
+
+    ax = axes[0][0]
+    objs = [r["needed_writes"] for _, r in rows]
+    ax.plot(
+        objs,
+        [r["converge_s"] for _, r in rows],
+        "o-",
+        label=f"operator ({rows[0][1].get('workers', 1)} worker(s))",
+    )
+    ax.plot(objs, [r["floor_s"] for _, r in rows], "s--", label="floor, same concurrency")
+    wide = [
+        (o, r["floor_wide_s"])
+        for o, (_, r) in zip(objs, rows, strict=True)
+        if r.get("floor_wide_s")
+    ]
+    if wide:
+        ax.plot(*zip(*wide, strict=True), "^:", label="floor, wide concurrency")
+    for o, n, (_, r) in zip(objs, names, rows, strict=True):
+        ax.annotate(n, (o, r["converge_s"]), xytext=(-4, 6), textcoords="offset points", ha="right")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("objects to create (VirtualServices + placeholders)")
+    ax.set_ylabel("seconds to converge")
+    ax.set_title("Cold convergence (linear = slope 1)")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+
+    ax = axes[0][1]
+    ratios = [r["ratio_to_floor"] for _, r in rows]
+    ax.bar(x, ratios, color=["tab:green" if v <= 1.3 else "tab:red" for v in ratios])
+    ax.axhline(1.3, color="k", ls="--", lw=1, label="target 1.3×")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    for i, v in enumerate(ratios):
+        ax.text(i, v, f"{v:.2f}×", ha="center", va="bottom")
+    ax.set_xticks(x, names)
+    ax.set_title("Operator time / floor time (same concurrency)")
+    ax.legend(fontsize=8)
+
+    ax = axes[0][2]
+    written = [r["writes"] for _, r in rows]
+    ax.bar([i - 0.2 for i in x], objs, 0.4, label="needed")
+    ax.bar([i + 0.2 for i in x], written, 0.4, label="written (Services + VirtualServices)")
+    ax.set_yscale("log")
+    ax.set_xticks(x, names)
+    for i, (_, r) in enumerate(rows):
+        ax.text(
+            i,
+            max(objs[i], written[i]),
+            f"steady: {r['steady_state_writes']}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_title("API writes (cold) and steady-state writes")
+    ax.legend(fontsize=8)
+
+    ax = axes[1][0]
+    rss = [r["peak_rss_mib"] for _, r in rows]
+    rss2 = [r.get("resync_peak_rss_mib") or 0 for _, r in rows]
+    ax.bar([i - 0.2 for i in x], rss, 0.4, color="tab:blue", label="cold convergence")
+    ax.bar([i + 0.2 for i in x], rss2, 0.4, color="tab:purple", label="restart (full resync)")
+    ax.axhline(150, color="k", ls="--", lw=1, label="target at L: 150 MiB")
+    for i, (a, b) in enumerate(zip(rss, rss2, strict=True)):
+        ax.text(i - 0.2, a, f"{a:.0f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i + 0.2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("MiB")
+    ax.set_title("Operator peak RSS (VmHWM)")
+    ax.legend(fontsize=8, loc="upper left")
+
+    ax = axes[1][1]
+    p50 = [max(r.get("churn_p50_ms") or 1, 1) for _, r in rows]
+    p99 = [max(r.get("churn_p99_ms") or 1, 1) for _, r in rows]
+    ax.bar([i - 0.2 for i in x], p50, 0.4, label="p50")
+    ax.bar([i + 0.2 for i in x], p99, 0.4, label="p99")
+    ax.axhline(200, color="k", ls="--", lw=1, label="p99 target 200 ms")
+    for i, v in enumerate(p99):
+        ax.text(i + 0.2, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(1, max([*p99, 200]) * 30)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("ms (log)")
+    rate = rows[0][1].get("churn_rate")
+    ax.set_title(f"Churn at {rate}/s: change → operator write seen")
+    ax.legend(fontsize=8, loc="upper left")
+
+    ax = axes[1][2]
+    for n, r in rows:
+        series = r.get("churn_queue_depth_series") or []
+        if series:
+            ax.plot([t for t, _ in series], [d for _, d in series], label=n)
+    ax.axvline(
+        rows[0][1].get("churn_seconds") or 0, color="grey", ls=":", lw=1, label="churn stops"
+    )
+    ax.set_xlabel("seconds since churn start")
+    ax.set_ylabel("workqueue_depth")
+    ax.set_title("Queue depth during churn")
+    ax.legend(fontsize=8)
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def write_all(results: dict[str, Any], out: Path) -> None:
+    (out / "latest.md").write_text(markdown(results))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("matplotlib not installed (pip install -e '.[bench]'): no latest.png")
+        return
+    if not plot(results, out / "latest.png"):
+        print("no scale finished: no latest.png")
+
+
+if __name__ == "__main__":
+    import sys
+
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
+    write_all(json.loads((out / "latest.json").read_text()), out)

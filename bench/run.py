@@ -1,0 +1,125 @@
+"""Command line of the benchmark: runs the chosen scales and writes the results.
+
+    python -m bench --scales "S M" [--churn-seconds 20] [--profile-seconds 10]
+
+Writes <out>/latest.json (figures per scale, machine and date), latest.md (the table)
+and latest.png (the plot). Scales not run this time keep their last figures in
+latest.json (each scale carries its own date), unless --fresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.core import SCALES, Options, run_scale
+from virtualservice_operator.dev.controlplane import REPO_ROOT, default_bin_dir
+
+ORDER = ["XS", "S", "M", "L"]
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024
+    except OSError:
+        pass
+
+    def version(binary: str, flag: str = "--version") -> str:
+        try:
+            out = subprocess.run(
+                [str(default_bin_dir() / binary), flag], capture_output=True, text=True, timeout=20
+            ).stdout
+            return out.strip().splitlines()[0] if out.strip() else ""
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_mib": mem,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "kube_apiserver": version("kube-apiserver"),
+        "etcd": version("etcd"),
+    }
+
+
+def parse_scales(values: list[str]) -> list[str]:
+    names = [s.strip().upper() for v in values for s in v.replace(",", " ").split() if s.strip()]
+    unknown = [s for s in names if s not in SCALES]
+    if unknown:
+        raise SystemExit(f"unknown scale(s) {unknown}: choose from {list(SCALES)}")
+    return sorted(set(names), key=ORDER.index)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--scales", nargs="+", default=["S", "M"], help="XS, S, M, L (default S M)")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    p.add_argument("--workers", type=int, default=1, help="operator -max-concurrent-reconciles")
+    p.add_argument("--wide-concurrency", type=int, default=16, help="second floor; 0: skip")
+    p.add_argument("--churn-rate", type=float, default=50.0)
+    p.add_argument("--churn-seconds", type=float, default=20.0, help="0: skip churn")
+    p.add_argument("--profile-seconds", type=int, default=0, help="CPU profile during convergence")
+    p.add_argument("--fresh", action="store_true", help="forget scales not run this time")
+    args = p.parse_args(argv)
+    scales = parse_scales(args.scales)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    latest = out / "latest.json"
+    results: dict[str, Any] = {}
+    if latest.exists() and not args.fresh:
+        try:
+            results = json.loads(latest.read_text())
+        except ValueError:
+            results = {}
+    results["machine"] = machine()
+    results["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results.setdefault("scales", {})
+    failed = False
+    for name in scales:
+        options = Options(
+            workers=args.workers,
+            wide_concurrency=args.wide_concurrency,
+            churn_rate=args.churn_rate,
+            churn_seconds=args.churn_seconds,
+            profile_seconds=args.profile_seconds,
+            out_dir=out,
+            log=lambda m: print(m, flush=True),
+        )
+        print(f"== scale {name}: {SCALES[name]}", flush=True)
+        try:
+            res = run_scale(SCALES[name], options)
+        except Exception as e:  # keep the other scales' figures; say what stopped this one
+            traceback.print_exc()
+            res = {
+                "services": SCALES[name].services,
+                "dev_namespaces": SCALES[name].dev_namespaces,
+                "error": f"{type(e).__name__}: {e}"[:500],
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            failed = True
+        results["scales"][name] = res
+        latest.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    report.write_all(results, out)
+    print((out / "latest.md").read_text())
+    return 1 if failed else 0

@@ -1,0 +1,59 @@
+"""The benchmark end to end at scale XS (20 Services x 2 developer namespaces), quickly.
+
+`make bench` itself is not part of `make test`; this keeps its code working. It runs on
+its own control plane: the operator's caches are cluster-wide (managed VirtualServices,
+placeholders), so sharing the session's would mix other tests' objects into its counts.
+Only what must hold at any speed is asserted; times are reported, not judged.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from bench import report
+from bench.core import SCALES, Options, run_scale
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_smoke_xs(tmp_path: Path) -> None:
+    began = time.monotonic()
+    options = Options(
+        wide_concurrency=0,
+        churn_rate=20.0,
+        churn_seconds=2.0,
+        churn_drain_timeout=15.0,
+        out_dir=tmp_path,
+        log=print,
+    )
+    res = run_scale(SCALES["XS"], options)
+    elapsed = time.monotonic() - began
+
+    for key in (
+        "services",
+        "dev_namespaces",
+        "converge_s",
+        "floor_s",
+        "ratio_to_floor",
+        "writes",
+        "needed_writes",
+        "steady_state_writes",
+        "peak_rss_mib",
+        "cpu_s",
+        "churn_p50_ms",
+        "churn_p99_ms",
+    ):
+        assert res.get(key) is not None, key
+    assert (res["services"], res["dev_namespaces"]) == (20, 2)
+    # 20 VirtualServices; 4 names hold a real Service in one developer namespace each.
+    assert res["needed_writes"] == 20 + 20 * 2 - res["dev_services"]
+    assert res["verify"] == {"wrong_or_missing": 0, "extra": 0}
+    assert res["steady_state_writes"] == 0  # the design's contract: converged = no request
+    assert res["churn_changes"] > 0 and res["churn_failed"] == 0
+
+    results = {"machine": {}, "date": "", "scales": {"XS": res}}
+    report.write_all(results, tmp_path)
+    assert "| XS |" in (tmp_path / "latest.md").read_text()
+    assert elapsed < 30, f"XS bench took {elapsed:.1f}s"

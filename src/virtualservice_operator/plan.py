@@ -175,7 +175,8 @@ def _vs_update_body(actual: Mapping[str, Any], want: Mapping[str, Any]) -> dict[
         # and created again: a new uid); two controller references would be refused.
         ours = {(r.get("kind"), r.get("name")) for r in wanted_refs}
         kept = [
-            r for r in meta.get("ownerReferences") or []
+            r
+            for r in meta.get("ownerReferences") or []
             if (r.get("kind"), r.get("name")) not in ours or r.get("apiVersion") != "v1"
         ]
         meta["ownerReferences"] = kept + copy.deepcopy(wanted_refs)

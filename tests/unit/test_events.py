@@ -13,13 +13,13 @@ def test_duplicate_events_are_sent_once() -> None:
     rec.normal(ref, "VirtualServiceCreated", "made")
     rec.normal(ref, "VirtualServiceCreated", "made")
     rec.normal(ref, "VirtualServiceUpdated", "changed")
-    assert rec._queue.qsize() == 2  # noqa: SLF001
+    assert rec._queue.qsize() == 2
 
 
 def test_memory_is_bounded() -> None:
     rec = EventRecorder(None, capacity=10, remember=1000)
     for i in range(50_000):
         rec.normal(ObjectRef("Service", "prod", f"s{i}"), "PlaceholderCreated", "made")
-    assert len(rec._recent) == 1000  # noqa: SLF001
-    assert rec._queue.qsize() == 10  # noqa: SLF001 - the rest dropped, not queued without bound
+    assert len(rec._recent) == 1000
+    assert rec._queue.qsize() == 10
     assert rec.dropped == 50_000 - 10

@@ -123,9 +123,9 @@ def _route_table(cp: ControlPlane) -> None:
             port = f" port={match['port']}" if "port" in match else ""
             dest = route["route"][0]["destination"]
             dport = f":{dest['port']['number']}" if "port" in dest else ""
-            print(
-                f"{vs['metadata']['name']:<28} {route.get('name', '(template)'):<22} {(headers + port) or '*':<36} {dest['host']}{dport}"
-            )
+            name, route_name = vs["metadata"]["name"], route.get("name", "(template)")
+            match_text = (headers + port) or "*"
+            print(f"{name:<28} {route_name:<22} {match_text:<36} {dest['host']}{dport}")
     sys.stdout.flush()
 
 
@@ -157,12 +157,9 @@ def _show_status(cp: ControlPlane) -> None:
 def main() -> int:
     _say("Building (once) and starting the local control plane: etcd + kube-apiserver")
     with ControlPlane(bin_dir=ensure_binaries()) as cp:
-        print(
-            f"kube-apiserver at {cp.url}, ready in {cp.start_seconds:.1f}s (admin kubeconfig: {cp.admin_kubeconfig})"
-        )
-        _say(
-            "Installing the operator's manifests (namespace, ServiceAccount, RBAC) and the guide's ConfigMap"
-        )
+        print(f"kube-apiserver at {cp.url}, ready in {cp.start_seconds:.1f}s")
+        print(f"admin kubeconfig: {cp.admin_kubeconfig}")
+        _say("Installing the operator's manifests (ServiceAccount, RBAC) and the guide's ConfigMap")
         cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "deployment.yaml"))
         cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "config.yaml"))
         print(
@@ -251,7 +248,7 @@ def main() -> int:
             _show_status(cp)
 
             _say(
-                "A developer deploys their own checkout in dev-team-b (kubectl apply over the placeholder)"
+                "A developer deploys their own checkout in dev-team-b (apply over the placeholder)"
             )
             print("$ kubectl apply -f checkout-dev-team-b.yaml")
             print(cp.kubectl("apply", "-f", "-", input=DEVELOPER_SERVICE).stdout.rstrip())

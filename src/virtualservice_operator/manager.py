@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import random
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -427,10 +429,24 @@ class Manager:
     def _register_gauges(self) -> None:
         m = self.metrics
         m.managed_virtualservices.set_function(lambda: float(len(self.cache.managed_vs)))
-        m.placeholder_services.set_function(lambda: float(self.cache.counts()[1]))
+        # These two walk the whole cache: at most once per 2 s, however often scraped.
+        m.placeholder_services.set_function(_throttled(lambda: float(self.cache.counts()[1])))
         m.developer_routes.set_function(
-            lambda: float(_developer_routes(self.cache.managed_vs.values()))
+            _throttled(lambda: float(_developer_routes(self.cache.managed_vs.values())))
         )
+
+
+def _throttled(compute: Callable[[], float], ttl: float = 2.0) -> Callable[[], float]:
+    """`compute`, remembered for `ttl` seconds."""
+    last = [float("-inf"), 0.0]
+
+    def value() -> float:
+        now = time.monotonic()
+        if now - last[0] >= ttl:
+            last[0], last[1] = now, compute()
+        return last[1]
+
+    return value
 
 
 def _developer_routes(vss: list[JSON]) -> int:

@@ -7,9 +7,11 @@ asking to be called again after a delay), raises to be retried with back-off, or
 Level-triggered: nothing about the event that caused the call is known or needed. The
 desired state is recomputed from the cache (`desired.compute_desired`), compared with
 what is cached (`plan.plan`), and only the difference is written: a converged name costs
-no request at all. A 409 (someone changed the object since we read it) is retried from
-a fresh read with exponential back-off; after the last attempt it is logged as
-"retry exhausted" and raised, so the queue requeues the name with rate limiting.
+no request at all. The VirtualService is written first; a name's placeholders, being
+independent objects, are written concurrently (at most `parallel` at once).
+A 409 (someone changed the object since we read it) is retried from a fresh read with
+exponential back-off; after the last attempt it is logged as "retry exhausted" and
+raised, so the queue requeues the name with rate limiting.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class VirtualServiceReconciler:
         observer: WriteObserver | None = None,
         attempts: int = 5,
         backoff: float = 0.05,
+        parallel: int = 8,
     ) -> None:
         self._client = client
         self._cache = cache
@@ -95,6 +98,7 @@ class VirtualServiceReconciler:
         self._observer = observer or _NoObserver()
         self._attempts = attempts
         self._backoff = backoff
+        self._parallel = parallel
         self._warned: dict[str, tuple[str, ...]] = {}
 
     async def reconcile(self, key: str) -> Result:
@@ -127,9 +131,7 @@ class VirtualServiceReconciler:
             self._warn(name, source, the_plan.warnings)
             done: list[Action] = []
             try:
-                for action in the_plan.actions:
-                    await self._execute(action, source)
-                    done.append(action)
+                await self._apply(the_plan.actions, source, done)
                 return Result()
             except Conflict as e:
                 kind = "VirtualService" if "virtualservice" in str(e).lower() else "Service"
@@ -157,6 +159,32 @@ class VirtualServiceReconciler:
             finally:
                 self._record_events(source, done)
         raise AssertionError("unreachable")
+
+    async def _apply(
+        self, actions: tuple[Action, ...], source: ObjectRef, done: list[Action]
+    ) -> None:
+        """VirtualService actions in plan order (a new one exists before an orphan goes);
+        then the placeholders, which are independent objects, up to `parallel` at once."""
+        for action in actions:
+            if action.kind == "VirtualService":
+                await self._execute(action, source)
+                done.append(action)
+        services = [a for a in actions if a.kind != "VirtualService"]
+        if not services:
+            return
+        gate = asyncio.Semaphore(self._parallel)
+
+        async def one(action: Action) -> None:
+            async with gate:
+                await self._execute(action, source)
+                done.append(action)
+
+        results = await asyncio.gather(*(one(a) for a in services), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            # A conflict first: it is retried from a fresh read; anything else as it came.
+            conflicts = [e for e in errors if isinstance(e, Conflict)]
+            raise (conflicts or errors)[0]
 
     def _record_events(self, source: ObjectRef, done: list[Action]) -> None:
         """One Event per kind of change per reconcile, naming every object it touched: a

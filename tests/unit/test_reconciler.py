@@ -133,3 +133,46 @@ async def test_template_error_is_terminal_and_writes_nothing() -> None:
     with pytest.raises(TerminalError):
         await r.reconcile("web")
     assert client.calls == []
+
+
+class ConcurrencyClient(FakeClient):
+    def __init__(self, conflicts: int = 0) -> None:
+        super().__init__(conflicts)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.order: list[str] = []
+
+    async def _write(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+        import asyncio
+
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.order.append(body["kind"])
+        try:
+            await asyncio.sleep(0)
+            return await super()._write(verb, body)
+        finally:
+            self.in_flight -= 1
+
+
+PLACEHOLDERS = parse_config(
+    "defaultNamespace: prod\ndeveloperNamespaces: [d1, d2, d3, d4]\nenablePlaceholderServices: true\n"
+).config
+
+
+async def test_placeholders_are_written_concurrently_after_the_virtual_service() -> None:
+    client, cache = ConcurrencyClient(), FakeCache({"prod": web()}, [])
+    await reconciler(client, cache, PLACEHOLDERS).reconcile("web")
+    assert client.order[0] == "VirtualService" and client.order.count("Service") == 4
+    assert client.max_in_flight == 4  # the four placeholders at once; the VirtualService alone
+
+
+async def test_a_conflict_among_concurrent_writes_is_retried_from_a_fresh_read() -> None:
+    client, cache = ConcurrencyClient(conflicts=0), FakeCache({"prod": web()}, [])
+    rec = reconciler(client, cache, PLACEHOLDERS)
+    desired = compute_desired(PLACEHOLDERS, "web", {"prod": web()}).virtual_service
+    assert desired is not None
+    cache.vss = [{**desired, "metadata": {**desired["metadata"], "resourceVersion": "3"}}]
+    client.conflicts = 1  # the first placeholder write conflicts
+    assert await rec.reconcile("web") == Result()
+    assert cache.fresh_reads == 1

@@ -5,8 +5,8 @@ verifying against the same CA), forwards each request to the real API server, an
 streams responses back (watches included). Faults, switched on and off by tests:
 - `fail(status, count, methods)`: answer the next `count` requests with `status`
   (429 with Retry-After, or 500) instead of forwarding them;
-- `freeze()`: every stream open now stops delivering bytes but stays open (a silent
-  watch, as a frozen NAT or proxy gives); new requests go through normally;
+- `freeze()`: every watch open now stops delivering bytes but stays open (a silent
+  watch, as a frozen NAT or proxy gives); other requests and new watches go through;
 - `cut()`: close every open connection at once (API server "restarted" for clients).
 """
 
@@ -148,6 +148,7 @@ class FaultProxy:
             }
             return web.json_response(body, status=fault.status, headers=headers)
         generation = self._generation
+        is_watch = "watch=" in request.query_string
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         body = await request.read()
         async with self._session.request(
@@ -161,7 +162,7 @@ class FaultProxy:
             self._streams[response] = asyncio.current_task()
             try:
                 async for chunk in upstream.content.iter_any():
-                    if self._generation != generation:
+                    if is_watch and self._generation != generation:
                         # Frozen: hold the connection open, deliver nothing more.
                         await asyncio.Event().wait()
                     await response.write(chunk)

@@ -172,13 +172,15 @@ def test_leader_that_loses_its_lease_stops_at_once_and_exits_nonzero(
     electing: OperatorFactory, api: Api, kubectl: Any
 ) -> None:
     ns = electing.namespaces
+    # Work for the leader to be in the middle of: queued before it leads, so that it
+    # cannot finish (it writes fast) before the loss is noticed.
+    names = [f"lost-{i:03d}" for i in range(400)]
+    for name in names:
+        api.create_service(ns.default, name)
     leader = electing.start(electing.config(placeholders=True), extra_args=ELECT)
     wait_for(lambda: _leading(leader), what="leads")
-    names = [f"lost-{i:02d}" for i in range(60)]
-    for name in names:  # work for the leader to be in the middle of
-        api.create_service(ns.default, name)
     wait_for(
-        lambda: api.vs(ns.default, "lost-00-virtual-service"), what="work under way", interval=0.01
+        lambda: api.vs(ns.default, "lost-000-virtual-service"), what="work under way", interval=0.01
     )
 
     started = time.monotonic()

@@ -235,7 +235,8 @@ class ControlPlane:
                 f"--secure-port={self.apiserver_port}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                # Room for the many Services a long test session or a benchmark creates.
+                "--service-cluster-ip-range=10.0.0.0/16",
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
                 "--disable-admission-plugins=ServiceAccount",

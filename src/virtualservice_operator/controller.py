@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
+from virtualservice_operator.kube import ApiError
 from virtualservice_operator.metrics import OperatorMetrics
-from virtualservice_operator.reconciler import Reconciler, TerminalError
+from virtualservice_operator.reconciler import Reconciler, RetryExhausted, TerminalError
 from virtualservice_operator.workqueue import ShutDown, WorkQueue
 
 log = structlog.get_logger("controller")
@@ -135,7 +136,5 @@ class Controller:
 
 
 def _expected(e: BaseException) -> bool:
-    from virtualservice_operator.kube import ApiError
-    from virtualservice_operator.reconciler import RetryExhausted
-
+    """An API error or exhausted retries: the world, not a bug (no panic counted)."""
     return isinstance(e, ApiError | RetryExhausted)

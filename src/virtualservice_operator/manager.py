@@ -22,7 +22,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -82,7 +82,6 @@ class Options:
     sync_period: float = 10 * 3600.0
     watch_timeout: int = 300
     watch_idle_timeout: float = 120.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Manager:
@@ -430,7 +429,9 @@ class Manager:
         m = self.metrics
         m.managed_virtualservices.set_function(lambda: float(len(self.cache.managed_vs)))
         # These two walk the whole cache: at most once per 2 s, however often scraped.
-        m.placeholder_services.set_function(_throttled(lambda: float(self.cache.counts()[1])))
+        m.placeholder_services.set_function(
+            _throttled(lambda: float(self.cache.placeholder_count()))
+        )
         m.developer_routes.set_function(
             _throttled(lambda: float(_developer_routes(self.cache.managed_vs.values())))
         )

@@ -54,6 +54,14 @@ class TerminalError(Exception):
     """Retrying will not help until something else changes (the config, a template)."""
 
 
+class WriteConflict(Conflict):
+    """A write refused because the object changed since it was read (or appeared, or went)."""
+
+    def __init__(self, kind: str, status: int, reason: str, message: str) -> None:
+        super().__init__(status, reason, f"{kind} {message}")
+        self.kind = kind
+
+
 class RetryExhausted(Exception):
     """Conflicts on every attempt; the queue retries later with rate limiting."""
 
@@ -134,8 +142,7 @@ class VirtualServiceReconciler:
                 await self._apply(the_plan.actions, source, done)
                 return Result()
             except Conflict as e:
-                kind = "VirtualService" if "virtualservice" in str(e).lower() else "Service"
-                self._observer.conflict(kind)
+                self._observer.conflict(e.kind if isinstance(e, WriteConflict) else "Service")
                 if attempt == self._attempts:
                     log.error(
                         "conflict: retry exhausted, requeued with back-off",
@@ -237,9 +244,7 @@ class VirtualServiceReconciler:
                     )
                 self._cache.record_delete(action.kind, ns, name)
         except Conflict as e:
-            raise Conflict(
-                e.status, e.reason, f"{action.kind.lower()} {ns}/{name}: {e.message}"
-            ) from e
+            raise WriteConflict(action.kind, e.status, e.reason, f"{ns}/{name}: {e.message}") from e
         self._observer.write(action.verb, action.kind)
         fields = {"service": source.name, "namespace": ns}
         if action.kind == "VirtualService":

@@ -18,6 +18,11 @@ helm_dir="$cache/helm-$helm_version"
 bin="$cache/bin"
 
 export CGO_ENABLED=0
+# Go keeps its build and module caches under $HOME; a bare environment without one
+# (some CI runners) gets them under the cache folder instead.
+if [[ -z "${HOME:-}" ]]; then
+  export GOCACHE="${GOCACHE:-$cache/go-build}" GOPATH="${GOPATH:-$cache/go}"
+fi
 export GOFLAGS="${GOFLAGS:--mod=mod} -trimpath"
 
 build() { # dir out package [ldflags]

@@ -41,18 +41,18 @@ def test_explain_and_status_of_a_converged_name_then_drift(
 ) -> None:
     ns = operator.namespaces
     d, (dev0, dev1, dev2) = ns.default, ns.developers
-    api.create_service(ns.default, "shop")
-    api.create_service(dev0, "shop")
+    api.create_service(ns.default, "basket")
+    api.create_service(dev0, "basket")
     proc = operator.start(operator.config(placeholders=True))
-    wait_for(lambda: api.service(dev2, "shop"), what="placeholders")
+    wait_for(lambda: api.service(dev2, "basket"), what="placeholders")
 
     def converged() -> bool:
         return _cli(capsys, control_plane, operator, "status", "--check")[0] == 0
 
     wait_for(converged, what="status --check: everything in sync")
     code, out = _cli(capsys, control_plane, operator, "status")
-    row = next(line for line in out.splitlines() if line.startswith("shop "))
-    assert f"{d}/shop-virtual-service" in row
+    row = next(line for line in out.splitlines() if line.startswith("basket "))
+    assert f"{d}/basket-virtual-service" in row
     assert f"dev-{dev0}" in row and f"{dev1},{dev2}" in row and row.endswith("in sync")
     assert out.splitlines()[0].split() == [
         "SERVICE",
@@ -62,10 +62,10 @@ def test_explain_and_status_of_a_converged_name_then_drift(
         "PLACEHOLDERS",
         "SYNC",
     ]
-    record = _status(capsys, control_plane, operator)["shop"]
+    record = _status(capsys, control_plane, operator)["basket"]
     assert record == {
-        "service": "shop",
-        "virtualServices": [f"{d}/shop-virtual-service"],
+        "service": "basket",
+        "virtualServices": [f"{d}/basket-virtual-service"],
         "developerRoutes": [f"dev-{dev0}"],
         "placeholders": [dev1, dev2],
         "inSync": True,
@@ -74,10 +74,10 @@ def test_explain_and_status_of_a_converged_name_then_drift(
 
     # explain: every namespace, the routes, in sync, and the operator's Events.
     def explained() -> str | None:
-        code, out = _cli(capsys, control_plane, operator, "explain", "shop")
+        code, out = _cli(capsys, control_plane, operator, "explain", "basket")
         return out if code == 0 and "VirtualServiceCreated" in out else None
 
-    out = wait_for(explained, what="explain shop with the operator's Event")
+    out = wait_for(explained, what="explain basket with the operator's Event")
     assert f"Config (ConfigMap virtualservice-operator-system/{operator.config_map})" in out
     rows = {
         line.split()[0]: " ".join(line.split()[1:])
@@ -86,10 +86,10 @@ def test_explain_and_status_of_a_converged_name_then_drift(
     }
     assert rows[d] == "default real (ClusterIP, ports http-80:80)"
     assert rows[dev0] == "developer real (ClusterIP, ports http-80:80): routed"
-    assert rows[dev1] == rows[dev2] == f"developer placeholder -> shop.{d}.svc.cluster.local"
-    assert rows[f"dev-{dev0}"] == f"x-developer={dev0} shop.{dev0}.svc.cluster.local"
-    assert rows["(template)"] == f"* shop.{d}.svc.cluster.local"
-    assert f"placeholder -> shop.{d}.svc.cluster.local" in out
+    assert rows[dev1] == rows[dev2] == f"developer placeholder -> basket.{d}.svc.cluster.local"
+    assert rows[f"dev-{dev0}"] == f"x-developer={dev0} basket.{dev0}.svc.cluster.local"
+    assert rows["(template)"] == f"* basket.{d}.svc.cluster.local"
+    assert f"placeholder -> basket.{d}.svc.cluster.local" in out
     assert "  managed\n" in out
     assert "in sync: a reconcile now would write nothing" in out
     assert "Why nothing happens" not in out
@@ -97,18 +97,18 @@ def test_explain_and_status_of_a_converged_name_then_drift(
     # Drift: with the operator stopped, a new Service and a lost developer Service.
     assert proc.stop() == 0
     api.create_service(d, "cart")
-    assert api.delete_service(dev0, "shop") == 200
-    code, out = _cli(capsys, control_plane, operator, "explain", "shop")
+    assert api.delete_service(dev0, "basket") == 200
+    code, out = _cli(capsys, control_plane, operator, "explain", "basket")
     assert code == 1
     assert "drift: a reconcile now would" in out
-    assert f"- create Service {dev0}/shop: placeholder for {d}/shop missing" in out
-    assert f"- update VirtualService {d}/shop-virtual-service" in out
+    assert f"- create Service {dev0}/basket: placeholder for {d}/basket missing" in out
+    assert f"- update VirtualService {d}/basket-virtual-service" in out
     code, out = _cli(capsys, control_plane, operator, "explain", "cart")
     assert code == 1
     assert f"- create VirtualService {d}/cart-virtual-service: not found" in out
     statuses = _status(capsys, control_plane, operator)  # exit 0 without --check
     assert statuses["cart"]["inSync"] is False and statuses["cart"]["virtualServices"] == []
-    assert statuses["shop"]["inSync"] is False and len(statuses["shop"]["actions"]) == 2
+    assert statuses["basket"]["inSync"] is False and len(statuses["basket"]["actions"]) == 2
     code, out = _cli(capsys, control_plane, operator, "status", "--check")
     assert code == 1
     assert "(missing)" in out and "drift (2 actions)" in out

@@ -59,6 +59,7 @@ from virtualservice_operator.dev.controlplane import (
     ensure_binaries,
     free_port,
 )
+from virtualservice_operator.dev.operator import run_command, run_environment
 from virtualservice_operator.kube import (
     CONFIGMAPS,
     JSON,
@@ -406,27 +407,21 @@ class Operator:
         self.spawned_at = 0.0
 
     def start(self) -> float:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("KUBECONFIG", None)
         with open(self.log_path, "ab") as log:
             self.spawned_at = time.monotonic()
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "virtualservice_operator.cli",
-                    "run",
-                    f"-kubeconfig={self.kubeconfig}",
+                run_command(
+                    self.kubeconfig,
+                    self.metrics_port,
+                    self.health_port,
                     f"-config-map-name={self.config_map}",
-                    f"-metrics-bind-address=127.0.0.1:{self.metrics_port}",
-                    f"-health-probe-bind-address=127.0.0.1:{self.health_port}",
                     f"-max-concurrent-reconciles={self.workers}",
                     "-zap-log-level=info",
-                ],
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
-                env=env,
+                env=run_environment(),
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         return self.spawned_at

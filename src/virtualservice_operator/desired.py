@@ -137,6 +137,16 @@ def is_http_port(port: ServicePort) -> bool:
     return istio.lower() not in NON_HTTP_PROTOCOLS
 
 
+DEVELOPER_ROUTE_PREFIX = "dev-"
+
+
+def developer_route_names(vs: Mapping[str, Any] | None) -> list[str]:
+    """Names of the developer routes (the ones this module makes) in a VirtualService."""
+    http = ((vs or {}).get("spec") or {}).get("http") or []
+    names = [str(r.get("name")) for r in http if isinstance(r, dict) and r.get("name")]
+    return [n for n in names if n.startswith(DEVELOPER_ROUTE_PREFIX)]
+
+
 def developer_routes(
     config: OperatorConfig, service: str, namespace: str, ports: tuple[ServicePort, ...]
 ) -> list[dict[str, Any]]:
@@ -145,10 +155,11 @@ def developer_routes(
     host = service_host(service, namespace)
     http_ports = sorted({p.port for p in ports if is_http_port(p)})
     if not ports or (len(ports) == 1 and http_ports):
-        return [{"name": f"dev-{namespace}", "match": [match], "route": [_dest(host)]}]
+        name = f"{DEVELOPER_ROUTE_PREFIX}{namespace}"
+        return [{"name": name, "match": [match], "route": [_dest(host)]}]
     return [
         {
-            "name": f"dev-{namespace}-{port}",
+            "name": f"{DEVELOPER_ROUTE_PREFIX}{namespace}-{port}",
             "match": [{**match, "port": port}],
             "route": [_dest(host, port)],
         }

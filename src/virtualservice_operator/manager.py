@@ -45,6 +45,7 @@ from virtualservice_operator.constants import (
     PLACEHOLDER_VALUE,
 )
 from virtualservice_operator.controller import CONTROLLER_NAME, Controller
+from virtualservice_operator.desired import developer_route_names
 from virtualservice_operator.events import EventRecorder, ObjectRef
 from virtualservice_operator.httpserver import Servers, start_servers
 from virtualservice_operator.informer import Informer, strip_managed_fields, version_of_json
@@ -433,7 +434,11 @@ class Manager:
             _throttled(lambda: float(self.cache.placeholder_count()))
         )
         m.developer_routes.set_function(
-            _throttled(lambda: float(_developer_routes(self.cache.managed_vs.values())))
+            _throttled(
+                lambda: float(
+                    sum(len(developer_route_names(vs)) for vs in self.cache.managed_vs.values())
+                )
+            )
         )
 
 
@@ -448,12 +453,3 @@ def _throttled(compute: Callable[[], float], ttl: float = 2.0) -> Callable[[], f
         return last[1]
 
     return value
-
-
-def _developer_routes(vss: list[JSON]) -> int:
-    total = 0
-    for vs in vss:
-        for route in (vs.get("spec") or {}).get("http") or []:
-            if isinstance(route, dict) and str(route.get("name", "")).startswith("dev-"):
-                total += 1
-    return total

@@ -4,10 +4,8 @@ that deployments/deployment.yaml grants (so every test also proves that RBAC suf
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from virtualservice_operator.dev.controlplane import REPO_ROOT, ControlPlane, free_port
+from virtualservice_operator.dev.operator import run_command, run_environment
 
 T = TypeVar("T")
 OPERATOR_NS = "virtualservice-operator-system"
@@ -170,25 +169,19 @@ class OperatorProcess:
 
     def start(self, wait_ready: bool = True) -> OperatorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("KUBECONFIG", None)
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "virtualservice_operator.cli",
-                "run",
-                f"-kubeconfig={self.kubeconfig}",
+            run_command(
+                self.kubeconfig,
+                self.metrics_port,
+                self.health_port,
                 f"-config-map-name={self.config_map}",
-                f"-metrics-bind-address=127.0.0.1:{self.metrics_port}",
-                f"-health-probe-bind-address=127.0.0.1:{self.health_port}",
                 "-zap-log-level=debug",
                 *self.extra_args,
-            ],
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
-            env=env,
+            env=run_environment(),
         )
         log.close()
         if wait_ready:

@@ -202,13 +202,6 @@ def _placeholder(services: Mapping[str, ServiceInfo], ns: str) -> bool:
     return svc is not None and svc.is_placeholder
 
 
-def developer_routes(vs: JSON | None) -> list[str]:
-    """Names of the routes starting with `dev-`: the developer routes the operator made."""
-    http = ((vs or {}).get("spec") or {}).get("http") or []
-    names = [str(r.get("name")) for r in http if isinstance(r, dict) and r.get("name")]
-    return [n for n in names if n.startswith("dev-")]
-
-
 def evaluate(view: ClusterView, name: str) -> NameState:
     """Desired state and the plan for `name`, from the view, as the reconciler makes them."""
     config = view.config

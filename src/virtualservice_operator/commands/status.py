@@ -28,13 +28,13 @@ from virtualservice_operator.commands import (
 from virtualservice_operator.commands.inspect import (
     NameState,
     add_cluster_flags,
-    developer_routes,
     evaluate,
     load_config,
     load_view,
     with_client,
 )
 from virtualservice_operator.commands.output import Style, dump, table
+from virtualservice_operator.desired import developer_route_names
 from virtualservice_operator.kube import KubeClient
 
 
@@ -93,7 +93,7 @@ def as_record(state: NameState) -> dict[str, Any]:
     return {
         "service": state.name,
         "virtualServices": [f"{v['metadata']['namespace']}/{v['metadata']['name']}" for v in vss],
-        "developerRoutes": developer_routes(vs),
+        "developerRoutes": developer_route_names(vs),
         "placeholders": state.placeholders(),
         "inSync": state.in_sync,
         "actions": [f"{a.verb} {a.kind} {a.namespace}/{a.name}: {a.reason}" for a in state.actions],

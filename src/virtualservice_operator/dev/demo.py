@@ -29,6 +29,7 @@ from virtualservice_operator.dev.controlplane import (
     ensure_binaries,
     free_port,
 )
+from virtualservice_operator.dev.operator import run_command, run_environment
 
 NAMESPACES = ("production", "staging", "dev-team-a", "dev-team-b")
 
@@ -198,20 +199,16 @@ def main() -> int:
         metrics_port, health_port = free_port(), free_port()
         with open(log_path, "wb") as log:
             operator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "virtualservice_operator.cli",
-                    "run",
-                    f"-kubeconfig={kubeconfig}",
-                    f"-metrics-bind-address=127.0.0.1:{metrics_port}",
-                    f"-health-probe-bind-address=127.0.0.1:{health_port}",
+                run_command(
+                    kubeconfig,
+                    metrics_port,
+                    health_port,
                     "-leader-elect=true",
                     "-zap-log-level=info",
-                ],
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": ""},
+                env=run_environment(),
             )
         try:
             _wait(

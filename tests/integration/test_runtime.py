@@ -15,7 +15,6 @@ import signal
 import subprocess
 import time
 import urllib.parse
-from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ RELOAD_BOUND = 2.0  # the issue: a ConfigMap edit re-evaluates every Service wit
 MARGIN = 0.5  # request latency and polling on a busy test machine
 SHUTDOWN_BOUND = 10.0
 PLACEHOLDER_SELECTOR = "virtualservice-operator/placeholder-service=true"
-WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"}
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -84,20 +82,6 @@ def _placeholders(api: Api, namespaces: list[str]) -> set[tuple[str, str]]:
 
 def _events(api: Api, namespace: str) -> list[dict[str, Any]]:
     return list(api.get(f"/api/v1/namespaces/{namespace}/events")["items"])
-
-
-def _writes_by_resource(cp: ControlPlane) -> Counter[tuple[str, str]]:
-    """apiserver_request_total for write verbs, by (verb, resource), all clients: the same
-    figures as Api.write_count(), split by resource so that the Event a rejection must
-    record, and the API server's own identity-Lease heartbeat, can be told apart."""
-    counts: Counter[tuple[str, str]] = Counter()
-    for line in cp.api_get("/metrics").splitlines():
-        if line.startswith("apiserver_request_total{"):
-            labels, value = line.rsplit(" ", 1)
-            fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-            if fields.get("verb") in WRITE_VERBS:
-                counts[(fields["verb"], fields.get("resource", ""))] += round(float(value))
-    return counts
 
 
 def _exit_code(proc: OperatorProcess, timeout: float = 20.0) -> int:
@@ -195,7 +179,7 @@ BAD_TEMPLATE = "kind: VirtualService\nmetadata: {name: '${serviceName}-vs'}\nspe
 
 
 def test_invalid_config_edit_is_refused_and_changes_nothing(
-    operator: OperatorFactory, api: Api, control_plane: ControlPlane, kubectl: Any
+    operator: OperatorFactory, api: Api, kubectl: Any
 ) -> None:
     ns = operator.namespaces
     api.create_service(ns.default, "keep")
@@ -227,14 +211,14 @@ def test_invalid_config_edit_is_refused_and_changes_nothing(
 
     for i, (what, config, field) in enumerate(edits, start=1):
         api.write_config(operator.config_map, config)
-        before = _writes_by_resource(control_plane)  # after our own ConfigMap PUT
+        before = api.writes_by_resource()  # after our own ConfigMap PUT
         wait_for(lambda i=i: len(_rejections(proc)) == i, what=f"{what}: rejection logged")
         events = wait_for(
             lambda i=i: len(ev := invalid_config_events()) == i and ev,
             what=f"{what}: Warning InvalidConfig event on the ConfigMap",
         )
         wait_for(lambda: _idle(proc), what="idle")
-        diff = _writes_by_resource(control_plane) - before
+        diff = api.writes_by_resource() - before
         # The Event is the one write (it may already be in `before`: the operator is quick);
         # the API server's own identity Lease may tick.
         assert {k: v for k, v in diff.items() if k[1] not in ("events", "leases")} == {}, (

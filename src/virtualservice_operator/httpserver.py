@@ -4,13 +4,14 @@
   answers 200 once the config is loaded and the caches are synced (a standby that is
   not the leader is ready too: a rolling update must not stall on it).
 - metrics (default :8080): `/metrics` (Prometheus text), and unless disabled
-  `/debug/pprof/profile?seconds=N` (CPU) and `/debug/pprof/heap`, in the pprof format
-  that `go tool pprof` reads.
+  `/debug/pprof/profile?seconds=N` (CPU) and `/debug/pprof/heap?seconds=N` (allocations
+  traced for N seconds, default 30, and still live), in the pprof format that
+  `go tool pprof` reads.
 """
 
 from __future__ import annotations
 
-import asyncio
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,9 +72,17 @@ def _metrics_app(registry: CollectorRegistry, profiling: bool) -> web.Applicatio
             return web.Response(status=409, text=f"{e}\n")
         return _profile_response(body, "profile")
 
-    async def heap(_: web.Request) -> web.Response:
-        # Seconds of work on a big heap: off the event loop, so probes keep answering.
-        return _profile_response(await asyncio.to_thread(pprof.heap_profile), "heap")
+    async def heap(request: web.Request) -> web.Response:
+        # Tracing allocations is costly: on only for the window asked for.
+        default = 0.0 if tracemalloc.is_tracing() else pprof.DEFAULT_HEAP_WINDOW_SECONDS
+        try:
+            seconds = float(request.query.get("seconds", default))
+            body = await pprof.heap_profile_window(seconds)
+        except ValueError as e:
+            return web.Response(status=400, text=f"{e}\n")
+        except pprof.ProfileBusy as e:
+            return web.Response(status=409, text=f"{e}\n")
+        return _profile_response(body, "heap")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

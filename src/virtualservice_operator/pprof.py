@@ -14,15 +14,17 @@ the CPU time the thread used since the previous tick, read from its kernel CPU c
 idle threads (a loop parked in epoll) leave no samples; elsewhere each thread counts one
 ``interval`` per tick (wall clock). Samples carry a ``thread`` label. One profile at a time.
 
-Heap: live allocations traced by :mod:`tracemalloc`, one sample per distinct traceback. Only
-objects allocated while tracing are seen: the first :func:`heap_profile` starts tracing (and
-shows little); call :func:`start_heap_tracing` at start-up when a flag asks to see everything.
-Tracing is costly: every allocation records a traceback (several times slower, worse with deep
-stacks) and every live block keeps one (much more memory). As that also slows the profile, it
-reads the raw list behind ``take_snapshot()`` and creates few objects. Trace frames give only
-file and line; names come from live functions' code (``co_qualname``, as in CPU profiles), and
-lines outside any (module or class body) are ``<module>``. It takes seconds on a big heap, so
-call it via ``asyncio.to_thread``.
+Heap: live allocations traced by :mod:`tracemalloc`, one sample per distinct traceback. Tracing
+is costly (every allocation records a traceback: several times slower, and every live block
+keeps one), so it runs only for the window a request asks for: :func:`heap_profile_window`
+starts tracing, lets the process work for ``seconds``, takes the profile and stops tracing
+again. The profile shows what was allocated in that window and is still live, like Go's
+``heap?seconds=N``. A process started with ``PYTHONTRACEMALLOC=25`` traces from its first
+allocation; then the window may be 0 and tracing is left on. The profile reads the raw list
+behind ``take_snapshot()`` and creates few objects. Trace frames give only file and line;
+names come from live functions' code (``co_qualname``, as in CPU profiles), and lines outside
+any (module or class body) are ``<module>``. It takes seconds on a big heap, so it runs in a
+thread.
 """
 
 from __future__ import annotations
@@ -44,14 +46,17 @@ from types import CodeType, FrameType, FunctionType
 
 DEFAULT_CPU_PROFILE_SECONDS = 30.0
 MAX_CPU_PROFILE_SECONDS = 300.0
+DEFAULT_HEAP_WINDOW_SECONDS = 30.0
+HEAP_TRACEBACK_FRAMES = 25
 _MIN_INTERVAL = 0.001
 _MAX_STACK_DEPTH = 256
 _LINUX = sys.platform.startswith("linux")
 _cpu_lock = threading.Lock()
+_heap_lock = asyncio.Lock()
 
 
 class ProfileBusy(RuntimeError):
-    """Another CPU profile is already being taken."""
+    """Another profile of the same kind is already being taken."""
 
 
 def _varint(out: bytearray, value: int) -> None:
@@ -255,19 +260,38 @@ def _thread_cpu_deltas(last_cpu: dict[int, int]) -> tuple[dict[int, str], dict[i
     return names, deltas
 
 
-def start_heap_tracing(nframes: int = 25) -> None:
-    """Start tracemalloc with ``nframes`` frames per traceback, unless it already traces."""
-    if not tracemalloc.is_tracing():
-        tracemalloc.start(nframes)
+async def heap_profile_window(seconds: float) -> bytes:
+    """Trace allocations for ``seconds``, then return what is still live as a gzipped pprof.
+
+    Tracing starts here and stops when the window ends (also when the caller is cancelled),
+    unless it was already on (``PYTHONTRACEMALLOC``): then it is left on, and ``seconds`` may
+    be 0. Raises :class:`ValueError` for a window outside ``[0, MAX_CPU_PROFILE_SECONDS]`` (0
+    only while already tracing), :class:`ProfileBusy` while another heap profile runs.
+    """
+    already = tracemalloc.is_tracing()
+    if not (0 if already else 0.001) <= seconds <= MAX_CPU_PROFILE_SECONDS:
+        raise ValueError(
+            f"seconds must be in (0, {MAX_CPU_PROFILE_SECONDS:g}] (0 only with "
+            f"PYTHONTRACEMALLOC set), got {seconds}"
+        )
+    if _heap_lock.locked():
+        raise ProfileBusy("a heap profile is already being taken")
+    async with _heap_lock:
+        started_here = not tracemalloc.is_tracing()
+        if started_here:
+            tracemalloc.start(HEAP_TRACEBACK_FRAMES)
+        try:
+            await asyncio.sleep(seconds)
+            return await asyncio.to_thread(heap_profile)
+        finally:
+            if started_here:
+                tracemalloc.stop()
 
 
 def heap_profile() -> bytes:
-    """Return live Python allocations as a gzipped pprof (inuse_objects, inuse_space).
-
-    The first call starts tracemalloc if needed, so its profile is nearly empty; allocations
-    made before tracing began never show up. Blocking: call via ``asyncio.to_thread``.
+    """Return live Python allocations traced so far as a gzipped pprof (inuse_objects,
+    inuse_space); empty (but valid) when tracemalloc is off. Blocking: run it in a thread.
     """
-    start_heap_tracing()
     sizes_by_stack: dict[Sequence[tuple[str, int]], list[int]] = {}
     for trace in _tracemalloc._get_traces():  # (domain, size, frames, total frames)
         size, frames = trace[1], trace[2]

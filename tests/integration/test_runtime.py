@@ -495,7 +495,7 @@ def test_pprof_profiles_are_read_by_go_tool_pprof(
     top = _go_pprof_top(tmp_path / "cpu.prof")
     assert "Type: cpu" in top, top
 
-    status, heap = proc.get("metrics", "/debug/pprof/heap")
+    status, heap = proc.get("metrics", "/debug/pprof/heap?seconds=1")
     assert status == 200 and heap[:2] == b"\x1f\x8b", (status, heap[:100])
     (tmp_path / "heap.prof").write_bytes(heap)
     top = _go_pprof_top(tmp_path / "heap.prof")

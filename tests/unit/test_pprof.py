@@ -161,7 +161,8 @@ async def profile_while_busy(seconds: float = 0.6) -> bytes:
 @pytest.fixture
 def heap_tracing() -> Iterator[None]:
     was_tracing = tracemalloc.is_tracing()
-    pprof.start_heap_tracing()
+    if not was_tracing:
+        tracemalloc.start(pprof.HEAP_TRACEBACK_FRAMES)
     yield
     if not was_tracing:
         tracemalloc.stop()
@@ -225,17 +226,61 @@ def test_heap_profile_structure(heap_tracing: None) -> None:
     assert len(kept) == 20_000
 
 
-def test_heap_profile_starts_tracing_and_is_valid_when_empty() -> None:
-    was_tracing = tracemalloc.is_tracing()
-    tracemalloc.stop()
-    try:
-        profile = decode(heap_profile())
-        assert tracemalloc.is_tracing()
-        check_consistent(profile)
-        assert profile.strings[0] == ""
-    finally:
-        if not was_tracing:
-            tracemalloc.stop()
+def test_heap_profile_without_tracing_is_valid_and_empty() -> None:
+    assert not tracemalloc.is_tracing()
+    profile = decode(heap_profile())
+    assert not tracemalloc.is_tracing()
+    check_consistent(profile)
+    assert profile.samples == []
+    assert profile.strings[0] == ""
+
+
+async def test_heap_window_traces_only_while_it_lasts() -> None:
+    assert not tracemalloc.is_tracing()
+    kept: list[list[bytes]] = []
+
+    async def allocate_during_window() -> None:
+        await asyncio.sleep(0.05)
+        kept.append(allocate_lots_of_memory())
+
+    task = asyncio.create_task(allocate_during_window())
+    profile = decode(await pprof.heap_profile_window(0.5))
+    await task
+    assert not tracemalloc.is_tracing(), "tracing must stop when the window ends"
+    check_consistent(profile)
+    ours = [
+        values
+        for location_ids, values, _ in profile.samples
+        if "allocate_lots_of_memory" in profile.stack_names(location_ids)
+    ]
+    assert sum(v[1] for v in ours) >= 20_000_000
+
+
+async def test_heap_window_one_at_a_time_and_stops_tracing_when_cancelled() -> None:
+    first = asyncio.create_task(pprof.heap_profile_window(30))
+    await asyncio.sleep(0)
+    assert tracemalloc.is_tracing()
+    with pytest.raises(pprof.ProfileBusy):
+        await pprof.heap_profile_window(1)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert not tracemalloc.is_tracing()
+
+
+@pytest.mark.parametrize("seconds", [0, -1, pprof.MAX_CPU_PROFILE_SECONDS + 1])
+async def test_heap_window_refuses_bad_seconds(seconds: float) -> None:
+    with pytest.raises(ValueError, match="seconds must be in"):
+        await pprof.heap_profile_window(seconds)
+    assert not tracemalloc.is_tracing()
+
+
+async def test_heap_window_zero_when_already_tracing(heap_tracing: None) -> None:
+    kept = allocate_lots_of_memory()
+    profile = decode(await pprof.heap_profile_window(0))
+    assert tracemalloc.is_tracing(), "tracing started elsewhere is left on"
+    assert profile.samples
+    assert len(kept) == 20_000
 
 
 # ------------------------------------------------------------------------ errors, busy

@@ -1,0 +1,205 @@
+"""The API client against a real kube-apiserver: each way a kubeconfig can authenticate,
+token rotation after a 401, and watch events bigger than any fixed line buffer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.conftest import Namespaces
+from virtualservice_operator.dev.controlplane import ControlPlane
+from virtualservice_operator.kube import CONFIGMAPS, ApiError, Kind, KubeClient
+from virtualservice_operator.kubeauth import EXEC_EXPIRY_MARGIN
+
+pytestmark = pytest.mark.integration
+
+SELF_SUBJECT_REVIEWS = Kind(
+    "authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview"
+)
+
+
+def _kubeconfig(cp: ControlPlane, path: Path, user: dict[str, Any]) -> Path:
+    config = cp._kubeconfig({}, "test")
+    config["users"] = [{"name": "test", "user": user}]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def _whoami(client: KubeClient) -> str:
+    review = await client.create(
+        SELF_SUBJECT_REVIEWS,
+        None,
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    return str(review["status"]["userInfo"]["username"])
+
+
+def _token(cp: ControlPlane, namespace: str, account: str) -> str:
+    cp.kubectl("create", "serviceaccount", account, "-n", namespace)
+    return cp.kubectl("create", "token", account, "-n", namespace).stdout.strip()
+
+
+async def test_client_certificates_identify_the_admin(control_plane: ControlPlane) -> None:
+    client = KubeClient.from_kubeconfig(str(control_plane.admin_kubeconfig))
+    try:
+        assert await _whoami(client) == "admin"
+    finally:
+        await client.close()
+
+
+async def test_token_file_is_reread_after_a_401(
+    control_plane: ControlPlane, namespaces: Namespaces, tmp_path: Path
+) -> None:
+    """The kubelet rotates a projected token in place: after a 401 the client re-reads
+    the file and retries once, so the rotation costs no failed request."""
+    ns = namespaces.default
+    token_file = tmp_path / "token"
+    token_file.write_text("not-a-valid-token\n")
+    kubeconfig = _kubeconfig(control_plane, tmp_path / "kc", {"tokenFile": str(token_file)})
+    seen: list[tuple[str, int]] = []
+    client = KubeClient.from_kubeconfig(
+        str(kubeconfig), observe=lambda method, code, _: seen.append((method, code))
+    )
+    try:
+        with pytest.raises(ApiError) as refused:
+            await _whoami(client)
+        assert refused.value.status == 401
+        assert seen == [("POST", 401)], "a 401 with an unchanged file is not retried"
+
+        token_file.write_text(_token(control_plane, ns, "rotated") + "\n")  # "rotation"
+        seen.clear()
+        assert await _whoami(client) == f"system:serviceaccount:{ns}:rotated"
+        assert seen == [("POST", 401), ("POST", 201)], "the cached token, then the new one"
+    finally:
+        await client.close()
+
+
+EXEC_PLUGIN = """\
+import json, sys
+from pathlib import Path
+here = Path(sys.argv[1])
+runs = here / "runs"
+runs.write_text(str(int(runs.read_text()) + 1) if runs.exists() else "1")
+status = {"token": (here / "token").read_text().strip()}
+if (here / "expires").exists():
+    status["expirationTimestamp"] = (here / "expires").read_text().strip()
+print(json.dumps({
+    "apiVersion": "client.authentication.k8s.io/v1",
+    "kind": "ExecCredential",
+    "status": status,
+}))
+"""
+
+
+def _exec_client(cp: ControlPlane, tmp_path: Path) -> KubeClient:
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(EXEC_PLUGIN)
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": [str(plugin), str(tmp_path)],
+            "interactiveMode": "Never",
+        }
+    }
+    return KubeClient.from_kubeconfig(str(_kubeconfig(cp, tmp_path / "kc", user)))
+
+
+def _runs(tmp_path: Path) -> int:
+    return int((tmp_path / "runs").read_text())
+
+
+async def test_exec_plugin_runs_once_and_again_after_a_401(
+    control_plane: ControlPlane, namespaces: Namespaces, tmp_path: Path
+) -> None:
+    ns = namespaces.default
+    (tmp_path / "token").write_text("not-a-valid-token")
+    client = _exec_client(control_plane, tmp_path)
+    try:
+        with pytest.raises(ApiError) as refused:
+            await _whoami(client)
+        assert refused.value.status == 401
+        assert _runs(tmp_path) == 2, "run, 401, run again, same token: give up"
+
+        (tmp_path / "token").write_text(_token(control_plane, ns, "exec"))
+        for _ in range(3):
+            assert await _whoami(client) == f"system:serviceaccount:{ns}:exec"
+        assert _runs(tmp_path) == 3, "one more run after the cached token's 401, then cached"
+    finally:
+        await client.close()
+
+
+async def test_exec_plugin_runs_again_when_its_token_expires(
+    control_plane: ControlPlane, namespaces: Namespaces, tmp_path: Path
+) -> None:
+    ns = namespaces.default
+    (tmp_path / "token").write_text(_token(control_plane, ns, "expiring"))
+    soon = datetime.now(UTC) + timedelta(seconds=EXEC_EXPIRY_MARGIN / 2)
+    (tmp_path / "expires").write_text(soon.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    client = _exec_client(control_plane, tmp_path)
+    try:
+        for expected_runs in (1, 2):
+            assert await _whoami(client) == f"system:serviceaccount:{ns}:expiring"
+            assert _runs(tmp_path) == expected_runs, "within the margin: asked again"
+        later = datetime.now(UTC) + timedelta(hours=1)
+        (tmp_path / "expires").write_text(later.isoformat())
+        for _ in range(3):
+            await _whoami(client)
+        assert _runs(tmp_path) == 3, "an hour ahead: cached"
+    finally:
+        await client.close()
+
+
+async def test_failing_exec_plugin_is_a_clear_error(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": ["-c", "import sys; sys.exit('no credentials for you')"],
+        }
+    }
+    client = KubeClient.from_kubeconfig(str(_kubeconfig(control_plane, tmp_path / "kc", user)))
+    try:
+        with pytest.raises(ApiError) as failed:
+            await _whoami(client)
+        assert failed.value.reason == "CredentialsError"
+        assert "exited 1: no credentials for you" in failed.value.message
+    finally:
+        await client.close()
+
+
+async def test_watch_carries_events_bigger_than_a_line_buffer(
+    control_plane: ControlPlane, namespaces: Namespaces
+) -> None:
+    """aiohttp's readline() stops at 128 KiB; a watch event may be much bigger."""
+    ns = namespaces.default
+    client = KubeClient.from_kubeconfig(str(control_plane.admin_kubeconfig))
+    try:
+        _, version = await client.list(CONFIGMAPS, ns)
+        big = {f"key-{i}": "x" * 1000 for i in range(600)}  # ~600 KiB in one line
+        for name in ("small-before", "big", "small-after"):
+            data = big if name == "big" else {"a": "b"}
+            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
+            await client.create(CONFIGMAPS, ns, {**body, "data": data})
+        names: list[str] = []
+        async for kind, obj in client.watch(
+            CONFIGMAPS, ns, resource_version=version, timeout_seconds=30
+        ):
+            if kind == "ADDED":
+                names.append(obj["metadata"]["name"])
+                if obj["metadata"]["name"] == "big":
+                    assert obj["data"] == big
+            if len(names) == 3:
+                break
+        assert names == ["small-before", "big", "small-after"]
+        assert len(json.dumps(big)) > 512 * 1024
+    finally:
+        await client.close()

@@ -49,8 +49,8 @@ test-integration: controlplane
 	$(PY) -m pytest -q tests/integration
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
 # The benchmark (not part of `make test`): make bench SCALES="S M L" BENCH_ARGS="--profile-seconds 10"

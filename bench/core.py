@@ -551,7 +551,7 @@ def writes_delta(
     2xx (409 conflicts, 404s...) are also listed under "_not_2xx" as "VERB resource code"."""
     out: dict[str, dict[str, int]] = {}
     for key in set(before) | set(after):
-        d = int(round(after.get(key, 0.0) - before.get(key, 0.0)))
+        d = round(after.get(key, 0.0) - before.get(key, 0.0))
         if d:
             verb, resource, code = key
             by_verb = out.setdefault(resource, {})

@@ -46,7 +46,11 @@ def machine() -> dict[str, Any]:
     def version(binary: str, flag: str = "--version") -> str:
         try:
             out = subprocess.run(
-                [str(default_bin_dir() / binary), flag], capture_output=True, text=True, timeout=20
+                [str(default_bin_dir() / binary), flag],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=20,
             ).stdout
             return out.strip().splitlines()[0] if out.strip() else ""
         except (OSError, subprocess.SubprocessError):

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -62,34 +62,45 @@ def _metrics_app(registry: CollectorRegistry, profiling: bool) -> web.Applicatio
             body=exposition(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    async def profile(request: web.Request) -> web.Response:
-        try:
-            seconds = float(request.query.get("seconds", "30"))
-            body = await pprof.cpu_profile(seconds)
-        except ValueError as e:
-            return web.Response(status=400, text=f"{e}\n")
-        except pprof.ProfileBusy as e:
-            return web.Response(status=409, text=f"{e}\n")
-        return _profile_response(body, "profile")
-
-    async def heap(request: web.Request) -> web.Response:
-        # Tracing allocations is costly: on only for the window asked for.
-        default = 0.0 if tracemalloc.is_tracing() else pprof.DEFAULT_HEAP_WINDOW_SECONDS
-        try:
-            seconds = float(request.query.get("seconds", default))
-            body = await pprof.heap_profile_window(seconds)
-        except ValueError as e:
-            return web.Response(status=400, text=f"{e}\n")
-        except pprof.ProfileBusy as e:
-            return web.Response(status=409, text=f"{e}\n")
-        return _profile_response(body, "heap")
-
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     if profiling:
-        app.router.add_get("/debug/pprof/profile", profile)
-        app.router.add_get("/debug/pprof/heap", heap)
+        app.router.add_get(
+            "/debug/pprof/profile",
+            _profile_handler(
+                "profile", pprof.cpu_profile, lambda: pprof.DEFAULT_CPU_PROFILE_SECONDS
+            ),
+        )
+        # Tracing allocations is costly: on only for the window asked for.
+        app.router.add_get(
+            "/debug/pprof/heap",
+            _profile_handler(
+                "heap",
+                pprof.heap_profile_window,
+                lambda: 0.0 if tracemalloc.is_tracing() else pprof.DEFAULT_HEAP_WINDOW_SECONDS,
+            ),
+        )
     return app
+
+
+def _profile_handler(
+    name: str,
+    take: Callable[[float], Awaitable[bytes]],
+    default_seconds: Callable[[], float],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """GET ?seconds=N: 400 for a bad N, 409 while another profile of the kind runs."""
+
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            seconds = float(request.query.get("seconds", default_seconds()))
+            body = await take(seconds)
+        except ValueError as e:
+            return web.Response(status=400, text=f"{e}\n")
+        except pprof.ProfileBusy as e:
+            return web.Response(status=409, text=f"{e}\n")
+        return _profile_response(body, name)
+
+    return handler
 
 
 def _profile_response(body: bytes, name: str) -> web.Response:

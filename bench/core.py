@@ -48,6 +48,7 @@ import yaml
 
 from virtualservice_operator.config import OperatorConfig, parse_config
 from virtualservice_operator.constants import (
+    DEFAULT_WORKERS,
     PLACEHOLDER_LABEL,
     PLACEHOLDER_VALUE,
     SOURCE_ANNOTATION,
@@ -100,7 +101,7 @@ SCALES = {
 
 @dataclass
 class Options:
-    workers: int = 1  # the operator's -max-concurrent-reconciles (its default: 1)
+    workers: int = DEFAULT_WORKERS  # the operator's -max-concurrent-reconciles
     wide_concurrency: int = 16  # a second floor, to show what the API server itself allows
     churn_rate: float = 50.0  # changes per second
     churn_seconds: float = 20.0

@@ -21,6 +21,7 @@ from typing import Any
 
 from bench import report
 from bench.core import SCALES, Options, run_scale
+from virtualservice_operator.constants import DEFAULT_WORKERS
 from virtualservice_operator.dev.controlplane import REPO_ROOT, default_bin_dir
 
 ORDER = ["XS", "S", "M", "L"]
@@ -79,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--scales", nargs="+", default=["S", "M"], help="XS, S, M, L (default S M)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
-    p.add_argument("--workers", type=int, default=1, help="operator -max-concurrent-reconciles")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="operator -max-concurrent-reconciles (default: its default)",
+    )
     p.add_argument("--wide-concurrency", type=int, default=16, help="second floor; 0: skip")
     p.add_argument("--churn-rate", type=float, default=50.0)
     p.add_argument("--churn-seconds", type=float, default=20.0, help="0: skip churn")

@@ -28,6 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from virtualservice_operator import __version__
+from virtualservice_operator.constants import DEFAULT_WORKERS
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -159,8 +160,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         p,
         "max-concurrent-reconciles",
         type=int,
-        default=1,
-        help="workers reconciling names in parallel",
+        default=DEFAULT_WORKERS,
+        help="workers reconciling names in parallel (never two on one name)",
     )
     _flag(
         p,

@@ -33,6 +33,12 @@ SYSTEM_NAMESPACES: Final = frozenset(
 # The API server's own Service, present in "default": never acted on.
 IGNORED_SERVICES: Final = frozenset({"kubernetes"})
 
+# -max-concurrent-reconciles. controller-runtime defaults to 1; here workers are coroutines
+# on one event loop, so a second one costs nothing but lets one name's round trips overlap
+# another's. Measured (bench/README.md): at 5,000 Services x 10 namespaces under 50
+# changes/s, p99 from event to write is 343 ms with 1 worker, 197 ms with 2.
+DEFAULT_WORKERS = 2
+
 
 def virtual_service_name(service: str) -> str:
     return f"{service}{VIRTUAL_SERVICE_SUFFIX}"

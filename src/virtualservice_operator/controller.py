@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
+from virtualservice_operator.constants import DEFAULT_WORKERS
 from virtualservice_operator.kube import ApiError
 from virtualservice_operator.metrics import OperatorMetrics
 from virtualservice_operator.reconciler import Reconciler, RetryExhausted, TerminalError
@@ -36,7 +37,7 @@ class Controller:
         queue: WorkQueue[str],
         metrics: OperatorMetrics,
         *,
-        workers: int = 1,
+        workers: int = DEFAULT_WORKERS,
         accept: Callable[[str], bool] = lambda name: True,
         name: str = CONTROLLER_NAME,
     ) -> None:

@@ -38,6 +38,7 @@ from virtualservice_operator.config import (
 from virtualservice_operator.constants import (
     CONFIG_KEY,
     CONFIG_MAP_NAME,
+    DEFAULT_WORKERS,
     IGNORED_SERVICES,
     LEASE_NAME,
     OPERATOR_NAMESPACE,
@@ -79,7 +80,7 @@ class Options:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
-    max_concurrent_reconciles: int = 1
+    max_concurrent_reconciles: int = DEFAULT_WORKERS
     sync_period: float = 10 * 3600.0
     watch_timeout: int = 300
     watch_idle_timeout: float = 120.0

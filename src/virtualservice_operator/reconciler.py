@@ -66,6 +66,10 @@ class RetryExhausted(Exception):
     """Conflicts on every attempt; the queue retries later with rate limiting."""
 
 
+# One round for up to 16 developer namespaces: a name's placeholders go out together.
+PLACEHOLDER_WRITES_IN_FLIGHT = 16
+
+
 class Reconciler(Protocol):
     async def reconcile(self, key: str) -> Result: ...
 
@@ -97,7 +101,7 @@ class VirtualServiceReconciler:
         observer: WriteObserver | None = None,
         attempts: int = 5,
         backoff: float = 0.05,
-        parallel: int = 8,
+        parallel: int = PLACEHOLDER_WRITES_IN_FLIGHT,
     ) -> None:
         self._client = client
         self._cache = cache

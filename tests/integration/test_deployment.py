@@ -288,7 +288,7 @@ def test_chart_values_override(
         "image": {"repository": "registry.example/vso", "tag": "v9.9.9", "pullPolicy": "Always"},
         "replicaCount": 2,
         "logging": {"zapLogLevel": "debug", "zapDevelopment": True},
-        "extraFlags": ["-max-concurrent-reconciles=2"],
+        "extraFlags": ["-max-concurrent-reconciles=4"],
         "resources": {
             "limits": {"cpu": "1", "memory": "512Mi"},
             "requests": {"cpu": "100m", "memory": "256Mi"},
@@ -328,7 +328,7 @@ def test_chart_values_override(
     assert container["image"] == "registry.example/vso:v9.9.9"
     assert container["imagePullPolicy"] == "Always"
     assert container["args"] == ["-zap-log-level=debug", "-zap-development=true"]
-    assert container["command"][-1] == "-max-concurrent-reconciles=2"
+    assert container["command"][-1] == "-max-concurrent-reconciles=4"
     assert container["resources"] == values["resources"]
     assert pod["metadata"]["annotations"]["example.com/scrape"] == "true"
     assert all(o["metadata"]["labels"]["team"] == "platform" for o in chart.values())
@@ -340,7 +340,7 @@ def test_chart_values_override(
     assert (args.leader_elect, args.zap_log_level, args.max_concurrent_reconciles) == (
         True,
         "debug",
-        2,
+        4,
     )
 
     out = _apply(control_plane, rendered, "--dry-run=server")

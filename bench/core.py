@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -60,7 +59,7 @@ from virtualservice_operator.dev.controlplane import (
     ensure_binaries,
     free_port,
 )
-from virtualservice_operator.dev.operator import run_command, run_environment
+from virtualservice_operator.dev.operator import spawn_operator
 from virtualservice_operator.kube import (
     CONFIGMAPS,
     JSON,
@@ -374,11 +373,6 @@ class Observer:
 # -- the operator as a process ----------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: killed when the benchmark dies (no stray operator)."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def loadavg() -> float:
     try:
         return float(Path("/proc/loadavg").read_text().split()[0])
@@ -408,23 +402,16 @@ class Operator:
         self.spawned_at = 0.0
 
     def start(self) -> float:
-        with open(self.log_path, "ab") as log:
-            self.spawned_at = time.monotonic()
-            self.proc = subprocess.Popen(
-                run_command(
-                    self.kubeconfig,
-                    self.metrics_port,
-                    self.health_port,
-                    f"-config-map-name={self.config_map}",
-                    f"-max-concurrent-reconciles={self.workers}",
-                    "-zap-log-level=info",
-                ),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env=run_environment(),
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
-            )
+        self.spawned_at = time.monotonic()
+        self.proc = spawn_operator(
+            self.kubeconfig,
+            self.metrics_port,
+            self.health_port,
+            self.log_path,
+            f"-config-map-name={self.config_map}",
+            f"-max-concurrent-reconciles={self.workers}",
+            "-zap-log-level=info",
+        )
         return self.spawned_at
 
     @property

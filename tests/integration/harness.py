@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from virtualservice_operator.dev.controlplane import REPO_ROOT, ControlPlane, free_port
-from virtualservice_operator.dev.operator import run_command, run_environment
+from virtualservice_operator.dev.controlplane import ControlPlane, free_port
+from virtualservice_operator.dev.operator import spawn_operator
 
 T = TypeVar("T")
 OPERATOR_NS = "virtualservice-operator-system"
@@ -173,22 +173,15 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_ready: bool = True) -> OperatorProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            run_command(
-                self.kubeconfig,
-                self.metrics_port,
-                self.health_port,
-                f"-config-map-name={self.config_map}",
-                "-zap-log-level=debug",
-                *self.extra_args,
-            ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env=run_environment(),
+        self.proc = spawn_operator(
+            self.kubeconfig,
+            self.metrics_port,
+            self.health_port,
+            self.log_path,
+            f"-config-map-name={self.config_map}",
+            "-zap-log-level=debug",
+            *self.extra_args,
         )
-        log.close()
         if wait_ready:
             wait_for(self.ready, 30, f"operator ready (log: {self.log_path})")
         return self

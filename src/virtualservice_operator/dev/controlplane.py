@@ -63,7 +63,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Runs in the child between fork and exec: ask the kernel to kill us when the
     # parent goes, so no control-plane process outlives its owner. SIGKILL, not
     # SIGTERM: a kube-apiserver whose etcd just vanished can take long to shut down.
@@ -190,7 +190,7 @@ class ControlPlane:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads fork here
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads fork here
             )
         finally:
             log.close()

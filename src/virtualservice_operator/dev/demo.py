@@ -29,7 +29,7 @@ from virtualservice_operator.dev.controlplane import (
     ensure_binaries,
     free_port,
 )
-from virtualservice_operator.dev.operator import run_command, run_environment
+from virtualservice_operator.dev.operator import spawn_operator
 
 NAMESPACES = ("production", "staging", "dev-team-a", "dev-team-b")
 
@@ -197,19 +197,14 @@ def main() -> int:
         )
         log_path = cp.work_dir / "operator.log"
         metrics_port, health_port = free_port(), free_port()
-        with open(log_path, "wb") as log:
-            operator = subprocess.Popen(
-                run_command(
-                    kubeconfig,
-                    metrics_port,
-                    health_port,
-                    "-leader-elect=true",
-                    "-zap-log-level=info",
-                ),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=run_environment(),
-            )
+        operator = spawn_operator(
+            kubeconfig,
+            metrics_port,
+            health_port,
+            log_path,
+            "-leader-elect=true",
+            "-zap-log-level=info",
+        )
         try:
             _wait(
                 lambda: (

@@ -4,8 +4,11 @@ command line the demo, the tests and the benchmark all start the operator with."
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
+
+from virtualservice_operator.dev.controlplane import REPO_ROOT, die_with_parent
 
 
 def run_command(
@@ -30,3 +33,23 @@ def run_environment() -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("KUBECONFIG", None)
     return env
+
+
+def spawn_operator(
+    kubeconfig: Path | str,
+    metrics_port: int,
+    health_port: int,
+    log_path: Path,
+    *flags: str,
+) -> subprocess.Popen[bytes]:
+    """Start the operator with `run_command`, its output appended to `log_path`; it dies
+    with this process (no stray operator after an interrupted test or benchmark)."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            run_command(kubeconfig, metrics_port, health_port, *flags),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=run_environment(),
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - the child only execs
+        )

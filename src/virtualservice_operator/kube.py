@@ -25,6 +25,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.config.models import User
 from yarl import URL
 
+from virtualservice_operator import __version__
 from virtualservice_operator.kubeauth import Credentials, CredentialsError, credentials_for
 
 JSON = dict[str, Any]
@@ -141,6 +142,7 @@ RequestObserver = Callable[[str, int, float], None]
 The HTTP method, as client-go labels `rest_client_requests_total`: lists and watches are GET."""
 
 
+USER_AGENT = f"virtualservice-operator/{__version__}"
 REQUEST_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, CredentialsError)
@@ -196,7 +198,8 @@ class KubeClient:
                 connector=aiohttp.TCPConnector(ssl=self._ssl or False, limit=0),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
                 trust_env=False,
-                auto_decompress=True,
+                # Named in the API server's audit log, as client-go names its binaries.
+                headers={"User-Agent": USER_AGENT},
             )
         return self._session
 

@@ -1,0 +1,225 @@
+"""The client's HTTP transport against a scripted local server: what it sends, how answers
+become typed errors, the one retry after a 401, and watch lines cut at any byte."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from virtualservice_operator.kube import (
+    CONFIGMAPS,
+    USER_AGENT,
+    AlreadyExists,
+    ApiError,
+    Conflict,
+    Gone,
+    KubeClient,
+    NotFound,
+    ServerError,
+    TooManyRequests,
+)
+from virtualservice_operator.kubeauth import Credentials
+
+
+@dataclass
+class Server:
+    url: str
+    seen: list[web.Request] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+
+
+Handler = Callable[[web.Request], Any]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Any]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler) -> Server:
+        server = Server(url="")
+
+        async def record(request: web.Request) -> web.StreamResponse:
+            server.seen.append(request)
+            server.bodies.append(await request.read())
+            result: web.StreamResponse = await handler(request)
+            return result
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        server.url = f"http://127.0.0.1:{port}"
+        return server
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+class Rotating(Credentials):
+    def __init__(self) -> None:
+        self.tokens = ["old", "new"]
+
+    async def header(self) -> str | None:
+        return f"Bearer {self.tokens[0]}"
+
+    async def refresh(self) -> bool:
+        if len(self.tokens) > 1:
+            self.tokens.pop(0)
+            return True
+        return False
+
+
+def _status(code: int, reason: str, message: str = "m") -> web.Response:
+    body = {"kind": "Status", "code": code, "reason": reason, "message": message}
+    return web.json_response(body, status=code)
+
+
+async def test_request_carries_user_agent_json_and_query(serve: Any) -> None:
+    server = await serve(lambda r: _async(web.json_response({"ok": True}, status=201)))
+    seen: list[tuple[str, int]] = []
+    client = KubeClient(server.url, observe=lambda m, c, _: seen.append((m, c)))
+    try:
+        body = {"metadata": {"name": "x"}}
+        assert await client.create(CONFIGMAPS, "ns", body) == {"ok": True}
+        await client.delete_collection(CONFIGMAPS, "ns", label_selector="a=b,c in (d)")
+    finally:
+        await client.close()
+    post, delete = server.seen
+    assert post.headers["User-Agent"] == USER_AGENT
+    assert post.headers["Content-Type"] == "application/json"
+    assert post.path == "/api/v1/namespaces/ns/configmaps"
+    assert json.loads(server.bodies[0]) == body
+    assert delete.query["labelSelector"] == "a=b,c in (d)"
+    assert "Authorization" not in post.headers
+    assert seen == [("POST", 201), ("DELETE", 201)]
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (lambda: _status(404, "NotFound"), NotFound),
+        (lambda: _status(409, "AlreadyExists"), AlreadyExists),
+        (lambda: _status(409, "Conflict"), Conflict),
+        (lambda: _status(500, "InternalError"), ServerError),
+        (lambda: web.Response(status=502, text="<html>bad gateway</html>"), ServerError),
+    ],
+)
+async def test_error_answers_become_typed_errors(serve: Any, answer: Any, error: type) -> None:
+    server = await serve(lambda r: _async(answer()))
+    client = KubeClient(server.url)
+    try:
+        with pytest.raises(error):
+            await client.get(CONFIGMAPS, "ns", "x")
+    finally:
+        await client.close()
+
+
+async def test_too_many_requests_keeps_retry_after(serve: Any) -> None:
+    async def answer(_: web.Request) -> web.Response:
+        response = _status(429, "TooManyRequests")
+        response.headers["Retry-After"] = "3"
+        return response
+
+    client = KubeClient((await serve(answer)).url)
+    try:
+        with pytest.raises(TooManyRequests) as raised:
+            await client.get(CONFIGMAPS, "ns", "x")
+        assert raised.value.retry_after == 3.0
+    finally:
+        await client.close()
+
+
+async def test_a_401_is_retried_once_with_refreshed_credentials(serve: Any) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") == "Bearer new":
+            return web.json_response({"ok": True})
+        return _status(401, "Unauthorized")
+
+    server = await serve(answer)
+    credentials = Rotating()
+    client = KubeClient(server.url, credentials=credentials)
+    try:
+        assert await client.get(CONFIGMAPS, "ns", "x") == {"ok": True}
+        assert [r.headers["Authorization"] for r in server.seen] == ["Bearer old", "Bearer new"]
+        credentials.tokens = ["revoked"]
+        server.seen.clear()
+        with pytest.raises(ApiError) as refused:
+            await client.get(CONFIGMAPS, "ns", "x")
+        assert refused.value.status == 401
+        assert len(server.seen) == 1, "nothing new to try: no retry"
+    finally:
+        await client.close()
+
+
+async def test_no_answer_is_a_server_error_with_status_0(serve: Any) -> None:
+    server = await serve(lambda r: _async(web.json_response({})))
+    client = KubeClient(server.url.rsplit(":", 1)[0] + ":1")  # nothing listens on port 1
+    try:
+        with pytest.raises(ServerError) as raised:
+            await client.get(CONFIGMAPS, "ns", "x")
+        assert raised.value.status == 0
+        assert raised.value.reason == "ConnectionError"
+    finally:
+        await client.close()
+    assert server.seen == []
+
+
+async def test_watch_lines_cut_anywhere_are_joined(serve: Any) -> None:
+    events = [
+        {"type": "ADDED", "object": {"metadata": {"name": f"n{i}"}, "data": {"k": "v" * i}}}
+        for i in range(30)
+    ]
+    stream = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for start in range(0, len(stream), 7):  # 7-byte pieces: lines cut mid-way
+            await response.write(stream[start : start + 7])
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response
+
+    server = await serve(answer)
+    client = KubeClient(server.url)
+    try:
+        got = [obj async for _, obj in client.watch(CONFIGMAPS, "ns", resource_version="1")]
+    finally:
+        await client.close()
+    assert got == [e["object"] for e in events]
+    assert server.seen[0].query["watch"] == "true"
+    assert server.seen[0].query["resourceVersion"] == "1"
+
+
+async def test_watch_error_event_is_raised_typed(serve: Any) -> None:
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(json.dumps(gone).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    client = KubeClient((await serve(answer)).url)
+    try:
+        with pytest.raises(Gone):
+            async for _ in client.watch(CONFIGMAPS, "ns", resource_version="1"):
+                pass
+    finally:
+        await client.close()

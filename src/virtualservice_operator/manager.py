@@ -278,6 +278,7 @@ class Manager:
         except ApiError as e:
             log.error("could not list placeholder Services for the orphan sweep", error=str(e))
             return
+        deleted = 0
         for svc in orphans:
             if svc.namespace in config.watched_namespaces:
                 continue
@@ -291,6 +292,7 @@ class Manager:
                         resource_version=svc.resource_version,
                     )
                     self.write("delete", "Service")
+                    deleted += 1
                     log.info(
                         "orphaned placeholder deleted", service=svc.name, namespace=svc.namespace
                     )
@@ -303,6 +305,9 @@ class Manager:
                         namespace=svc.namespace,
                         error=str(e),
                     )
+        # Said once per resync (start-up, then every -sync-period): the end of the work a
+        # resync does outside the queue.
+        log.info("orphan sweep done", deleted=deleted, found=len(orphans))
 
     async def _shutdown(self) -> None:
         if self.leading or self.controller.in_flight:

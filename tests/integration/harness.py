@@ -19,6 +19,7 @@ import yaml
 
 from virtualservice_operator.dev.controlplane import ControlPlane, free_port
 from virtualservice_operator.dev.operator import spawn_operator
+from virtualservice_operator.metrics import parse_exposition
 
 T = TypeVar("T")
 OPERATOR_NS = "virtualservice-operator-system"
@@ -215,6 +216,28 @@ class OperatorProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metric(self, name: str, /, **labels: str) -> float:
+        """The sum of `name`'s samples carrying `labels`."""
+        return sum(
+            v
+            for (n, ls), v in parse_exposition(self.metrics()).items()
+            if n == name and all((k, val) in ls for k, val in labels.items())
+        )
+
+    def idle(self, reconciles: int = 0) -> bool:
+        """At least `reconciles` successful passes, and nothing queued or being reconciled."""
+        return (
+            self.metric("controller_runtime_reconcile_total", result="success") >= reconciles
+            and self.metric("workqueue_depth") == 0
+            and self.metric("controller_runtime_active_workers") == 0
+        )
+
+    def swept(self) -> bool:
+        """The start-up resync's orphan sweep is over. It runs outside the queue and deletes
+        placeholders that earlier tests left in namespaces this operator does not watch, so
+        a test that counts writes waits for it as well as for an idle queue."""
+        return '"orphan sweep done"' in self.logs()
 
     def log_lines(self) -> list[dict[str, Any]]:
         out = []

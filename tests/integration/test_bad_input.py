@@ -111,6 +111,7 @@ def test_bad_configs_are_refused_and_nothing_changes(operator: OperatorFactory, 
         ),
         what="converged",
     )
+    wait_for(lambda: proc.idle() and proc.swept(), what="every write of the start-up done")
     before_vs = api.vs(ns.default, "keep-virtual-service")
     before = api.write_count(("services", "virtualservices"))
     for case, text, word in BAD_CONFIGS:

@@ -5,28 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import OperatorFactory
-from tests.integration.harness import Api, OperatorProcess, wait_for
-from virtualservice_operator.metrics import parse_exposition
+from tests.integration.harness import Api, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _metric(proc: OperatorProcess, name: str, **labels: str) -> float:
-    parsed = parse_exposition(proc.metrics())
-    return sum(
-        v
-        for (n, ls), v in parsed.items()
-        if n == name and all((k, val) in ls for k, val in labels.items())
-    )
-
-
-def _idle_after(proc: OperatorProcess, reconciles: int) -> bool:
-    """At least `reconciles` successful passes and nothing queued or running."""
-    return (
-        _metric(proc, "controller_runtime_reconcile_total", result="success") >= reconciles
-        and _metric(proc, "workqueue_depth") == 0
-        and _metric(proc, "controller_runtime_active_workers") == 0
-    )
 
 
 def _routes(vs: dict) -> list[dict]:
@@ -116,11 +97,12 @@ def test_converged_cluster_costs_no_writes_on_restart(operator: OperatorFactory,
     for name in ("a", "b", "c"):
         wait_for(lambda name=name: api.vs(ns.default, f"{name}-virtual-service"), what=name)
     wait_for(lambda: api.service(ns.developers[2], "c"), what="placeholders")
+    wait_for(proc.swept, what="orphan sweep done")
     assert proc.stop() == 0
     before = api.write_count(("services", "virtualservices"))
     proc2 = operator.start(write_config=False)
     # Ready means caches synced and (no leader election) the full resync has been queued.
-    wait_for(lambda: _idle_after(proc2, 3), what="resync of every name")
+    wait_for(lambda: proc2.idle(3) and proc2.swept(), what="resync of every name")
     after = api.write_count(("services", "virtualservices"))
     assert after == before, f"writes during resync: {after} vs {before}"
 
@@ -238,7 +220,7 @@ def test_ignored_services(operator: OperatorFactory, api: Api, control_plane) ->
     api.create_service(ns.default, "marker")
     proc = operator.start(operator.config(placeholders=True))
     wait_for(lambda: api.vs(ns.default, "marker-virtual-service"), what="marker VirtualService")
-    wait_for(lambda: _idle_after(proc, 1), what="queue drained")
+    wait_for(lambda: proc.idle(1), what="queue drained")
     for name in ("skip", "kubernetes", "lonely", "devonly"):
         assert api.vs(ns.default, f"{name}-virtual-service") is None, name
     for dev in ns.developers:
@@ -407,7 +389,7 @@ def test_concurrent_writer_conflicts_are_retried_and_state_ends_right(
     )
     assert [r["name"] for r in _routes(vs)[:3]] == [f"dev-{d}" for d in ns.developers]
     assert proc.proc is not None and proc.proc.poll() is None, "operator crashed"
-    assert _metric(proc, "virtualservice_operator_conflicts_total") >= 1
+    assert proc.metric("virtualservice_operator_conflicts_total") >= 1
 
 
 def test_adding_a_route_is_one_write_that_keeps_every_route(
@@ -424,13 +406,13 @@ def test_adding_a_route_is_one_write_that_keeps_every_route(
         lambda: (v := api.vs(ns.default, "one-virtual-service")) and len(_routes(v)) == 2 and v,
         what="first route",
     )
-    wait_for(lambda: _idle_after(proc, 1), what="idle")
+    wait_for(lambda: proc.idle(1), what="idle")
     rv = vs["metadata"]["resourceVersion"]
     api.create_service(ns.developers[2], "one")
     wait_for(
         lambda: len(_routes(api.vs(ns.default, "one-virtual-service"))) == 3, what="second route"
     )
-    wait_for(lambda: _idle_after(proc, 2), what="idle")
+    wait_for(lambda: proc.idle(2), what="idle")
     # Every version the VirtualService went through since: exactly one, with all routes.
     url = (
         f"{api.cp.url}/apis/networking.istio.io/v1/namespaces/{ns.default}/virtualservices"

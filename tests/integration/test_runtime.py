@@ -41,10 +41,6 @@ def _metrics(proc: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]
     return parse_exposition(proc.metrics())
 
 
-def _metric(proc: OperatorProcess, metric: str, /, **labels: str) -> float:
-    return _sum(_metrics(proc), metric, **labels)
-
-
 def _sum(
     parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, /, **labels: str
 ) -> float:
@@ -53,15 +49,6 @@ def _sum(
         v
         for (n, ls), v in parsed.items()
         if n == metric and all((k, val) in ls for k, val in labels.items())
-    )
-
-
-def _idle(proc: OperatorProcess) -> bool:
-    """Nothing queued and nothing being reconciled."""
-    parsed = _metrics(proc)
-    return (
-        _sum(parsed, "workqueue_depth") == 0
-        and _sum(parsed, "controller_runtime_active_workers") == 0
     )
 
 
@@ -117,8 +104,8 @@ def test_config_reload_reevaluates_every_service_within_2s(
             lambda name=name: api.vs(ns.default, f"{name}-virtual-service"),
             what=f"{name} VirtualService",
         )
-    wait_for(lambda: _idle(proc), what="initial resync done")
-    assert _metric(proc, "virtualservice_operator_config_reloads_total", result="success") == 0
+    wait_for(proc.idle, what="initial resync done")
+    assert proc.metric("virtualservice_operator_config_reloads_total", result="success") == 0
 
     # Edit 1: one more developer namespace (new informer, a route) and placeholders on.
     expected = {(dev, n) for dev in ns.developers for n in names} - {(ns.developers[2], "hot-a")}
@@ -171,7 +158,7 @@ def test_config_reload_reevaluates_every_service_within_2s(
     assert f"developerNamespaces: added {ns.developers[2]}" in changes
     assert "enablePlaceholderServices: False -> True" in changes
     assert reloads[1]["changes"] == ["virtualServiceTemplate: changed"]
-    assert _metric(proc, "virtualservice_operator_config_reloads_total", result="success") == 2
+    assert proc.metric("virtualservice_operator_config_reloads_total", result="success") == 2
     assert "config reloaded" in proc.logs()  # the guide's `grep -i "config reloaded"`
 
 
@@ -185,7 +172,7 @@ def test_invalid_config_edit_is_refused_and_changes_nothing(
     api.create_service(ns.default, "keep")
     proc = operator.start(operator.config(placeholders=True))
     wait_for(lambda: len(_placeholders(api, ns.developers)) == 3, what="placeholders")
-    wait_for(lambda: _idle(proc), what="initial resync done")
+    wait_for(lambda: proc.idle() and proc.swept(), what="initial resync done")
     good_vs = api.vs(ns.default, "keep-virtual-service")
     good = operator.config(placeholders=True)
     yaml_error = "defaultNamespace: [unclosed\nenablePlaceholderServices: false\n"
@@ -200,7 +187,7 @@ def test_invalid_config_edit_is_refused_and_changes_nothing(
         ("wrong type", wrong_type, "enablePlaceholderServices: must be true or false"),
         ("bad template", bad_template, "virtualServiceTemplate: apiVersion"),
     ]
-    writes_before_all = _metric(proc, "virtualservice_operator_writes_total")
+    writes_before_all = proc.metric("virtualservice_operator_writes_total")
 
     def invalid_config_events() -> list[dict[str, Any]]:
         return [
@@ -217,7 +204,7 @@ def test_invalid_config_edit_is_refused_and_changes_nothing(
             lambda i=i: len(ev := invalid_config_events()) == i and ev,
             what=f"{what}: Warning InvalidConfig event on the ConfigMap",
         )
-        wait_for(lambda: _idle(proc), what="idle")
+        wait_for(proc.idle, what="idle")
         diff = api.writes_by_resource() - before
         # The Event is the one write (it may already be in `before`: the operator is quick);
         # the API server's own identity Lease may tick.
@@ -237,9 +224,9 @@ def test_invalid_config_edit_is_refused_and_changes_nothing(
     # One error line per bad edit, nothing else at error level.
     errors = [line for line in proc.log_lines() if line.get("level") == "error"]
     assert len(errors) == len(edits), errors
-    assert _metric(proc, "virtualservice_operator_writes_total") == writes_before_all
-    assert _metric(proc, "virtualservice_operator_config_reloads_total", result="error") == 3
-    assert _metric(proc, "virtualservice_operator_config_valid") == 0
+    assert proc.metric("virtualservice_operator_writes_total") == writes_before_all
+    assert proc.metric("virtualservice_operator_config_reloads_total", result="error") == 3
+    assert proc.metric("virtualservice_operator_config_valid") == 0
     guide = kubectl(
         "get",
         "events",
@@ -265,7 +252,7 @@ def test_invalid_config_edit_is_refused_and_changes_nothing(
     # A valid edit is taken again.
     api.write_config(operator.config_map, operator.config(placeholders=False))
     wait_for(lambda: not _placeholders(api, ns.developers), what="valid edit applied")
-    assert _metric(proc, "virtualservice_operator_config_valid") == 1
+    assert proc.metric("virtualservice_operator_config_valid") == 1
 
 
 def test_missing_or_invalid_config_at_start_exits_nonzero_with_one_line(
@@ -339,7 +326,7 @@ def test_metrics_exposed_with_controller_runtime_names_and_moving(
 ) -> None:
     ns = operator.namespaces
     proc = operator.start(operator.config(placeholders=True))
-    wait_for(lambda: _idle(proc), what="initial resync done")
+    wait_for(proc.idle, what="initial resync done")
     before = _metrics(proc)
     assert not [n for n, _ in before if n.startswith("go_")], "Go runtime metrics must not be faked"
     c = {"controller": "virtualservice"}
@@ -377,7 +364,7 @@ def test_metrics_exposed_with_controller_runtime_names_and_moving(
 
     def moved() -> bool:
         now = _metrics(proc)
-        return all(_sum(now, g) - _sum(before, g) == want[g] for g in gauges) and _idle(proc)
+        return all(_sum(now, g) - _sum(before, g) == want[g] for g in gauges) and proc.idle()
 
     wait_for(moved, what="gauges up by 2 VirtualServices, 1 route, 5 placeholders")
     after = _metrics(proc)
@@ -594,7 +581,7 @@ def test_events_on_the_service_for_everything_done_and_warnings(
             "metadata: {name: sample-service-virtual-service}\nspec: {hosts: [sample-service]}\n"
         ),
     )
-    errors_before = _metric(proc, "controller_runtime_reconcile_errors_total")
+    errors_before = proc.metric("controller_runtime_reconcile_errors_total")
     api.write_config(operator.config_map, hard_coded)
 
     def warnings() -> dict[str, str]:
@@ -614,7 +601,7 @@ def test_events_on_the_service_for_everything_done_and_warnings(
         if e["reason"] == "TemplateError"
     }
     assert "metadata.name" in template_errors["tpl"], template_errors
-    assert _metric(proc, "controller_runtime_reconcile_errors_total") > errors_before
+    assert proc.metric("controller_runtime_reconcile_errors_total") > errors_before
     assert api.vs(d, "tpl-virtual-service") is not None  # nothing written or deleted
     table = kubectl("get", "events", "-n", d).stdout  # the guide's command
     for reason in (

@@ -13,7 +13,6 @@ Outcomes, each a `controller_runtime_reconcile_total{result}`:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 
@@ -23,6 +22,7 @@ from virtualservice_operator.constants import DEFAULT_WORKERS
 from virtualservice_operator.kube import ApiError
 from virtualservice_operator.metrics import OperatorMetrics
 from virtualservice_operator.reconciler import Reconciler, RetryExhausted, TerminalError
+from virtualservice_operator.tasks import cancel_and_wait
 from virtualservice_operator.workqueue import ShutDown, WorkQueue
 
 log = structlog.get_logger("controller")
@@ -76,9 +76,7 @@ class Controller:
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         self._tasks = []
 
     async def _work(self) -> None:

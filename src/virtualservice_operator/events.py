@@ -8,7 +8,6 @@ re-deciding the same thing must not flood etcd); a full queue drops, and says so
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import os
 import time
@@ -20,6 +19,7 @@ import structlog
 
 from virtualservice_operator.constants import OPERATOR_NAME
 from virtualservice_operator.kube import EVENTS, ApiError, KubeClient
+from virtualservice_operator.tasks import cancel_and_wait
 
 log = structlog.get_logger("events")
 
@@ -91,11 +91,8 @@ class EventRecorder:
             self._task = asyncio.create_task(self._drain(), name="event recorder")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _drain(self) -> None:
         assert self._client is not None

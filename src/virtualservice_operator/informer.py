@@ -17,7 +17,6 @@ Only the fields `transform` keeps are held in memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
@@ -25,6 +24,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from virtualservice_operator.kube import JSON, ApiError, Gone, Kind, KubeClient
+from virtualservice_operator.tasks import cancel_and_wait
 
 T = TypeVar("T")
 Handler = Callable[[T | None, T | None], None]
@@ -119,11 +119,8 @@ class Informer(Generic[T]):
         return self._task
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run(self) -> None:
         failures = 0

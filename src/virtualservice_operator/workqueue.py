@@ -43,6 +43,7 @@ from typing import Generic, Protocol, TypeVar
 
 from .clock import Clock, RealClock
 from .ratelimit import RateLimiter, default_controller_rate_limiter
+from .tasks import cancel_and_wait
 
 K = TypeVar("K", bound=Hashable)
 
@@ -295,11 +296,7 @@ class WorkQueue(Generic[K]):
         self._accepting = False
         self._delayed.clear()
         self._heap.clear()
-        task = self._delay_task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._delay_task)
         self._check_drained()
         try:
             await self._drained.wait()

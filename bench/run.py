@@ -106,16 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     results["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results.setdefault("scales", {})
     failed = False
+    options = Options(
+        workers=args.workers,
+        wide_concurrency=args.wide_concurrency,
+        churn_rate=args.churn_rate,
+        churn_seconds=args.churn_seconds,
+        profile_seconds=args.profile_seconds,
+        out_dir=out,
+        log=lambda m: print(m, flush=True),
+    )
     for name in scales:
-        options = Options(
-            workers=args.workers,
-            wide_concurrency=args.wide_concurrency,
-            churn_rate=args.churn_rate,
-            churn_seconds=args.churn_seconds,
-            profile_seconds=args.profile_seconds,
-            out_dir=out,
-            log=lambda m: print(m, flush=True),
-        )
         print(f"== scale {name}: {SCALES[name]}", flush=True)
         try:
             res = run_scale(SCALES[name], options)

@@ -142,6 +142,15 @@ class OperatorFactory:
         self.started.append(proc)
         return proc.start(wait_ready=wait_ready)
 
+    def stop_all(self, request: pytest.FixtureRequest, log_tail: int = 6000) -> None:
+        """Stop every operator started; if the test failed, print the end of each log."""
+        for proc in self.started:
+            proc.stop()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            for proc in self.started:
+                print(f"\n--- operator log {proc.log_path} ---\n{proc.logs()[-log_tail:]}")
+
 
 @pytest.fixture
 def operator(
@@ -154,12 +163,7 @@ def operator(
 ) -> Iterator[OperatorFactory]:
     factory = OperatorFactory(control_plane, api, operator_kubeconfig, tmp_path, namespaces)
     yield factory
-    for proc in factory.started:
-        proc.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for proc in factory.started:
-            print(f"\n--- operator log {proc.log_path} ---\n{proc.logs()[-6000:]}")
+    factory.stop_all(request)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

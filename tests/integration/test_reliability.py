@@ -66,12 +66,7 @@ def rig(
     via_proxy.write_text(proxy.kubeconfig(direct.read_text()))
     factory = OperatorFactory(fault_cp, Api(fault_cp), via_proxy, tmp_path, ns)
     yield factory
-    for proc in factory.started:
-        proc.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for proc in factory.started:
-            print(f"\n--- operator log {proc.log_path} ---\n{proc.logs()[-8000:]}")
+    factory.stop_all(request, log_tail=8000)
 
 
 def _routes(api: Api, ns: str, name: str) -> int:

@@ -26,6 +26,19 @@ OPERATOR_NS = "virtualservice-operator-system"
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"})
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def sample_sum(parsed: Samples, name: str, /, **labels: str) -> float:
+    """The sum of `name`'s samples carrying `labels` (a label may be called `name`), in a
+    scrape parsed by `parse_exposition`: compare two scrapes taken at different times."""
+    return sum(
+        v
+        for (n, ls), v in parsed.items()
+        if n == name and all((k, val) in ls for k, val in labels.items())
+    )
+
+
 def wait_for(
     predicate: Callable[[], T],
     timeout: float = 15.0,
@@ -218,12 +231,8 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def metric(self, name: str, /, **labels: str) -> float:
-        """The sum of `name`'s samples carrying `labels`."""
-        return sum(
-            v
-            for (n, ls), v in parse_exposition(self.metrics()).items()
-            if n == name and all((k, val) in ls for k, val in labels.items())
-        )
+        """The sum of `name`'s samples carrying `labels`, scraped now."""
+        return sample_sum(parse_exposition(self.metrics()), name, **labels)
 
     def idle(self, reconciles: int = 0) -> bool:
         """At least `reconciles` successful passes, and nothing queued or being reconciled."""

@@ -29,7 +29,6 @@ from tests.integration.harness import OPERATOR_NS, Api, OperatorProcess, wait_fo
 from virtualservice_operator.cli import build_parser
 from virtualservice_operator.config import parse_config
 from virtualservice_operator.dev.controlplane import REPO_ROOT, ControlPlane
-from virtualservice_operator.metrics import parse_exposition
 
 pytestmark = pytest.mark.integration
 
@@ -105,16 +104,12 @@ def table(text: str) -> list[dict[str, str]]:
     return [dict(zip(headers, line.split(), strict=False)) for line in lines[1:]]
 
 
-def metric(proc: OperatorProcess, name: str) -> float:
-    return sum(v for (n, _), v in parse_exposition(proc.metrics()).items() if n == name)
-
-
 def settled(proc: OperatorProcess, since: float) -> bool:
     """More reconciles than `since`, and nothing queued or running."""
     return (
-        metric(proc, "controller_runtime_reconcile_total") > since
-        and metric(proc, "workqueue_depth") == 0
-        and metric(proc, "controller_runtime_active_workers") == 0
+        proc.metric("controller_runtime_reconcile_total") > since
+        and proc.metric("workqueue_depth") == 0
+        and proc.metric("controller_runtime_active_workers") == 0
     )
 
 
@@ -666,7 +661,7 @@ def test_emergency_cleanup_and_shutdown(
     assert "web-virtual-service unlabeled" in out, out
     assert listed() == set()
     # Hands off: a new developer Service does not change the VirtualService; a Warning says why.
-    since = metric(proc, "controller_runtime_reconcile_total")
+    since = proc.metric("controller_runtime_reconcile_total")
     api.create_service(ns.developers[1], "web")
     wait_for(lambda: settled(proc, since), what="the operator to look at web")
     wait_for(

@@ -19,7 +19,6 @@ import pytest
 
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import OPERATOR_NS, Api, OperatorProcess, wait_for
-from virtualservice_operator.metrics import parse_exposition
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +36,8 @@ ELECT_2 = [
 SHUTDOWN_BOUND = 10.0
 
 
-def _metric(proc: OperatorProcess, metric: str, /, **labels: str) -> float:
-    parsed = parse_exposition(proc.metrics())
-    return sum(
-        v
-        for (n, ls), v in parsed.items()
-        if n == metric and all((k, val) in ls for k, val in labels.items())
-    )
-
-
 def _leading(proc: OperatorProcess) -> bool:
-    return _metric(proc, "leader_election_master_status", name=LEASE_NAME) == 1
+    return proc.metric("leader_election_master_status", name=LEASE_NAME) == 1
 
 
 def _identity(proc: OperatorProcess) -> str:
@@ -116,10 +106,10 @@ def test_one_leader_writes_and_standby_takes_over_after_sigkill(
     wait_for(renewed_twice, timeout=3 * RENEW, what="two renewals")
 
     assert _leading(leader) and not _leading(standby)
-    assert _metric(leader, "virtualservice_operator_writes_total") >= 2
-    assert _metric(standby, "virtualservice_operator_writes_total") == 0
-    assert _metric(standby, "controller_runtime_reconcile_total") == 0
-    assert _metric(standby, "rest_client_requests_total", method="POST") == 0
+    assert leader.metric("virtualservice_operator_writes_total") >= 2
+    assert standby.metric("virtualservice_operator_writes_total") == 0
+    assert standby.metric("controller_runtime_reconcile_total") == 0
+    assert standby.metric("rest_client_requests_total", method="POST") == 0
     assert _writes_logged(standby) == []
     assert any(x.get("msg") == f"new leader observed {leader_id}" for x in standby.log_lines())
 
@@ -134,7 +124,7 @@ def test_one_leader_writes_and_standby_takes_over_after_sigkill(
     assert _lease(api)["holderIdentity"] == standby_id
     api.create_service(ns.default, "le-c")
     wait_for(lambda: api.vs(ns.default, "le-c-virtual-service"), what="the new leader works")
-    assert _metric(standby, "virtualservice_operator_writes_total") >= 1
+    assert standby.metric("virtualservice_operator_writes_total") >= 1
 
 
 def test_sigterm_releases_the_lease_and_the_successor_starts_at_once(

@@ -13,9 +13,8 @@ import pytest
 
 from tests.integration.conftest import Namespaces, OperatorFactory
 from tests.integration.faultproxy import FaultProxy
-from tests.integration.harness import Api, OperatorProcess, wait_for, warm_up_crd
+from tests.integration.harness import Api, wait_for, warm_up_crd
 from virtualservice_operator.dev.controlplane import REPO_ROOT, ControlPlane, ensure_binaries
-from virtualservice_operator.metrics import parse_exposition
 
 pytestmark = pytest.mark.integration
 
@@ -72,15 +71,6 @@ def rig(
 def _routes(api: Api, ns: str, name: str) -> int:
     vs = api.vs(ns, f"{name}-virtual-service")
     return len(vs["spec"].get("http") or []) if vs else -1
-
-
-def _metric(proc: OperatorProcess, name: str, **labels: str) -> float:
-    parsed = parse_exposition(proc.metrics())
-    return sum(
-        v
-        for (n, ls), v in parsed.items()
-        if n == name and all((k, val) in ls for k, val in labels.items())
-    )
 
 
 FAST = ["-watch-idle-timeout=3s"]
@@ -222,8 +212,8 @@ def test_api_errors_back_off_and_converge(
             what=f"e{i}",
         )
     assert proxy.injected == 25
-    assert _metric(proc, "controller_runtime_reconcile_errors_total") >= 1
-    assert _metric(proc, "rest_client_requests_total", code=str(status)) >= 1
+    assert proc.metric("controller_runtime_reconcile_errors_total") >= 1
+    assert proc.metric("rest_client_requests_total", code=str(status)) >= 1
     assert proc.proc is not None and proc.proc.poll() is None
 
 
@@ -232,7 +222,7 @@ def test_burst_of_changes_is_deduplicated(rig: OperatorFactory) -> None:
     api.create_service(ns.default, "hot")
     proc = rig.start(rig.config(), extra_args=FAST)
     wait_for(lambda: api.vs(ns.default, "hot-virtual-service"), what="converged")
-    rss_before = _metric(proc, "process_resident_memory_bytes")
+    rss_before = proc.metric("process_resident_memory_bytes")
     path = f"/api/v1/namespaces/{ns.default}/services/hot"
 
     def churn(worker: int) -> None:
@@ -253,11 +243,11 @@ def test_burst_of_changes_is_deduplicated(rig: OperatorFactory) -> None:
     print(f"\n1,000 changes sent in {time.monotonic() - started:.1f}s")
     api.create_service(ns.developers[0], "hot")
     wait_for(lambda: _routes(api, ns.default, "hot") == 2, timeout=30, what="end state right")
-    reconciles = _metric(proc, "controller_runtime_reconcile_total")
-    adds = _metric(proc, "workqueue_adds_total")
+    reconciles = proc.metric("controller_runtime_reconcile_total")
+    adds = proc.metric("workqueue_adds_total")
     print(f"reconciles: {reconciles:.0f} for ~1,000 events; queue adds: {adds:.0f}")
     assert reconciles < 1000
-    rss_after = _metric(proc, "process_resident_memory_bytes")
+    rss_after = proc.metric("process_resident_memory_bytes")
     assert rss_after < rss_before + 50 * 2**20, (rss_before, rss_after)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import OperatorFactory
-from tests.integration.harness import OPERATOR_NS, Api, OperatorProcess, wait_for
+from tests.integration.harness import OPERATOR_NS, Api, OperatorProcess, sample_sum, wait_for
 from virtualservice_operator.dev.controlplane import ControlPlane, free_port
 from virtualservice_operator.metrics import parse_exposition
 
@@ -39,17 +39,6 @@ PLACEHOLDER_SELECTOR = "virtualservice-operator/placeholder-service=true"
 
 def _metrics(proc: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return parse_exposition(proc.metrics())
-
-
-def _sum(
-    parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, /, **labels: str
-) -> float:
-    """The sum of `metric`'s samples carrying `labels` (a label may be called `name`)."""
-    return sum(
-        v
-        for (n, ls), v in parsed.items()
-        if n == metric and all((k, val) in ls for k, val in labels.items())
-    )
 
 
 def _routes(vs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -346,10 +335,10 @@ def test_metrics_exposed_with_controller_runtime_names_and_moving(
         "virtualservice_operator_config_reloads_total",
         frozenset({("result", "error")}),
     ) in before
-    assert _sum(before, "process_resident_memory_bytes") > 10_000_000
-    assert _sum(before, "process_cpu_seconds_total") > 0
-    assert _sum(before, "python_asyncio_tasks") > 0
-    assert _sum(before, "rest_client_requests_total", method="GET", code="200") > 0
+    assert sample_sum(before, "process_resident_memory_bytes") > 10_000_000
+    assert sample_sum(before, "process_cpu_seconds_total") > 0
+    assert sample_sum(before, "python_asyncio_tasks") > 0
+    assert sample_sum(before, "rest_client_requests_total", method="GET", code="200") > 0
 
     # Two Services in D, one real developer Service: 2 VirtualServices, 1 route, 5 placeholders.
     api.create_service(ns.developers[0], "m-one")
@@ -364,7 +353,10 @@ def test_metrics_exposed_with_controller_runtime_names_and_moving(
 
     def moved() -> bool:
         now = _metrics(proc)
-        return all(_sum(now, g) - _sum(before, g) == want[g] for g in gauges) and proc.idle()
+        return (
+            all(sample_sum(now, g) - sample_sum(before, g) == want[g] for g in gauges)
+            and proc.idle()
+        )
 
     wait_for(moved, what="gauges up by 2 VirtualServices, 1 route, 5 placeholders")
     after = _metrics(proc)
@@ -382,15 +374,20 @@ def test_metrics_exposed_with_controller_runtime_names_and_moving(
         ("virtualservice_operator_writes_total", {"verb": "create", "kind": "VirtualService"}),
         ("virtualservice_operator_writes_total", {"verb": "create", "kind": "Service"}),
     ):
-        assert _sum(after, name, **labels) > _sum(before, name, **labels), (name, labels)
+        assert sample_sum(after, name, **labels) > sample_sum(before, name, **labels), (
+            name,
+            labels,
+        )
     assert (
-        _sum(after, "virtualservice_operator_writes_total", verb="create", kind="Service")
-        - _sum(before, "virtualservice_operator_writes_total", verb="create", kind="Service")
+        sample_sum(after, "virtualservice_operator_writes_total", verb="create", kind="Service")
+        - sample_sum(before, "virtualservice_operator_writes_total", verb="create", kind="Service")
         == 5
     )
-    assert _sum(after, "controller_runtime_reconcile_errors_total", **c) == 0
-    assert _sum(after, "workqueue_depth", **q) == 0
-    assert _sum(after, "process_cpu_seconds_total") >= _sum(before, "process_cpu_seconds_total")
+    assert sample_sum(after, "controller_runtime_reconcile_errors_total", **c) == 0
+    assert sample_sum(after, "workqueue_depth", **q) == 0
+    assert sample_sum(after, "process_cpu_seconds_total") >= sample_sum(
+        before, "process_cpu_seconds_total"
+    )
 
 
 # -- 5. logs ------------------------------------------------------------------------------

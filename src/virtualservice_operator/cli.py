@@ -91,7 +91,7 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         p,
         "kubeconfig",
         default=None,
-        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)",
+        help="kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)",
     )
     _flag(
         p,
@@ -239,10 +239,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
-    except StartupError as e:
-        structlog.get_logger("manager").error(f"cannot start: {e}", error=str(e))
-        return 1
-    except ValueError as e:  # e.g. inconsistent leader-election timings
+    except (StartupError, ValueError) as e:  # ValueError: e.g. inconsistent lease timings
         structlog.get_logger("manager").error(f"cannot start: {e}", error=str(e))
         return 1
 

@@ -12,6 +12,7 @@ cache, not a tree of typed models). HTTP failures become typed errors here, once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -163,6 +164,7 @@ class KubeClient:
         observe: RequestObserver | None = None,
     ) -> None:
         self._server = server.rstrip("/")
+        self._host = URL(self._server).host or ""  # a metrics label on every request
         self._ssl = ssl_context
         self._credentials = credentials or Credentials()
         self._observe = observe or (lambda method, code, seconds: None)
@@ -172,7 +174,7 @@ class KubeClient:
     def from_kubeconfig(
         cls, path: str | None = None, observe: RequestObserver | None = None
     ) -> KubeClient:
-        """`path`, else $KUBECONFIG / ~/.kube/config, else in-cluster ServiceAccount credentials."""
+        """`path`, else in-cluster ServiceAccount credentials, else $KUBECONFIG / ~/.kube/config."""
         config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
         single = config.get()
         assert single is not None, "kubeconfig has no current context"
@@ -189,7 +191,7 @@ class KubeClient:
 
     @property
     def host(self) -> str:
-        return URL(self._server).host or ""
+        return self._host
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -238,18 +240,16 @@ class KubeClient:
                 async with self._http().request(
                     method, url, params=query, data=content, headers=await self._headers(headers)
                 ) as response:
-                    status = response.status
                     raw = await response.read()
-                    retry_after = response.headers.get("Retry-After")
-                    reason = response.reason or ""
             except _TRANSPORT_ERRORS as e:
                 self._observe(method, 0, time.monotonic() - started)
-                raise ServerError(0, _transport_reason(e, "ConnectionError"), _describe(e)) from e
+                raise _transport_error(e, "ConnectionError") from e
+            status = response.status
             self._observe(method, status, time.monotonic() - started)
             if status == 401 and attempt == 1 and await self._refresh():
                 continue  # rotated token: retry once, as client-go does
             if status >= 400:
-                raise _error(status, raw, reason, retry_after)
+                raise _error(response, raw)
             return json.loads(raw) if raw else {}
         raise AssertionError("unreachable")
 
@@ -355,13 +355,7 @@ class KubeClient:
             ) as response:
                 self._observe("GET", response.status, time.monotonic() - started)
                 if response.status >= 400:
-                    raw = await response.read()
-                    raise _error(
-                        response.status,
-                        raw,
-                        response.reason or "",
-                        response.headers.get("Retry-After"),
-                    )
+                    raise _error(response, await response.read())
                 # Lines by hand: aiohttp's readline() refuses lines over 128 KiB, and an
                 # object in a watch event may be bigger than that.
                 buffer = bytearray()
@@ -377,7 +371,7 @@ class KubeClient:
                 if buffer.strip():
                     yield _watch_event(bytes(buffer))
         except _TRANSPORT_ERRORS as e:
-            raise ServerError(0, _transport_reason(e, "WatchInterrupted"), _describe(e)) from e
+            raise _transport_error(e, "WatchInterrupted") from e
 
     async def create(self, kind: Kind, namespace: str | None, body: JSON) -> JSON:
         return await self._request("POST", kind.path(namespace), body=body)
@@ -436,24 +430,21 @@ def _watch_event(line: bytes) -> tuple[str, JSON]:
     return str(event["type"]), event["object"]
 
 
-def _transport_reason(e: BaseException, default: str) -> str:
-    return "CredentialsError" if isinstance(e, CredentialsError) else default
+def _transport_error(e: BaseException, reason: str) -> ServerError:
+    """No answer (status 0): the connection failed, or credentials could not be had."""
+    if isinstance(e, CredentialsError):
+        reason = "CredentialsError"
+    return ServerError(0, reason, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
 
 
-def _describe(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-
-
-def _error(status: int, raw: bytes, reason: str, retry_after_header: str | None) -> ApiError:
+def _error(response: aiohttp.ClientResponse, raw: bytes) -> ApiError:
     body: Any
     try:
         body = json.loads(raw)
     except ValueError:
-        body = {"reason": reason, "message": raw[:500].decode(errors="replace")}
+        body = {"reason": response.reason or "", "message": raw[:500].decode(errors="replace")}
     retry_after = None
-    if retry_after_header is not None:
-        try:
-            retry_after = float(retry_after_header)
-        except ValueError:
-            retry_after = None
-    return error_from_status(status, body if isinstance(body, dict) else None, retry_after)
+    if (value := response.headers.get("Retry-After")) is not None:
+        with contextlib.suppress(ValueError):
+            retry_after = float(value)
+    return error_from_status(response.status, body if isinstance(body, dict) else None, retry_after)

@@ -27,6 +27,7 @@ from virtualservice_operator.constants import (
 from virtualservice_operator.informer import Informer, strip_managed_fields, version_of_json
 from virtualservice_operator.kube import JSON, SERVICES, VIRTUAL_SERVICES, KubeClient, NotFound
 from virtualservice_operator.model import ServiceInfo
+from virtualservice_operator.plan import is_managed
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 UNMANAGED_SELECTOR = f"{MANAGED_BY_LABEL}!={MANAGED_BY_VALUE}"
@@ -43,10 +44,6 @@ def _vs_names(obj: JSON) -> list[str]:
         if isinstance(host, str) and host:
             names.add(host.split(".", 1)[0])
     return sorted(names)
-
-
-def _vs_by_name(obj: JSON) -> list[str]:
-    return [str(obj["metadata"]["name"])]
 
 
 class ClusterCache:
@@ -97,7 +94,7 @@ class ClusterCache:
             version_of=version_of_json,
             handler=handler,
             label_selector=selector,
-            indexers={"service": _vs_names, "name": _vs_by_name},
+            indexers={"service": _vs_names},
             watch_timeout=self._watch_timeout,
             idle_timeout=self._idle_timeout,
         )
@@ -194,7 +191,7 @@ class ClusterCache:
             informer = self.services.get(obj["metadata"]["namespace"])
             if informer is not None:
                 informer.upsert(obj)
-        elif _managed(obj):
+        elif is_managed(obj):
             self.managed_vs.upsert(obj)
 
     def record_delete(self, kind: str, namespace: str, name: str) -> None:
@@ -209,8 +206,3 @@ class ClusterCache:
     def placeholder_count(self) -> int:
         """Placeholder Services as cached, for the gauge (a walk of the whole cache)."""
         return sum(1 for i in self.services.values() for s in i.values() if s.is_placeholder)
-
-
-def _managed(obj: JSON) -> bool:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE)

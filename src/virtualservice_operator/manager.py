@@ -379,7 +379,6 @@ class Manager:
     async def _config_changed(self, obj: JSON | None) -> None:
         o = self.options
         where = f"{o.config_map_namespace}/{o.config_map_name}"
-        ref = ObjectRef("ConfigMap", o.config_map_namespace, o.config_map_name)
         async with self._config_lock:
             if obj is None:
                 log.error("config map deleted: keeping the last good config", configmap=where)

@@ -276,15 +276,14 @@ async def heap_profile_window(seconds: float) -> bytes:
         )
     if _heap_lock.locked():
         raise ProfileBusy("a heap profile is already being taken")
-    async with _heap_lock:
-        started_here = not tracemalloc.is_tracing()
-        if started_here:
+    async with _heap_lock:  # no await since `already` was read: it still holds
+        if not already:
             tracemalloc.start(HEAP_TRACEBACK_FRAMES)
         try:
             await asyncio.sleep(seconds)
             return await asyncio.to_thread(heap_profile)
         finally:
-            if started_here:
+            if not already:
                 tracemalloc.stop()
 
 

@@ -11,13 +11,10 @@ that passes here is one the operator accepts.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from virtualservice_operator.commands import (
-    EXIT_ERROR,
     EXIT_OK,
     EXIT_PROBLEM,
-    CommandError,
     add_command,
 )
 from virtualservice_operator.commands.configfile import load_config_file
@@ -50,9 +47,6 @@ def run(args: argparse.Namespace) -> int:
     style = Style()
     try:
         loaded = load_config_file(args.file)
-    except CommandError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
     except ConfigError as e:
         count = len(e.problems)
         print(style.bad(f"{args.file}: {count} problem{'s' if count != 1 else ''}"))

@@ -24,11 +24,9 @@ import argparse
 import sys
 
 from virtualservice_operator.commands import (
-    EXIT_ERROR,
     EXIT_OK,
     EXIT_PROBLEM,
     EXIT_USAGE,
-    CommandError,
     add_command,
 )
 from virtualservice_operator.commands.check_config import summary
@@ -96,11 +94,7 @@ def run(args: argparse.Namespace) -> int:
         events = [e for e in found if (e.get("involvedObject") or {}).get("namespace") in watched]
         return evaluate(view, name), events
 
-    try:
-        state, events = with_client(args.kubeconfig, work)
-    except CommandError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    state, events = with_client(args.kubeconfig, work)
     where = f"{args.config_map_namespace}/{args.config_map_name}"
     print("\n".join(report(state, events, where, Style())))
     return EXIT_OK if state.in_sync else EXIT_PROBLEM

@@ -16,10 +16,8 @@ import sys
 from typing import Any
 
 from virtualservice_operator.commands import (
-    EXIT_ERROR,
     EXIT_OK,
     EXIT_PROBLEM,
-    CommandError,
     add_command,
 )
 from virtualservice_operator.commands.check_config import format_problem
@@ -99,9 +97,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     try:
         loaded = load_config_file(args.config)
-    except CommandError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
     except ConfigError as e:
         print(f"error: {args.config} is not a valid config:", file=sys.stderr)
         for problem in e.problems:

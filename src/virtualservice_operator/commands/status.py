@@ -19,10 +19,8 @@ import sys
 from typing import Any
 
 from virtualservice_operator.commands import (
-    EXIT_ERROR,
     EXIT_OK,
     EXIT_PROBLEM,
-    CommandError,
     add_command,
 )
 from virtualservice_operator.commands.inspect import (
@@ -74,11 +72,7 @@ def run(args: argparse.Namespace) -> int:
         states = [evaluate(view, name) for name in view.names()]
         return [s for s in states if s.actions or s.error or s.managed_virtual_services()]
 
-    try:
-        states = with_client(args.kubeconfig, work)
-    except CommandError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    states = with_client(args.kubeconfig, work)
     if args.output == "table":
         print("\n".join(render_table(states, Style())))
     else:

@@ -40,9 +40,13 @@ def object_key(obj: JSON) -> str:
 
 
 def _rv_newer(candidate: str, current: str) -> bool:
-    """True unless `candidate` is provably older (etcd versions are integers in practice)."""
+    """True when `candidate` is a newer version than `current`: not the same one (the echo
+    of our own write, already recorded) and not provably older (etcd versions are
+    integers in practice)."""
+    if candidate == current:
+        return False
     try:
-        return int(candidate) >= int(current)
+        return int(candidate) > int(current)
     except ValueError:
         return True
 
@@ -197,7 +201,7 @@ class Informer(Generic[T]):
             timeout_seconds=timeout,
             idle_timeout=self._idle_timeout,
         ):
-            version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+            version = version_of_json(obj)
             if event_type == "BOOKMARK":
                 self.resource_version = version or self.resource_version
                 continue
@@ -209,10 +213,8 @@ class Informer(Generic[T]):
             else:
                 new = self._transform(obj)
                 old = self._store.get(key)
-                if old is not None and self._version_of(old) == self._version_of(new):
-                    # Our own write, already recorded by upsert(): nothing new to report.
-                    self.resource_version = version or self.resource_version
-                    continue
+                # Not newer: an older event, or the echo of our own write that upsert()
+                # already recorded; nothing new to report.
                 if old is None or _rv_newer(self._version_of(new), self._version_of(old)):
                     self._put(key, new)
                     self._notify(old, new)

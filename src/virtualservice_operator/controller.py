@@ -48,8 +48,12 @@ class Controller:
         self._accept = accept
         self.name = name
         self._tasks: list[asyncio.Task[None]] = []
-        self.in_flight = 0
         metrics.init_controller(name, workers)
+
+    @property
+    def in_flight(self) -> int:
+        """Names being reconciled now (taken from the queue, not yet done)."""
+        return self.queue.num_processing
 
     def enqueue(self, name: str) -> None:
         if self._accept(name):
@@ -85,13 +89,11 @@ class Controller:
                 name = await self.queue.get()
             except ShutDown:
                 return
-            self.in_flight += 1
             self._metrics.active_workers.labels(self.name).inc()
             try:
                 await self._process(name)
             finally:
                 self._metrics.active_workers.labels(self.name).dec()
-                self.in_flight -= 1
                 self.queue.done(name)
 
     async def _process(self, name: str) -> None:
@@ -123,13 +125,12 @@ class Controller:
                 exc_info=not _expected(e),
             )
         else:
+            self.queue.forget(name)
             if result.requeue_after is not None:
                 m.reconcile_total.labels(self.name, "requeue_after").inc()
-                self.queue.forget(name)
                 self.queue.add_after(name, result.requeue_after)
             else:
                 m.reconcile_total.labels(self.name, "success").inc()
-                self.queue.forget(name)
         finally:
             m.reconcile_time.labels(self.name).observe(time.monotonic() - started)
 

@@ -30,10 +30,12 @@ from virtualservice_operator.constants import virtual_service_name
 from virtualservice_operator.desired import compute_desired
 from virtualservice_operator.events import EventRecorder, ObjectRef
 from virtualservice_operator.kube import (
+    JSON,
     SERVICES,
     VIRTUAL_SERVICES,
     AlreadyExists,
     Conflict,
+    Kind,
     KubeClient,
     NotFound,
     virtual_service_kind,
@@ -214,39 +216,22 @@ class VirtualServiceReconciler:
             )
 
     async def _execute(self, action: Action, source: ObjectRef) -> None:
-        kind = (
-            virtual_service_kind(str(action.body["apiVersion"]))
-            if action.kind == "VirtualService" and action.body
-            else (VIRTUAL_SERVICES if action.kind == "VirtualService" else SERVICES)
-        )
+        if action.kind == "Service":
+            kind = SERVICES
+        elif action.body:  # the API server wants body and URL versions to agree
+            kind = virtual_service_kind(str(action.body["apiVersion"]))
+        else:
+            kind = VIRTUAL_SERVICES
         ns, name = action.namespace, action.name
         try:
-            if action.verb == "create":
-                assert action.body is not None
-                try:
-                    result = await self._client.create(kind, ns, action.body)
-                except AlreadyExists as e:
-                    raise Conflict(
-                        e.status, e.reason, f"{action.kind} {ns}/{name} already exists"
-                    ) from e
-                self._cache.record_write(action.kind, result)
-            elif action.verb == "update":
-                assert action.body is not None
-                try:
-                    result = await self._client.replace(kind, ns, name, action.body)
-                except NotFound as e:
-                    raise Conflict(e.status, e.reason, f"{action.kind} {ns}/{name} is gone") from e
-                self._cache.record_write(action.kind, result)
-            elif action.verb == "unmark":
-                assert action.body is not None
-                result = await self._client.merge_patch(kind, ns, name, action.body)
-                self._cache.record_write(action.kind, result)
-            elif action.verb == "delete":
+            if action.verb == "delete":
                 with contextlib.suppress(NotFound):  # already gone: what we wanted
                     await self._client.delete(
                         kind, ns, name, uid=action.uid, resource_version=action.resource_version
                     )
                 self._cache.record_delete(action.kind, ns, name)
+            else:
+                self._cache.record_write(action.kind, await self._write(kind, action))
         except Conflict as e:
             raise WriteConflict(action.kind, e.status, e.reason, f"{ns}/{name}: {e.message}") from e
         self._observer.write(action.verb, action.kind)
@@ -256,6 +241,25 @@ class VirtualServiceReconciler:
         log.info(
             f"{action.kind} {_PAST[action.verb]}", reason=action.reason, kind=action.kind, **fields
         )
+
+    async def _write(self, kind: Kind, action: Action) -> JSON:
+        """Create, update or unmark; the API server's answer. A create that finds the
+        object there, or an update that finds it gone, is a conflict: re-read and re-plan."""
+        ns, name, body = action.namespace, action.name, action.body
+        assert body is not None
+        if action.verb == "create":
+            try:
+                return await self._client.create(kind, ns, body)
+            except AlreadyExists as e:
+                message = f"{action.kind} {ns}/{name} already exists"
+                raise Conflict(e.status, e.reason, message) from e
+        if action.verb == "update":
+            try:
+                return await self._client.replace(kind, ns, name, body)
+            except NotFound as e:
+                raise Conflict(e.status, e.reason, f"{action.kind} {ns}/{name} is gone") from e
+        assert action.verb == "unmark", action.verb
+        return await self._client.merge_patch(kind, ns, name, body)
 
     def _warn(self, name: str, source: ObjectRef, warnings: tuple[str, ...]) -> None:
         # Say each warning once per change, not on every resync.

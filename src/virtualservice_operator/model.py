@@ -74,7 +74,6 @@ class ServicePort:
     name: str | None = None
     protocol: str = "TCP"
     app_protocol: str | None = None
-    target_port: int | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +84,6 @@ class ServiceInfo:
     resource_version: str = ""
     type: str = "ClusterIP"
     external_name: str | None = None
-    cluster_ip: str | None = None
     ports: tuple[ServicePort, ...] = ()
     labels: Mapping[str, str] = field(default_factory=FrozenMap)
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
@@ -164,7 +162,6 @@ class ServiceInfo:
             resource_version=str(meta.get("resourceVersion") or ""),
             type=sys.intern(str(spec.get("type") or "ClusterIP")),
             external_name=_opt_str(spec.get("externalName")),
-            cluster_ip=_opt_str(spec.get("clusterIP")),
             ports=_shared(ports),
             labels=_shared(FrozenMap(labels)),
             annotations=_shared(FrozenMap(annotations)),
@@ -198,11 +195,11 @@ def _opt_str(value: object) -> str | None:
 
 
 def _port(p: Mapping[str, Any]) -> ServicePort:
-    target = p.get("targetPort")
+    # No targetPort: placeholders are ExternalName (no pods to target) and routes name
+    # Service ports, so nothing reads it.
     return ServicePort(
         port=int(p.get("port") or 0),
         name=_opt_str(p.get("name")),
         protocol=str(p.get("protocol") or "TCP"),
         app_protocol=_opt_str(p.get("appProtocol")),
-        target_port=target if isinstance(target, int | str) else None,
     )

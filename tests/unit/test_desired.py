@@ -359,10 +359,9 @@ def test_service_info_from_api_json() -> None:
         "web",
         uid="u1",
         resource_version="42",
-        cluster_ip="10.0.0.1",
         ports=(
-            ServicePort(80, "http", "TCP", None, "web"),
-            ServicePort(53, None, "UDP", "dns", 5353),
+            ServicePort(80, "http", "TCP", None),
+            ServicePort(53, None, "UDP", "dns"),
         ),
         labels={"virtualservice-operator/exclude": "false"},  # a real Service: only our keys
         annotations={"virtualservice-operator/x": "kept"},

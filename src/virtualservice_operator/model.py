@@ -60,6 +60,8 @@ class FrozenMap(Mapping[str, str]):
         return self._hash
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):  # the common case (cache sharing): no copy
+            return self._data == other._data
         if isinstance(other, Mapping):
             return self._data == dict(other)
         return NotImplemented

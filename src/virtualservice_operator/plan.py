@@ -161,7 +161,8 @@ def _vs_differences(actual: Mapping[str, Any], want: Mapping[str, Any]) -> str:
 
 
 def _vs_update_body(actual: Mapping[str, Any], want: Mapping[str, Any]) -> dict[str, Any]:
-    body = copy.deepcopy(dict(actual))
+    # The actual spec is replaced below: copy everything but it.
+    body = copy.deepcopy({k: v for k, v in actual.items() if k != "spec"})
     want_meta = want["metadata"]
     meta = body.setdefault("metadata", {})
     body["apiVersion"] = want["apiVersion"]

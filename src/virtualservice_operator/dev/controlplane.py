@@ -112,6 +112,7 @@ class ControlPlane:
         self.apiserver_port = 0
         self.start_seconds = 0.0
         self._pki: Pki | None = None
+        self._ssl: ssl.SSLContext | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class ControlPlane:
         began = time.monotonic()
         try:
             self._pki = write_pki(self.work_dir / "pki")
+            self._ssl = None
             self._start_etcd(timeout)
             self.apiserver_port = free_port()
             self._write_admin_kubeconfig()
@@ -262,9 +264,12 @@ class ControlPlane:
     # -- talking to it ----------------------------------------------------------------
 
     def _ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-        ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
-        return ctx
+        # Built once: the PKI is written once per control plane, and tests poll with it.
+        if self._ssl is None:
+            ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+            ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+            self._ssl = ctx
+        return self._ssl
 
     @staticmethod
     def _http_ok(url: str) -> bool:

@@ -145,14 +145,17 @@ def _status(cp: ControlPlane, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def _show_status(cp: ControlPlane) -> None:
-    """`virtualservice-operator status`, once every name is in sync (`--check` exits 0)."""
-    _wait(
-        lambda: _status(cp, "--check").returncode == 0,
-        "status --check to report everything in sync",
-    )
+    """`virtualservice-operator status`, once every name is in sync (`--check` exits 0);
+    the table shown is the one that `--check` printed."""
+    last: list[subprocess.CompletedProcess[str]] = []
+
+    def in_sync() -> bool:
+        last[:] = [_status(cp, "--check")]
+        return last[0].returncode == 0
+
+    _wait(in_sync, "status --check to report everything in sync")
     print("$ virtualservice-operator status")
-    result = _status(cp)
-    print((result.stdout + result.stderr).rstrip(), flush=True)
+    print((last[0].stdout + last[0].stderr).rstrip(), flush=True)
 
 
 def main() -> int:

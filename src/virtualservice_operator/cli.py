@@ -28,7 +28,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from virtualservice_operator import __version__
-from virtualservice_operator.constants import DEFAULT_WORKERS
+from virtualservice_operator.constants import (
+    CONFIG_MAP_NAME,
+    DEFAULT_WORKERS,
+    LEASE_NAME,
+    OPERATOR_NAMESPACE,
+)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -96,13 +101,13 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _flag(
         p,
         "config-map-name",
-        default="virtualservice-operator-config",
+        default=CONFIG_MAP_NAME,
         help="ConfigMap holding config.yaml",
     )
     _flag(
         p,
         "config-map-namespace",
-        default="virtualservice-operator-system",
+        default=OPERATOR_NAMESPACE,
         help="namespace of that ConfigMap",
     )
     _flag(
@@ -132,9 +137,7 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default="",
         help="namespace of the Lease (default: the ConfigMap's)",
     )
-    _flag(
-        p, "leader-election-id", default="virtualservice-operator-leader", help="name of the Lease"
-    )
+    _flag(p, "leader-election-id", default=LEASE_NAME, help="name of the Lease")
     _flag(
         p,
         "lease-duration",

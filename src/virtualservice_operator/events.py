@@ -58,7 +58,6 @@ class EventRecorder:
         self._remember = remember
         self._task: asyncio.Task[None] | None = None
         self._host = os.environ.get("POD_NAME") or os.uname().nodename
-        self.sent = 0
         self.dropped = 0
 
     def normal(self, ref: ObjectRef, reason: str, message: str) -> None:
@@ -100,7 +99,6 @@ class EventRecorder:
             event = await self._queue.get()
             try:
                 await self._client.create(EVENTS, event.ref.namespace, self._body(event))
-                self.sent += 1
             except ApiError as e:
                 log.debug("could not record event", reason=event.reason, error=str(e))
 

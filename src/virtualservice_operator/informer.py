@@ -84,7 +84,6 @@ class Informer(Generic[T]):
         self._store: dict[str, T] = {}
         self.resource_version = ""
         self.synced = asyncio.Event()
-        self.relists = 0
         self._task: asyncio.Task[None] | None = None
 
     # -- reading ------------------------------------------------------------------------
@@ -96,18 +95,12 @@ class Informer(Generic[T]):
         """By "namespace/name" (namespaced kinds) or "name"."""
         return self._store.get(key)
 
-    def items(self) -> list[tuple[str, T]]:
-        return list(self._store.items())
-
     def values(self) -> list[T]:
         return list(self._store.values())
 
     def by_index(self, index: str, value: str) -> list[T]:
         keys = self._indices[index].get(value, ())
         return [self._store[k] for k in sorted(keys) if k in self._store]
-
-    def add_handler(self, handler: Handler[T]) -> None:
-        self._handlers.append(handler)
 
     @property
     def description(self) -> str:
@@ -187,7 +180,6 @@ class Informer(Generic[T]):
             if key not in fresh:
                 self._notify(old, None)
         self.resource_version = version
-        self.relists += 1
         self.synced.set()
 
     async def _watch(self) -> None:

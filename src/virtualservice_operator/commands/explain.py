@@ -84,15 +84,15 @@ def run(args: argparse.Namespace) -> int:
 
     async def work(client: KubeClient) -> tuple[NameState, list[JSON] | None]:
         config = await load_config(client, args.config_map_namespace, args.config_map_name)
-        view = await load_view(client, config, name)
+        state = evaluate(await load_view(client, config, name), name)
         try:
             found, _ = await client.list(EVENTS, None, field_selector=f"involvedObject.name={name}")
         except Forbidden:  # e.g. run inside the pod: the operator may create Events, not list
-            return evaluate(view, name), None
+            return state, None
         # Same-named objects elsewhere are other teams' business, not the operator's.
         watched = set(config.watched_namespaces)
         events = [e for e in found if (e.get("involvedObject") or {}).get("namespace") in watched]
-        return evaluate(view, name), events
+        return state, events
 
     state, events = with_client(args.kubeconfig, work)
     where = f"{args.config_map_namespace}/{args.config_map_name}"
@@ -155,16 +155,14 @@ def _namespaces(state: NameState) -> list[tuple[str, str]]:
 
 def describe_service(state: NameState, ns: str) -> str:
     config, desired = state.config, state.desired
-    svc = state.services.get(ns) or state.elsewhere.get(ns)
     if ns in state.elsewhere:
         return (
             "system namespace: never acted on"
             if ns in SYSTEM_NAMESPACES
             else ("not in the config: ignored")
         )
+    svc = state.services.get(ns)
     if svc is None:
-        if ns == config.default_namespace:
-            return "absent"
         if desired is not None and ns in desired.placeholders:
             return "absent: a placeholder is wanted"
         return "absent"

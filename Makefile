@@ -28,16 +28,16 @@ controlplane: $(STAMP)
 	bash hack/build-controlplane.sh >/dev/null
 
 cluster: controlplane
-	$(PY) -m virtualservice_operator.dev.controlplane up --dir .cluster
+	$(PY) -m virtualservice_operator_dev.controlplane up --dir .cluster
 
 cluster-down: $(STAMP)
-	$(PY) -m virtualservice_operator.dev.controlplane down --dir .cluster
+	$(PY) -m virtualservice_operator_dev.controlplane down --dir .cluster
 
 run: $(STAMP)
 	$(VENV)/bin/virtualservice-operator run -zap-development=true
 
 demo: controlplane
-	$(PY) -m virtualservice_operator.dev.demo
+	$(PY) -m virtualservice_operator_dev.demo
 
 test: controlplane
 	$(PY) -m pytest -q

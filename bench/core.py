@@ -53,13 +53,13 @@ from virtualservice_operator.constants import (
     SOURCE_ANNOTATION,
 )
 from virtualservice_operator.desired import compute_desired
-from virtualservice_operator.dev.controlplane import (
+from virtualservice_operator_dev.controlplane import (
     REPO_ROOT,
     ControlPlane,
     ensure_binaries,
     free_port,
 )
-from virtualservice_operator.dev.operator import spawn_operator
+from virtualservice_operator_dev.operator import spawn_operator
 from virtualservice_operator.kube import (
     CONFIGMAPS,
     JSON,

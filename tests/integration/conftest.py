@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import FIGURES
 from tests.integration.harness import warm_up_crd
-from virtualservice_operator.dev.controlplane import ControlPlane, ensure_binaries
+from virtualservice_operator_dev.controlplane import ControlPlane, ensure_binaries
 
 _counter = itertools.count()
 
@@ -79,7 +79,7 @@ def tmp_kubeconfig_dir(tmp_path: Path) -> Path:
 # -- the operator under test ------------------------------------------------------------
 
 from tests.integration.harness import Api, OperatorProcess  # noqa: E402
-from virtualservice_operator.dev.controlplane import REPO_ROOT  # noqa: E402
+from virtualservice_operator_dev.controlplane import REPO_ROOT  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
-from virtualservice_operator.dev.controlplane import ControlPlane, free_port
+from virtualservice_operator_dev.controlplane import ControlPlane, free_port
 
 _HOP = {
     "connection",

@@ -10,7 +10,7 @@ import pytest
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import Api, wait_for
 from virtualservice_operator import cli
-from virtualservice_operator.dev.controlplane import ControlPlane
+from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 

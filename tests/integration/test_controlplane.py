@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator.dev.controlplane import ControlPlane
+from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +167,7 @@ def test_children_die_when_owner_is_killed(control_plane: ControlPlane, tmp_path
     script = textwrap.dedent(
         f"""
         import pathlib, time
-        from virtualservice_operator.dev.controlplane import ControlPlane
+        from virtualservice_operator_dev.controlplane import ControlPlane
         cp = ControlPlane(bin_dir=pathlib.Path({str(control_plane.bin_dir)!r}), crd_dir=None)
         cp.start()
         pathlib.Path({str(pid_file)!r}).write_text(",".join(map(str, cp.pids())))

@@ -29,7 +29,7 @@ import yaml
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import OPERATOR_NS, Api, wait_for
 from virtualservice_operator.config import parse_config
-from virtualservice_operator.dev.controlplane import REPO_ROOT, ControlPlane
+from virtualservice_operator_dev.controlplane import REPO_ROOT, ControlPlane
 
 pytestmark = pytest.mark.integration
 

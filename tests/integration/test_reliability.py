@@ -14,7 +14,7 @@ import pytest
 from tests.integration.conftest import Namespaces, OperatorFactory
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.harness import Api, wait_for, warm_up_crd
-from virtualservice_operator.dev.controlplane import REPO_ROOT, ControlPlane, ensure_binaries
+from virtualservice_operator_dev.controlplane import REPO_ROOT, ControlPlane, ensure_binaries
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from virtualservice_operator import cli
-from virtualservice_operator.dev.controlplane import REPO_ROOT
+from virtualservice_operator_dev.controlplane import REPO_ROOT
 
 BROKEN = """\
 defaultNamespace: kube-system

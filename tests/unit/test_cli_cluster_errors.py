@@ -10,7 +10,7 @@ import yaml
 
 from virtualservice_operator import cli
 from virtualservice_operator.commands.output import Style, table
-from virtualservice_operator.dev.controlplane import free_port
+from virtualservice_operator_dev.controlplane import free_port
 
 
 def test_missing_kubeconfig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

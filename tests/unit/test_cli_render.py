@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from virtualservice_operator import cli
-from virtualservice_operator.dev.controlplane import REPO_ROOT
+from virtualservice_operator_dev.controlplane import REPO_ROOT
 
 CONFIG_MAP = str(REPO_ROOT / "deployments" / "config.yaml")  # production; staging, dev-team-a, -b
 PLAIN = "defaultNamespace: prod\ndeveloperNamespaces: [dev-a, dev-b]\n"

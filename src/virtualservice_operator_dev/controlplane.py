@@ -10,7 +10,7 @@ Child processes get PR_SET_PDEATHSIG, so they die with the process that started 
 even when it is SIGKILLed: a failed or interrupted test run leaves no orphans.
 
 Command line (used by `make cluster` / `make cluster-down`):
-    python -m virtualservice_operator.dev.controlplane up|down|status [--dir .cluster]
+    python -m virtualservice_operator_dev.controlplane up|down|status [--dir .cluster]
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from typing import Any
 
 import yaml
 
-from virtualservice_operator.dev.pki import Pki, write_pki
+from virtualservice_operator_dev.pki import Pki, write_pki
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _PR_SET_PDEATHSIG = 1
 
 
@@ -460,7 +460,7 @@ def _up(directory: Path, timeout: float) -> int:
         [
             sys.executable,
             "-m",
-            "virtualservice_operator.dev.controlplane",
+            "virtualservice_operator_dev.controlplane",
             "serve",
             "--dir",
             str(directory),
@@ -498,7 +498,7 @@ def _down(directory: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m virtualservice_operator.dev.controlplane")
+    parser = argparse.ArgumentParser(prog="python -m virtualservice_operator_dev.controlplane")
     parser.add_argument("command", choices=["up", "down", "status", "serve", "build"])
     parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".cluster")
     parser.add_argument("--timeout", type=float, default=120.0)

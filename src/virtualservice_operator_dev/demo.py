@@ -23,13 +23,13 @@ from typing import Any
 
 import yaml
 
-from virtualservice_operator.dev.controlplane import (
+from virtualservice_operator_dev.controlplane import (
     REPO_ROOT,
     ControlPlane,
     ensure_binaries,
     free_port,
 )
-from virtualservice_operator.dev.operator import spawn_operator
+from virtualservice_operator_dev.operator import spawn_operator
 
 NAMESPACES = ("production", "staging", "dev-team-a", "dev-team-b")
 

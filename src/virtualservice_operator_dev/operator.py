@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from virtualservice_operator.dev.controlplane import REPO_ROOT, die_with_parent
+from virtualservice_operator_dev.controlplane import REPO_ROOT, die_with_parent
 
 
 def run_command(

@@ -22,7 +22,7 @@ from virtualservice_operator.kube import (
     NotFound,
     ServerError,
 )
-from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector, LeadershipLost
+from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector
 from virtualservice_operator.metrics import OperatorMetrics
 
 JSON = dict[str, Any]
@@ -144,7 +144,7 @@ def test_defaults_are_controller_runtimes(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("POD_NAME", "manager-7d9f")
     c = LeaderElectionConfig(namespace=NS)
     assert (c.lease_duration, c.renew_deadline, c.retry_period) == (15.0, 10.0, 2.0)
-    assert c.name == "virtualservice-operator-leader" and c.release_on_cancel
+    assert c.name == "virtualservice-operator-leader"
     assert re.fullmatch(r"manager-7d9f_[0-9a-f]{8}", c.identity)
     assert LeaderElectionConfig(namespace=NS).identity != c.identity
 
@@ -173,13 +173,11 @@ def test_short_timings_are_accepted() -> None:
 
 async def test_acquire_creates_the_lease(api: FakeApi, clock: FakeClock) -> None:
     metrics = OperatorMetrics()
-    seen: list[str] = []
     a = LeaderElector(
         cast(KubeClient, api),
         config("a", lease_duration=2.5, renew_deadline=2, retry_period=0.5),
         clock=clock,
         metrics=metrics,
-        on_new_leader=seen.append,
     )
     assert gauge(metrics) == 0 and not a.is_leader
     await asyncio.wait_for(a.acquire(), 1)
@@ -187,7 +185,7 @@ async def test_acquire_creates_the_lease(api: FakeApi, clock: FakeClock) -> None
     assert spec["holderIdentity"] == "a" and spec["leaseTransitions"] == 0
     assert spec["leaseDurationSeconds"] == 3  # whole seconds, rounded up
     assert MICRO_TIME.match(spec["acquireTime"]) and MICRO_TIME.match(spec["renewTime"])
-    assert a.is_leader and a.observed_leader == "a" and seen == ["a"]
+    assert a.is_leader and a.observed_leader == "a"
     assert gauge(metrics) == 1
     assert api.calls == ["get", "create"]
 
@@ -312,51 +310,34 @@ async def test_release_lets_a_successor_in_without_waiting(api: FakeApi, clock: 
     assert api.spec()["holderIdentity"] == "b" and api.spec()["leaseTransitions"] == 1
 
 
-async def test_run_raises_leadership_lost(api: FakeApi, clock: FakeClock) -> None:
-    started, stopped = asyncio.Event(), asyncio.Event()
-    cancelled = asyncio.Event()
-
-    async def work() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            cancelled.set()
-
-    a = elector(api, clock, "a", on_started_leading=work, on_stopped_leading=stopped.set)
-    running = asyncio.create_task(a.run())
-    await asyncio.wait_for(started.wait(), 1)
+async def test_started_elector_leads_and_sets_lost_when_the_lease_is_taken(
+    api: FakeApi, clock: FakeClock
+) -> None:
+    a = elector(api, clock, "a")
+    await a.start()
+    await asyncio.wait_for(a.leading.wait(), 1)
+    assert a.is_leader and not a.lost.is_set()
     api.overwrite(holderIdentity="thief")
-    await advance_until(clock, running.done, limit=2)
-    with pytest.raises(LeadershipLost):
-        await running
-    assert stopped.is_set() and cancelled.is_set()
+    await advance_until(clock, a.lost.is_set, limit=2)
+    assert not a.is_leader
+    await a.stop()
     assert api.spec()["holderIdentity"] == "thief"  # nothing released that was not ours
 
 
-@pytest.mark.parametrize("release", [True, False])
-async def test_cancelled_run_releases(api: FakeApi, clock: FakeClock, release: bool) -> None:
-    stopped: list[bool] = []
-    a = LeaderElector(
-        cast(KubeClient, api),
-        config("a", release_on_cancel=release),
-        clock=clock,
-        on_stopped_leading=lambda: stopped.append(True),
-    )
-    running = asyncio.create_task(a.run())
-    await until(lambda: a.is_leader)
-    running.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await running
-    assert stopped == [True] and not a.is_leader
-    assert api.spec()["holderIdentity"] == ("" if release else "a")
+async def test_stop_releases_the_lease(api: FakeApi, clock: FakeClock) -> None:
+    a = elector(api, clock, "a")
+    await a.start()
+    await asyncio.wait_for(a.leading.wait(), 1)
+    await a.stop()
+    assert not a.is_leader and not a.lost.is_set()
+    assert api.spec()["holderIdentity"] == ""
 
 
-async def test_failed_work_steps_down(api: FakeApi, clock: FakeClock) -> None:
-    async def work() -> None:
-        raise RuntimeError("controller crashed")
-
-    a = elector(api, clock, "a", on_started_leading=work)
-    with pytest.raises(RuntimeError, match="crashed"):
-        await asyncio.wait_for(a.run(), 1)
-    assert not a.is_leader and api.spec()["holderIdentity"] == ""
+async def test_stop_before_leading_ends_the_campaign(api: FakeApi, clock: FakeClock) -> None:
+    await elector(api, clock, "a").acquire()
+    b = elector(api, clock, "b")
+    await b.start()
+    await until(lambda: b.observed_leader == "a")
+    await asyncio.wait_for(b.stop(), 1)
+    await advance(clock, 60)  # no campaign left to take the Lease once it expires
+    assert not b.leading.is_set() and api.spec()["holderIdentity"] == "a"

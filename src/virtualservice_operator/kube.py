@@ -193,7 +193,6 @@ class KubeClient:
         observe: RequestObserver | None = None,
     ) -> None:
         self._server = server.rstrip("/")
-        self._host = URL(self._server).host or ""  # a metrics label on every request
         self._ssl = ssl_context
         self._credentials = credentials or Credentials()
         self._observe = observe or (lambda method, code, seconds: None)
@@ -216,10 +215,6 @@ class KubeClient:
             credentials=access.credentials,
             observe=observe,
         )
-
-    @property
-    def host(self) -> str:
-        return self._host
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -110,22 +110,17 @@ class LeaderElector:
         self.config = config
         self._client = client
         self._clock = clock or RealClock()
-        self.leading = asyncio.Event()  # set once the Lease is won
+        self.leading = asyncio.Event()  # set while we hold the Lease
         self.lost = asyncio.Event()  # set once the Lease, having been won, is lost
         self._campaign: asyncio.Task[None] | None = None
         gauge = metrics.leader_election_master_status if metrics else None
         self._gauge = gauge.labels(name=config.name) if gauge else None
-        self._leading = False
         self._observed_leader = ""
         self._observed_spec: dict[str, Any] | None = None
         self._observed_time = 0.0  # our clock, when the record last changed
         self._renewed_at = 0.0  # our clock, start of our last successful write
         self._log = log.bind(lease=f"{config.namespace}/{config.name}", identity=config.identity)
         self._set_leading(False)
-
-    @property
-    def is_leader(self) -> bool:
-        return self._leading
 
     @property
     def observed_leader(self) -> str:
@@ -144,10 +139,10 @@ class LeaderElector:
     async def renew_loop(self) -> None:
         """Renew every retry_period; return when the Lease is lost (or released)."""
         c = self.config
-        while self._leading:
+        while self.leading.is_set():
             await self._clock.sleep(c.retry_period)
             deadline = self._renewed_at + c.renew_deadline
-            while self._leading and not await self._try_before(deadline):
+            while self.leading.is_set() and not await self._try_before(deadline):
                 other = self._observed_leader not in ("", c.identity)
                 if other or self._clock.now() >= deadline:
                     self._set_leading(False)
@@ -168,7 +163,6 @@ class LeaderElector:
 
     async def _campaign_for_lease(self) -> None:
         await self.acquire()
-        self.leading.set()
         await self.renew_loop()
         self.lost.set()
 
@@ -178,7 +172,7 @@ class LeaderElector:
         Best effort (errors are logged). Stop renew_loop first, as stop() does: a renewal
         in flight could otherwise land after the release and take the Lease back.
         """
-        if not self._leading:
+        if not self.leading.is_set():
             return
         self._set_leading(False)  # first, so that a running renew_loop stops
         c = self.config
@@ -288,6 +282,9 @@ class LeaderElector:
                 self._log.info(f"new leader observed {holder}", leader=holder)
 
     def _set_leading(self, leading: bool) -> None:
-        self._leading = leading
+        if leading:
+            self.leading.set()
+        else:
+            self.leading.clear()
         if self._gauge is not None:
             self._gauge.set(1 if leading else 0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import (
@@ -114,7 +114,7 @@ def plan_orphan_sweep(
     watched = set(config.watched_namespaces)
     reason = "orphaned placeholder: its namespace is no longer in the config"
     return _permitted(
-        _delete_service(svc, reason)
+        _delete("Service", svc, reason)
         for svc in placeholders
         if svc.namespace not in watched and svc.is_placeholder
     )
@@ -149,7 +149,7 @@ def _plan_virtual_services(
             ours = vs
         elif vs.name == name:
             if vs.managed and not vs.terminating:
-                orphans.append(_delete_virtual_service(vs, f"orphan: not in namespace {d}"))
+                orphans.append(_delete("VirtualService", vs, f"orphan: not in namespace {d}"))
         elif vs.namespace == d and want is not None and vs.names_host(s, d):
             warnings.append(
                 PlanWarning(
@@ -183,7 +183,7 @@ def _plan_virtual_services(
         pass  # being deleted: recreated once the deletion is seen
     elif want is None:
         reason = desired.notes[0] if desired.notes else "no longer desired"
-        actions.append(_delete_virtual_service(ours, reason))
+        actions.append(_delete("VirtualService", ours, reason))
     elif diff := _vs_differences(ours.body, want):
         actions.append(
             Action(
@@ -275,7 +275,7 @@ def _plan_placeholders(
                 actions.append(_unmark(actual))
         elif want is None:
             reason = f"placeholder no longer wanted ({'; '.join(desired.notes) or 'disabled'})"
-            actions.append(_delete_service(actual, reason))
+            actions.append(_delete("Service", actual, reason))
         elif diff := _placeholder_differences(actual, want):
             actions.append(
                 Action(
@@ -344,26 +344,28 @@ def _unmark(actual: ServiceInfo) -> Action:
     )
 
 
-def _delete_service(svc: ServiceInfo, reason: str) -> Action:
-    return Action(
-        verb="delete",
-        kind="Service",
-        namespace=svc.namespace,
-        name=svc.name,
-        resource_version=svc.resource_version or None,
-        uid=svc.uid or None,
-        reason=reason,
-    )
+class _Record(Protocol):
+    """What a delete needs of the record of the object (ServiceInfo, VirtualServiceInfo)."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def resource_version(self) -> str: ...
+    @property
+    def uid(self) -> str: ...
 
 
-def _delete_virtual_service(vs: VirtualServiceInfo, reason: str) -> Action:
+def _delete(kind: Kind, obj: _Record, reason: str) -> Action:
+    """A delete with the version and uid we decided about as preconditions."""
     return Action(
         verb="delete",
-        kind="VirtualService",
-        namespace=vs.namespace,
-        name=vs.name,
-        resource_version=vs.resource_version or None,
-        uid=vs.uid or None,
+        kind=kind,
+        namespace=obj.namespace,
+        name=obj.name,
+        resource_version=obj.resource_version or None,
+        uid=obj.uid or None,
         reason=reason,
     )
 

@@ -102,15 +102,6 @@ class Operator:
             watch_timeout=o.watch_timeout,
             idle_timeout=o.watch_idle_timeout,
         )
-        executor = Executor(client, self.cache, metrics)
-        reconciler = VirtualServiceReconciler(self.cache, self.config.config, events, executor)
-        self._controller = controller = Controller(
-            reconciler, queue, metrics, workers=o.max_concurrent_reconciles
-        )
-        sweep = OrphanSweep(client, executor, self.config.config)
-        self._resync = Resync(
-            self.cache.all_names, controller.enqueue_all, sweep, period=o.sync_period
-        )
         elector = None
         if o.leader_elect:
             elector = LeaderElector(
@@ -124,6 +115,21 @@ class Operator:
                 ),
                 metrics=metrics,
             )
+        # With leader election, only while the Lease is held (cleared the moment it is lost).
+        executor = Executor(
+            client,
+            self.cache,
+            metrics,
+            leading=elector.leading.is_set if elector is not None else lambda: True,
+        )
+        reconciler = VirtualServiceReconciler(self.cache, self.config.config, events, executor)
+        self._controller = controller = Controller(
+            reconciler, queue, metrics, workers=o.max_concurrent_reconciles
+        )
+        sweep = OrphanSweep(client, executor, self.config.config)
+        self._resync = Resync(
+            self.cache.all_names, controller.enqueue_all, sweep, period=o.sync_period
+        )
         self.manager = Manager(elector=elector)
         for part in (
             HttpServers(

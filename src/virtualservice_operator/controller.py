@@ -24,6 +24,7 @@ from collections.abc import Iterable
 import structlog
 
 from virtualservice_operator.constants import DEFAULT_WORKERS
+from virtualservice_operator.executor import NotLeading
 from virtualservice_operator.kube import ApiError
 from virtualservice_operator.metrics import OperatorMetrics
 from virtualservice_operator.reconciler import Reconciler, TerminalError
@@ -98,6 +99,8 @@ class Controller:
             result = await self._reconciler.reconcile(name)
         except asyncio.CancelledError:
             raise
+        except NotLeading:
+            return  # the Lease is lost: the process is ending, another replica takes over
         except TerminalError as e:
             m.reconcile_total.labels(self.name, "error").inc()
             m.reconcile_errors.labels(self.name).inc()

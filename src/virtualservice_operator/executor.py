@@ -5,6 +5,11 @@ Every create, update, unmark and delete of a Service or VirtualService goes thro
 methods, Leases and Events aside). So the planner's safety rules hold for every
 writer, and the writes and conflicts are counted where they happen.
 
+Only a leader writes: with leader election, `leading` says whether we hold the Lease
+(the elector clears it the moment it sees the Lease lost). No write is sent without it,
+and a write answered after the loss was seen raises `NotLeading` instead of being
+reported done: the process is ending and another replica may be acting.
+
 After each write the API server's answer is recorded in the cache, so that the next
 reconcile sees it before the watch brings it. A write refused because the object
 changed since it was read (409, a create that finds the object there, an update that
@@ -14,6 +19,7 @@ finds it gone) raises `WriteConflict`: the caller re-reads and plans again.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from virtualservice_operator.cache import ClusterCache
 from virtualservice_operator.kube import (
@@ -39,19 +45,36 @@ class WriteConflict(Conflict):
         self.action = action
 
 
+class NotLeading(Exception):
+    """The Lease is lost (or was never held): no write may be sent or reported."""
+
+
 class Executor:
-    def __init__(self, client: KubeClient, cache: ClusterCache, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        cache: ClusterCache,
+        metrics: OperatorMetrics,
+        *,
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._client = client
         self._cache = cache
         self._metrics = metrics
+        self._leading = leading
 
     async def execute(self, action: Action) -> None:
-        """Send `action`; raises WriteConflict when the object changed since it was read."""
+        """Send `action`; raises WriteConflict when the object changed since it was read,
+        NotLeading when the Lease is lost before or while it is sent."""
+        if not self._leading():
+            raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
         try:
             answer = await self._send(action)
         except (Conflict, NotFound) as e:  # NotFound: what we were to change is gone
             self._metrics.conflicts.labels(action.kind).inc()
             raise WriteConflict(action, e) from e
+        if not self._leading():
+            raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
         if answer is None:
             self._cache.record_delete(action.kind, action.namespace, action.name)
         else:

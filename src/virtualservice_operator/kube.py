@@ -27,6 +27,7 @@ from lightkube.config.models import User
 from yarl import URL
 
 from virtualservice_operator import __version__
+from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
 from virtualservice_operator.kubeauth import Credentials, CredentialsError, credentials_for
 
 JSON = dict[str, Any]
@@ -346,8 +347,8 @@ class KubeClient:
         resource_version: str,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        timeout_seconds: int = 300,
-        idle_timeout: float = 120.0,
+        timeout_seconds: int = WATCH_TIMEOUT,
+        idle_timeout: float = WATCH_IDLE_TIMEOUT,
     ) -> AsyncIterator[tuple[str, JSON]]:
         """Yield (type, object) events, BOOKMARK included; raises Gone on 410.
 

@@ -20,7 +20,7 @@ import structlog
 
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import PLACEHOLDER_SELECTOR, SYNC_PERIOD
-from virtualservice_operator.executor import Executor
+from virtualservice_operator.executor import Executor, NotLeading
 from virtualservice_operator.kube import SERVICES, ApiError, KubeClient
 from virtualservice_operator.model import ServiceInfo
 from virtualservice_operator.plan import plan_orphan_sweep
@@ -75,6 +75,8 @@ class OrphanSweep:
             fields = {"service": action.name, "namespace": action.namespace}
             try:
                 await self._executor.execute(action)
+            except NotLeading:
+                return  # the Lease is lost: the process is ending
             except ApiError as e:
                 log.warning("orphaned placeholder not deleted", **fields, error=str(e))
                 continue

@@ -19,30 +19,23 @@ from typing import Any
 
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
+    MANAGED_SELECTOR,
+    UNMANAGED_SELECTOR,
+    WATCH_IDLE_TIMEOUT,
+    WATCH_TIMEOUT,
     service_for_virtual_service,
     virtual_service_name,
 )
-from virtualservice_operator.informer import Informer, strip_managed_fields, version_of_json
+from virtualservice_operator.informer import Informer
 from virtualservice_operator.kube import JSON, SERVICES, VIRTUAL_SERVICES, KubeClient, NotFound
-from virtualservice_operator.model import ServiceInfo
-from virtualservice_operator.plan import is_managed
-
-MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-UNMANAGED_SELECTOR = f"{MANAGED_BY_LABEL}!={MANAGED_BY_VALUE}"
+from virtualservice_operator.model import ServiceInfo, VirtualServiceInfo
 
 
-def _vs_names(obj: JSON) -> list[str]:
+def _vs_names(vs: VirtualServiceInfo) -> list[str]:
     """The Service names a VirtualService concerns: its own name's, and its short hosts'."""
-    names = set()
-    name = service_for_virtual_service(str(obj["metadata"]["name"]))
-    if name:
+    names = {host.split(".", 1)[0] for host in vs.hosts if host}
+    if name := service_for_virtual_service(vs.name):
         names.add(name)
-    hosts = (obj.get("spec") or {}).get("hosts") or []
-    for host in hosts if isinstance(hosts, list) else []:
-        if isinstance(host, str) and host:
-            names.add(host.split(".", 1)[0])
     return sorted(names)
 
 
@@ -52,16 +45,16 @@ class ClusterCache:
         client: KubeClient,
         on_name: Callable[[str], None],
         *,
-        watch_timeout: int = 300,
-        idle_timeout: float = 120.0,
+        watch_timeout: int = WATCH_TIMEOUT,
+        idle_timeout: float = WATCH_IDLE_TIMEOUT,
     ) -> None:
         self._client = client
         self._on_name = on_name
         self._watch_timeout = watch_timeout
         self._idle_timeout = idle_timeout
         self.services: dict[str, Informer[ServiceInfo]] = {}
-        self.managed_vs: Informer[JSON] = self._vs_informer(None, MANAGED_SELECTOR)
-        self.unmanaged_vs: Informer[JSON] | None = None
+        self.managed_vs: Informer[VirtualServiceInfo] = self._vs_informer(None, MANAGED_SELECTOR)
+        self.unmanaged_vs: Informer[VirtualServiceInfo] | None = None
         self._default_namespace: str | None = None
 
     # -- informers ----------------------------------------------------------------------
@@ -81,8 +74,8 @@ class ClusterCache:
             idle_timeout=self._idle_timeout,
         )
 
-    def _vs_informer(self, namespace: str | None, selector: str) -> Informer[JSON]:
-        def handler(old: JSON | None, new: JSON | None) -> None:
+    def _vs_informer(self, namespace: str | None, selector: str) -> Informer[VirtualServiceInfo]:
+        def handler(old: VirtualServiceInfo | None, new: VirtualServiceInfo | None) -> None:
             for name in {*(_vs_names(old) if old else ()), *(_vs_names(new) if new else ())}:
                 self._on_name(name)
 
@@ -90,8 +83,8 @@ class ClusterCache:
             self._client,
             VIRTUAL_SERVICES,
             namespace,
-            transform=strip_managed_fields,
-            version_of=version_of_json,
+            transform=VirtualServiceInfo.from_dict,
+            version_of=lambda vs: vs.resource_version,
             handler=handler,
             label_selector=selector,
             indexers={"service": _vs_names},
@@ -138,13 +131,13 @@ class ClusterCache:
             names.update(s.name for s in services.values())
         for vss in (self.managed_vs, self.unmanaged_vs):
             if vss is not None:
-                for obj in vss.values():
-                    names.update(_vs_names(obj))
+                for vs in vss.values():
+                    names.update(_vs_names(vs))
         return names
 
     def snapshot(
         self, config: OperatorConfig, name: str
-    ) -> tuple[dict[str, ServiceInfo], list[JSON]]:
+    ) -> tuple[dict[str, ServiceInfo], list[VirtualServiceInfo]]:
         """The cached Services named `name` per watched namespace, and the VirtualServices
         that concern it (ours anywhere, and any in the default namespace naming it)."""
         services: dict[str, ServiceInfo] = {}
@@ -160,7 +153,7 @@ class ClusterCache:
 
     async def fresh(
         self, config: OperatorConfig, name: str
-    ) -> tuple[dict[str, ServiceInfo], list[JSON]]:
+    ) -> tuple[dict[str, ServiceInfo], list[VirtualServiceInfo]]:
         """The same as snapshot(), read from the API server (after a conflict)."""
         services: dict[str, ServiceInfo] = {}
         for ns in config.watched_namespaces:
@@ -172,15 +165,15 @@ class ClusterCache:
         items, _ = await self._client.list(
             VIRTUAL_SERVICES, None, field_selector=f"metadata.name={virtual_service_name(name)}"
         )
-        vss = [strip_managed_fields(o) for o in items]
-        seen = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in vss}
+        vss = [VirtualServiceInfo.from_dict(o) for o in items]
+        seen = {(vs.namespace, vs.name) for vs in vss}
         # Others in the default namespace that name this host: the cache is good enough
         # for a warning.
         if self.unmanaged_vs is not None:
             vss.extend(
-                o
-                for o in self.unmanaged_vs.by_index("service", name)
-                if (o["metadata"]["namespace"], o["metadata"]["name"]) not in seen
+                vs
+                for vs in self.unmanaged_vs.by_index("service", name)
+                if (vs.namespace, vs.name) not in seen
             )
         return services, vss
 
@@ -191,7 +184,7 @@ class ClusterCache:
             informer = self.services.get(obj["metadata"]["namespace"])
             if informer is not None:
                 informer.upsert(obj)
-        elif is_managed(obj):
+        elif VirtualServiceInfo.from_dict(obj).managed:
             self.managed_vs.upsert(obj)
 
     def record_delete(self, kind: str, namespace: str, name: str) -> None:

@@ -31,8 +31,15 @@ from virtualservice_operator import __version__
 from virtualservice_operator.constants import (
     CONFIG_MAP_NAME,
     DEFAULT_WORKERS,
+    HEALTH_PROBE_BIND_ADDRESS,
+    LEASE_DURATION,
     LEASE_NAME,
+    METRICS_BIND_ADDRESS,
     OPERATOR_NAMESPACE,
+    RENEW_DEADLINE,
+    RETRY_PERIOD,
+    SYNC_PERIOD,
+    WATCH_IDLE_TIMEOUT,
 )
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -113,13 +120,13 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _flag(
         p,
         "metrics-bind-address",
-        default=":8080",
+        default=METRICS_BIND_ADDRESS,
         help="address for /metrics and /debug/pprof ('0' disables)",
     )
     _flag(
         p,
         "health-probe-bind-address",
-        default=":8081",
+        default=HEALTH_PROBE_BIND_ADDRESS,
         help="address for /healthz and /readyz ('0' disables)",
     )
     _bool_flag(
@@ -142,21 +149,21 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         p,
         "lease-duration",
         type=parse_duration,
-        default=15.0,
+        default=LEASE_DURATION,
         help="how long a Lease holds without renewal",
     )
     _flag(
         p,
         "renew-deadline",
         type=parse_duration,
-        default=10.0,
+        default=RENEW_DEADLINE,
         help="how long the leader tries to renew before giving up",
     )
     _flag(
         p,
         "retry-period",
         type=parse_duration,
-        default=2.0,
+        default=RETRY_PERIOD,
         help="how often to try to acquire or renew",
     )
     _flag(
@@ -170,14 +177,14 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         p,
         "sync-period",
         type=parse_duration,
-        default=36000.0,
+        default=SYNC_PERIOD,
         help="full resync period (with 10%% jitter)",
     )
     _flag(
         p,
         "watch-idle-timeout",
         type=parse_duration,
-        default=120.0,
+        default=WATCH_IDLE_TIMEOUT,
         help="re-establish a watch silent this long",
     )
     _flag(
@@ -213,12 +220,11 @@ def _run(args: argparse.Namespace) -> int:
     import prometheus_client
     import structlog
 
-    from virtualservice_operator import logs
-    from virtualservice_operator.manager import Manager, Options, StartupError
+    from virtualservice_operator import app, logs
 
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     logs.configure(args.zap_log_level, args.zap_development)
-    options = Options(
+    options = app.Options(
         kubeconfig=args.kubeconfig,
         config_map_name=args.config_map_name,
         config_map_namespace=args.config_map_namespace,
@@ -236,13 +242,9 @@ def _run(args: argparse.Namespace) -> int:
         watch_idle_timeout=args.watch_idle_timeout,
     )
 
-    async def main() -> int:
-        manager = Manager(options)
-        return await manager.run()
-
     try:
-        return asyncio.run(main())
-    except (StartupError, ValueError) as e:  # ValueError: e.g. inconsistent lease timings
+        return asyncio.run(app.run(options))
+    except (app.StartupError, ValueError) as e:  # ValueError: e.g. inconsistent lease timings
         structlog.get_logger("manager").error(f"cannot start: {e}", error=str(e))
         return 1
 

@@ -407,3 +407,18 @@ def diff_configs(old: OperatorConfig, new: OperatorConfig) -> list[str]:
     members("placeholder.labels", old.placeholder.labels, new.placeholder.labels)
     members("placeholder.annotations", old.placeholder.annotations, new.placeholder.annotations)
     return changes
+
+
+def config_from_configmap(obj: Mapping[str, Any] | None, where: str) -> LoadedConfig:
+    """The operator's config from a ConfigMap object (`where` names it in messages).
+    Raises ConfigError (problems naming the key and the fix) when the object is None,
+    has no data.config.yaml, or the config is invalid."""
+    if obj is None:
+        fix = "create it (see deployments/config.yaml)"
+        raise ConfigError([Problem("", f"{where} not found", fix)])
+    data = obj.get("data")
+    text = data.get(CONFIG_KEY) if isinstance(data, Mapping) else None
+    if not isinstance(text, str):
+        fix = f"put the operator's config.yaml under data.{CONFIG_KEY}"
+        raise ConfigError([Problem(f"data.{CONFIG_KEY}", f"is missing from {where}", fix)])
+    return parse_config(text)

@@ -39,6 +39,23 @@ IGNORED_SERVICES: Final = frozenset({"kubernetes"})
 # changes/s, p99 from event to write is 343 ms with 1 worker, 197 ms with 2.
 DEFAULT_WORKERS = 2
 
+# Defaults of `run`'s flags, each written once (controller-runtime's where it has one).
+METRICS_BIND_ADDRESS: Final = ":8080"
+HEALTH_PROBE_BIND_ADDRESS: Final = ":8081"
+LEASE_DURATION: Final = 15.0  # seconds a Lease holds without renewal
+RENEW_DEADLINE: Final = 10.0  # seconds the leader keeps trying to renew before giving up
+RETRY_PERIOD: Final = 2.0  # seconds between two tries to acquire or renew
+SYNC_PERIOD: Final = 10 * 3600.0  # full resync, jittered by up to 10%
+WATCH_TIMEOUT: Final = 300  # seconds a watch asks the API server to stay open
+WATCH_IDLE_TIMEOUT: Final = 120.0  # a watch silent this long is re-established
+SHUTDOWN_GRACE: Final = 8.0  # seconds the parts get, together, to stop
+
+# Label selectors of what the operator lists and watches as its own: written here only,
+# so that narrowing them (e.g. to one instance's objects) is one change.
+MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+UNMANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}!={MANAGED_BY_VALUE}"
+PLACEHOLDER_SELECTOR: Final = f"{PLACEHOLDER_LABEL}={PLACEHOLDER_VALUE}"
+
 
 def virtual_service_name(service: str) -> str:
     return f"{service}{VIRTUAL_SERVICE_SUFFIX}"

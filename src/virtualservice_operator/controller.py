@@ -6,22 +6,28 @@ once, and that the events arriving meanwhile collapse into one more pass afterwa
 Outcomes, each a `controller_runtime_reconcile_total{result}`:
 - success: `forget` (reset the name's back-off);
 - requeue_after: the name comes back after the delay;
-- error: back-off per name (5 ms doubling to 1000 s), counted in errors_total;
+- requeue (a conflict): back-off per name (5 ms doubling to 1000 s), not an error;
+- error: the same back-off, counted in errors_total;
 - terminal error: logged and counted, not retried until the next event for the name.
+
+The controller is a leader-only part of the manager: `start()` starts the workers,
+`stop()` stops intake and lets the reconciles in flight finish; a stop that is itself
+cancelled (the manager's grace period is over, or the Lease is lost) cancels them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import structlog
 
 from virtualservice_operator.constants import DEFAULT_WORKERS
+from virtualservice_operator.executor import NotLeading
 from virtualservice_operator.kube import ApiError
 from virtualservice_operator.metrics import OperatorMetrics
-from virtualservice_operator.reconciler import Reconciler, RetryExhausted, TerminalError
+from virtualservice_operator.reconciler import Reconciler, TerminalError
 from virtualservice_operator.tasks import cancel_and_wait
 from virtualservice_operator.workqueue import ShutDown, WorkQueue
 
@@ -31,6 +37,8 @@ CONTROLLER_NAME = "virtualservice"
 
 
 class Controller:
+    needs_leader = True
+
     def __init__(
         self,
         reconciler: Reconciler,
@@ -38,50 +46,38 @@ class Controller:
         metrics: OperatorMetrics,
         *,
         workers: int = DEFAULT_WORKERS,
-        accept: Callable[[str], bool] = lambda name: True,
         name: str = CONTROLLER_NAME,
     ) -> None:
         self._reconciler = reconciler
         self.queue = queue
         self._metrics = metrics
         self._workers = workers
-        self._accept = accept
         self.name = name
         self._tasks: list[asyncio.Task[None]] = []
         metrics.init_controller(name, workers)
 
-    @property
-    def in_flight(self) -> int:
-        """Names being reconciled now (taken from the queue, not yet done)."""
-        return self.queue.num_processing
-
     def enqueue(self, name: str) -> None:
-        if self._accept(name):
-            self.queue.add(name)
+        self.queue.add(name)
 
     def enqueue_all(self, names: Iterable[str]) -> None:
         for name in sorted(names):
             self.enqueue(name)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        log.info("starting workers", workers=self._workers)
         for i in range(self._workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"worker {i}"))
 
-    def abort(self) -> None:
-        """Stop at once (leadership lost): take no more work and cancel the reconciles in
-        flight instead of letting them finish, so that no further write is sent."""
+    async def stop(self) -> None:
+        """Stop taking work; wait for the reconciles in flight (cancelled if this is)."""
         self.queue.shutdown()
-        for task in self._tasks:
-            task.cancel()
-
-    async def stop(self, grace: float = 8.0) -> None:
-        """Stop taking work; let the reconcile in flight finish (up to `grace` seconds)."""
-        self.queue.shutdown()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=grace)
-            for task in pending:
+        try:
+            if self._tasks:
+                await asyncio.wait(self._tasks)
+        finally:
+            for task in self._tasks:
                 await cancel_and_wait(task)
-        self._tasks = []
+            self._tasks = []
 
     async def _work(self) -> None:
         while True:
@@ -103,6 +99,8 @@ class Controller:
             result = await self._reconciler.reconcile(name)
         except asyncio.CancelledError:
             raise
+        except NotLeading:
+            return  # the Lease is lost: the process is ending, another replica takes over
         except TerminalError as e:
             m.reconcile_total.labels(self.name, "error").inc()
             m.reconcile_errors.labels(self.name).inc()
@@ -125,6 +123,10 @@ class Controller:
                 exc_info=not _expected(e),
             )
         else:
+            if result.requeue:
+                m.reconcile_total.labels(self.name, "requeue").inc()
+                self.queue.add_rate_limited(name)  # no forget: the back-off grows
+                return
             self.queue.forget(name)
             if result.requeue_after is not None:
                 m.reconcile_total.labels(self.name, "requeue_after").inc()
@@ -136,5 +138,5 @@ class Controller:
 
 
 def _expected(e: BaseException) -> bool:
-    """An API error or exhausted retries: the world, not a bug (no panic counted)."""
-    return isinstance(e, ApiError | RetryExhausted)
+    """An API error: the world, not a bug (no panic counted)."""
+    return isinstance(e, ApiError)

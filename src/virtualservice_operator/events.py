@@ -42,6 +42,10 @@ class _Event:
 
 
 class EventRecorder:
+    """A part of the manager: `start()` begins sending, `stop()` drops what is unsent."""
+
+    needs_leader = False
+
     def __init__(
         self,
         client: KubeClient | None,
@@ -85,7 +89,7 @@ class EventRecorder:
                     "event queue full, events dropped", dropped=self.dropped, reason=event.reason
                 )
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if self._task is None and self._client is not None:
             self._task = asyncio.create_task(self._drain(), name="event recorder")
 

@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
 from virtualservice_operator.kube import JSON, ApiError, Gone, Kind, KubeClient
 from virtualservice_operator.tasks import cancel_and_wait
 
@@ -64,8 +65,8 @@ class Informer(Generic[T]):
         label_selector: str | None = None,
         field_selector: str | None = None,
         indexers: dict[str, Callable[[T], Iterable[str]]] | None = None,
-        watch_timeout: int = 300,
-        idle_timeout: float = 120.0,
+        watch_timeout: int = WATCH_TIMEOUT,
+        idle_timeout: float = WATCH_IDLE_TIMEOUT,
         backoff_cap: float = 30.0,
     ) -> None:
         self._client = client

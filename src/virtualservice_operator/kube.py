@@ -27,6 +27,7 @@ from lightkube.config.models import User
 from yarl import URL
 
 from virtualservice_operator import __version__
+from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
 from virtualservice_operator.kubeauth import Credentials, CredentialsError, credentials_for
 
 JSON = dict[str, Any]
@@ -149,6 +150,35 @@ CONNECT_TIMEOUT = 10.0
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, CredentialsError)
 
 
+@dataclass(frozen=True)
+class ClusterAccess:
+    """Where the API server is and how to reach it, from a kubeconfig or in-cluster."""
+
+    server: str
+    ssl_context: ssl.SSLContext | None
+    credentials: Credentials
+
+    @property
+    def host(self) -> str:
+        """The server's host name: the `host` label of rest_client_* metrics."""
+        return URL(self.server).host or ""
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None) -> ClusterAccess:
+        """`path`, else in-cluster ServiceAccount credentials, else $KUBECONFIG / ~/.kube/config."""
+        config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
+        single = config.get()
+        assert single is not None, "kubeconfig has no current context"
+        server = single.cluster.server
+        context = None
+        if server.startswith("https:"):
+            # trust_env=False: SSL_CERT_FILE and friends must not change whom we trust.
+            context = verify_cluster(
+                single.cluster, single.user or User(), single.abs_file, trust_env=False
+            )
+        return cls(server, context, credentials_for(single.user))
+
+
 class KubeClient:
     """Async JSON client. One instance per process; close() when done.
 
@@ -164,7 +194,6 @@ class KubeClient:
         observe: RequestObserver | None = None,
     ) -> None:
         self._server = server.rstrip("/")
-        self._host = URL(self._server).host or ""  # a metrics label on every request
         self._ssl = ssl_context
         self._credentials = credentials or Credentials()
         self._observe = observe or (lambda method, code, seconds: None)
@@ -174,24 +203,19 @@ class KubeClient:
     def from_kubeconfig(
         cls, path: str | None = None, observe: RequestObserver | None = None
     ) -> KubeClient:
-        """`path`, else in-cluster ServiceAccount credentials, else $KUBECONFIG / ~/.kube/config."""
-        config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
-        single = config.get()
-        assert single is not None, "kubeconfig has no current context"
-        server = single.cluster.server
-        context = None
-        if server.startswith("https:"):
-            # trust_env=False: SSL_CERT_FILE and friends must not change whom we trust.
-            context = verify_cluster(
-                single.cluster, single.user or User(), single.abs_file, trust_env=False
-            )
-        return cls(
-            server, ssl_context=context, credentials=credentials_for(single.user), observe=observe
-        )
+        """A client for `ClusterAccess.from_kubeconfig(path)`."""
+        return cls.for_access(ClusterAccess.from_kubeconfig(path), observe)
 
-    @property
-    def host(self) -> str:
-        return self._host
+    @classmethod
+    def for_access(
+        cls, access: ClusterAccess, observe: RequestObserver | None = None
+    ) -> KubeClient:
+        return cls(
+            access.server,
+            ssl_context=access.ssl_context,
+            credentials=access.credentials,
+            observe=observe,
+        )
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -323,8 +347,8 @@ class KubeClient:
         resource_version: str,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        timeout_seconds: int = 300,
-        idle_timeout: float = 120.0,
+        timeout_seconds: int = WATCH_TIMEOUT,
+        idle_timeout: float = WATCH_IDLE_TIMEOUT,
     ) -> AsyncIterator[tuple[str, JSON]]:
         """Yield (type, object) events, BOOKMARK included; raises Gone on 410.
 
@@ -406,14 +430,6 @@ class KubeClient:
             else None
         )
         await self._request("DELETE", kind.path(namespace, name), body=body)
-
-    async def delete_collection(
-        self, kind: Kind, namespace: str | None, *, label_selector: str
-    ) -> None:
-        """Delete every object of `kind` in `namespace` matching `label_selector` (one request)."""
-        await self._request(
-            "DELETE", kind.path(namespace), params={"labelSelector": label_selector}
-        )
 
 
 def _clean(params: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -1,14 +1,14 @@
 """Leader election on a coordination.k8s.io/v1 Lease, after client-go's `leaderelection`.
 
-Only one replica reconciles at a time. Each candidate runs `LeaderElector.run()`:
-`acquire()` tries every `retry_period` (jittered by up to 1.2x, so candidates spread
-out) until it holds the Lease; then `on_started_leading` runs in its own task while
-`renew_loop()` rewrites `renewTime` every `retry_period`. A replica that cannot renew
-within `renew_deadline` of its last successful renewal, or that sees another holder,
-stops leading: `run()` cancels the work, calls `on_stopped_leading` and raises
-`LeadershipLost` (the process should exit and start over). On cancellation (graceful
-shutdown) `run()` releases the Lease, so a successor takes over within about one
-`retry_period` instead of waiting for the Lease to expire.
+Only one replica reconciles at a time. The elector is one of the manager's parts:
+`start()` begins a campaign in its own task: `acquire()` tries every `retry_period`
+(jittered by up to 1.2x, so candidates spread out) until it holds the Lease and sets
+`leading`; then `renew_loop()` rewrites `renewTime` every `retry_period`. A replica
+that cannot renew within `renew_deadline` of its last successful renewal, or that sees
+another holder, stops leading and sets `lost` (the manager then ends the process: it
+never carries on without the Lease). `stop()` ends the campaign and releases the Lease,
+so a successor takes over within about one `retry_period` instead of waiting for the
+Lease to expire.
 
 RBAC allows only `create`, and `get`/`update` on our one Lease: so every attempt is a
 GET, a CREATE when there is none, else a PUT carrying the resourceVersion we read. A
@@ -21,10 +21,11 @@ nodes' clocks differ by seconds, and a skewed clock would either steal a live Le
 wait forever on a dead one. The price: a fresh candidate waits one full lease duration
 even when the holder died long ago. An empty `holderIdentity` means a released, free Lease.
 
-Timings (controller-runtime's defaults, 15/10/2 s): lease_duration > renew_deadline >
-1.2 * retry_period > 0. A leader gives up `renew_deadline` after the start of its last
-successful renewal, while others wait `lease_duration` after seeing that renewal: the
-gap (5 s) absorbs request latency and clock-rate drift, so two leaders never overlap.
+Timings (controller-runtime's defaults, 15/10/2 s, in constants.py): lease_duration >
+renew_deadline > 1.2 * retry_period > 0. A leader gives up `renew_deadline` after the
+start of its last successful renewal, while others wait `lease_duration` after seeing
+that renewal: the gap (5 s) absorbs request latency and clock-rate drift, so two
+leaders never overlap.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,17 +43,19 @@ from typing import Any
 import structlog
 
 from virtualservice_operator.clock import Clock, RealClock
-from virtualservice_operator.constants import LEASE_NAME
+from virtualservice_operator.constants import (
+    LEASE_DURATION,
+    LEASE_NAME,
+    RENEW_DEADLINE,
+    RETRY_PERIOD,
+)
 from virtualservice_operator.kube import JSON, LEASES, ApiError, Conflict, KubeClient, NotFound
 from virtualservice_operator.metrics import OperatorMetrics
+from virtualservice_operator.tasks import cancel_and_wait
 
 log = structlog.get_logger("leader")
 
 JITTER_FACTOR = 1.2  # client-go's: acquire retries wait retry_period * [1, 2.2)
-
-
-class LeadershipLost(Exception):
-    """We held the Lease and no longer do: stop all leader-only work."""
 
 
 def _default_identity() -> str:
@@ -71,10 +73,9 @@ class LeaderElectionConfig:
     namespace: str
     name: str = LEASE_NAME
     identity: str = field(default_factory=_default_identity)
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-    release_on_cancel: bool = True
+    lease_duration: float = LEASE_DURATION
+    renew_deadline: float = RENEW_DEADLINE
+    retry_period: float = RETRY_PERIOD
 
     def __post_init__(self) -> None:
         if self.retry_period <= 0:
@@ -94,36 +95,32 @@ class LeaderElectionConfig:
 
 
 class LeaderElector:
+    """A runnable of the manager (see the module docstring); not itself leader-only."""
+
+    needs_leader = False
+
     def __init__(
         self,
         client: KubeClient,
         config: LeaderElectionConfig,
         *,
         clock: Clock | None = None,
-        on_started_leading: Callable[[], Awaitable[None]] | None = None,
-        on_stopped_leading: Callable[[], None] | None = None,
-        on_new_leader: Callable[[str], None] | None = None,
         metrics: OperatorMetrics | None = None,
     ) -> None:
         self.config = config
         self._client = client
         self._clock = clock or RealClock()
-        self._on_started_leading = on_started_leading
-        self._on_stopped_leading = on_stopped_leading
-        self._on_new_leader = on_new_leader
+        self.leading = asyncio.Event()  # set while we hold the Lease
+        self.lost = asyncio.Event()  # set once the Lease, having been won, is lost
+        self._campaign: asyncio.Task[None] | None = None
         gauge = metrics.leader_election_master_status if metrics else None
         self._gauge = gauge.labels(name=config.name) if gauge else None
-        self._leading = False
         self._observed_leader = ""
         self._observed_spec: dict[str, Any] | None = None
         self._observed_time = 0.0  # our clock, when the record last changed
         self._renewed_at = 0.0  # our clock, start of our last successful write
         self._log = log.bind(lease=f"{config.namespace}/{config.name}", identity=config.identity)
         self._set_leading(False)
-
-    @property
-    def is_leader(self) -> bool:
-        return self._leading
 
     @property
     def observed_leader(self) -> str:
@@ -142,10 +139,10 @@ class LeaderElector:
     async def renew_loop(self) -> None:
         """Renew every retry_period; return when the Lease is lost (or released)."""
         c = self.config
-        while self._leading:
+        while self.leading.is_set():
             await self._clock.sleep(c.retry_period)
             deadline = self._renewed_at + c.renew_deadline
-            while self._leading and not await self._try_before(deadline):
+            while self.leading.is_set() and not await self._try_before(deadline):
                 other = self._observed_leader not in ("", c.identity)
                 if other or self._clock.now() >= deadline:
                     self._set_leading(False)
@@ -154,37 +151,28 @@ class LeaderElector:
                     return
                 await self._clock.sleep(min(c.retry_period, deadline - self._clock.now()))
 
-    async def run(self) -> None:
-        """Acquire, lead until the Lease is lost (raise LeadershipLost) or we are cancelled."""
+    async def start(self) -> None:
+        """Begin the campaign (acquire, then renew until lost) and return at once."""
+        if self._campaign is None:
+            self._campaign = asyncio.create_task(self._campaign_for_lease(), name="leader election")
+
+    async def stop(self) -> None:
+        """End the campaign and hand the Lease back if we hold it."""
+        await cancel_and_wait(self._campaign)
+        await self.release()
+
+    async def _campaign_for_lease(self) -> None:
         await self.acquire()
-        renew = asyncio.create_task(self._renew_or_raise(), name="leader-renew")
-        work: asyncio.Future[None] | None = None
-        if self._on_started_leading is not None:
-            work = asyncio.ensure_future(self._on_started_leading())
-        tasks: list[asyncio.Future[None]] = [t for t in (renew, work) if t is not None]
-        try:
-            # Ends when we lose the Lease, or the work fails (then we step down too).
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.config.release_on_cancel:
-                await self.release()  # a no-op once the Lease is lost
-            self._set_leading(False)
-            if self._on_stopped_leading is not None:
-                self._on_stopped_leading()
-        if work is not None and not work.cancelled() and (error := work.exception()) is not None:
-            raise error
-        renew.result()  # raises LeadershipLost
+        await self.renew_loop()
+        self.lost.set()
 
     async def release(self) -> None:
         """Hand the Lease back (holder "", 1 s duration) so a successor need not wait.
 
-        Best effort (errors are logged). Stop renew_loop first, as run() does: a renewal
+        Best effort (errors are logged). Stop renew_loop first, as stop() does: a renewal
         in flight could otherwise land after the release and take the Lease back.
         """
-        if not self._leading:
+        if not self.leading.is_set():
             return
         self._set_leading(False)  # first, so that a running renew_loop stops
         c = self.config
@@ -200,10 +188,6 @@ class LeaderElector:
             self._log.error("failed to release lease", error=str(e))
             return
         self._log.info("released leader lease")
-
-    async def _renew_or_raise(self) -> None:
-        await self.renew_loop()
-        raise LeadershipLost(f"lease {self.config.namespace}/{self.config.name} lost")
 
     async def _try_before(self, deadline: float) -> bool:
         """One tryAcquireOrRenew, abandoned (False) if it has not answered by `deadline`."""
@@ -296,10 +280,11 @@ class LeaderElector:
             self._observed_leader = holder
             if holder:  # a released Lease has no leader to announce
                 self._log.info(f"new leader observed {holder}", leader=holder)
-                if self._on_new_leader is not None:
-                    self._on_new_leader(holder)
 
     def _set_leading(self, leading: bool) -> None:
-        self._leading = leading
+        if leading:
+            self.leading.set()
+        else:
+            self.leading.clear()
         if self._gauge is not None:
             self._gauge.set(1 if leading else 0)

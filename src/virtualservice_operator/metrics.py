@@ -8,20 +8,21 @@ Go runtime metrics: `go_goroutines` and the other `go_*` series describe Go's ru
 which this process does not have; faking them would mislead whoever reads a dashboard.
 The honest Python equivalents are `python_asyncio_tasks` (live tasks on the operator's
 event loop: the unit of concurrency here, as goroutines are in Go) and
-`python_threads` (threads alive, e.g. the metrics server's).
+`python_threads` (threads alive).
 
-Concurrency: counters, gauges and histograms are thread-safe in prometheus_client.
-Scrapes may run on another thread than the event loop, so values that depend on
-changing state (queue depth, in-flight work, asyncio tasks) are computed at scrape
-time by custom collectors from snapshots taken under a lock, rather than refreshed by
-a periodic task that could lag or die.
+Concurrency: the metrics server is an aiohttp app on the operator's own event loop, so
+a scrape never runs beside the code that changes the values and needs no lock. Values
+that depend on changing state (queue depth, in-flight work, asyncio tasks) are computed
+at scrape time by custom collectors, rather than refreshed by a periodic task that
+could lag or die. Each part counts its own work: the client its requests (through
+`rest_client_observer`), the executor its writes and conflicts, the queue its adds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -78,28 +79,23 @@ class QueueMetrics:
         self._retries = owner.workqueue_retries.labels(**labels)
         self._queue_duration = owner.workqueue_queue_duration.labels(**labels)
         self._work_duration = owner.workqueue_work_duration.labels(**labels)
-        # The scrape thread reads these while the event loop writes them.
-        self._lock = threading.Lock()
         self._added_at: dict[Hashable, float] = {}
         self._started_at: dict[Hashable, float] = {}
 
     def add(self, key: Hashable) -> None:
         self._adds.inc()
-        with self._lock:
-            self._added_at.setdefault(key, self._clock.now())
+        self._added_at.setdefault(key, self._clock.now())
 
     def get(self, key: Hashable) -> None:
         now = self._clock.now()
-        with self._lock:
-            added = self._added_at.pop(key, None)
-            self._started_at[key] = now
+        added = self._added_at.pop(key, None)
+        self._started_at[key] = now
         if added is not None:
             self._queue_duration.observe(now - added)
 
     def done(self, key: Hashable) -> None:
         now = self._clock.now()
-        with self._lock:
-            started = self._started_at.pop(key, None)
+        started = self._started_at.pop(key, None)
         if started is not None:
             self._work_duration.observe(now - started)
 
@@ -109,10 +105,8 @@ class QueueMetrics:
     def snapshot(self) -> tuple[int, float, float]:
         """(depth, unfinished work seconds, longest running processor seconds)."""
         now = self._clock.now()
-        with self._lock:
-            depth = len(self._added_at)
-            running = [now - started for started in self._started_at.values()]
-        return depth, sum(running), max(running, default=0.0)
+        running = [now - started for started in self._started_at.values()]
+        return len(self._added_at), sum(running), max(running, default=0.0)
 
 
 class _QueueGaugesCollector(Collector):
@@ -157,9 +151,6 @@ class _QueueGaugesCollector(Collector):
 class _RuntimeCollector(Collector):
     """python_asyncio_tasks and python_threads: the stand-ins for go_goroutines."""
 
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-
     def describe(self) -> Iterable[Metric]:
         return [self._tasks_family(), self._threads_family()]
 
@@ -167,18 +158,13 @@ class _RuntimeCollector(Collector):
         threads = self._threads_family()
         threads.add_metric([], threading.active_count())
         metrics: list[Metric] = [threads]
-        loop = self.loop
-        if loop is not None and not loop.is_closed():
-            try:
-                # all_tasks() copes with the loop's task set changing under it (it
-                # retries), which is what happens when a scrape runs on another thread.
-                count = len(asyncio.all_tasks(loop))
-            except RuntimeError:
-                count = None
-            if count is not None:
-                tasks = self._tasks_family()
-                tasks.add_metric([], count)
-                metrics.append(tasks)
+        try:
+            count = len(asyncio.all_tasks())  # scrapes run on the operator's loop
+        except RuntimeError:  # no running loop (a scrape from outside the operator)
+            return metrics
+        tasks = self._tasks_family()
+        tasks.add_metric([], count)
+        metrics.append(tasks)
         return metrics
 
     @staticmethod
@@ -369,10 +355,14 @@ class OperatorMetrics:
         self._queue_gauges.queues[name] = queue
         return queue
 
-    def attach_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Count tasks of `loop` in python_asyncio_tasks (call from the loop at start:
-        scrapes may run on another thread, where there is no running loop to find)."""
-        self._runtime.loop = loop
+    def rest_client_observer(self, host: str) -> Callable[[str, int, float], None]:
+        """A `kube.RequestObserver` counting a client's requests to `host`."""
+
+        def observe(method: str, code: int, seconds: float) -> None:
+            self.rest_client_requests.labels(str(code) if code else "<error>", method, host).inc()
+            self.rest_client_request_duration.labels(method, host).observe(seconds)
+
+        return observe
 
 
 def exposition(registry: CollectorRegistry) -> bytes:

@@ -1,9 +1,11 @@
-"""Slim, immutable records of the Services the cache keeps.
+"""Immutable records of the objects the cache keeps: Services and VirtualServices.
 
 The cache stores one `ServiceInfo` per Service in a watched namespace instead of the
 full JSON: only what the desired-state function and the planner read. Records are
 frozen and hashable so they can be shared between workers without copying.
-VirtualServices are not modelled: they are handled as plain JSON dicts.
+A `VirtualServiceInfo` names what the planner decides on (identity, version, labels,
+hosts, deletion) and keeps the object as read: an update is that object with our
+changes, so that nothing a user or another controller set on it is lost.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any, TypeVar
 
 from virtualservice_operator.constants import (
     EXCLUDE_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
     PLACEHOLDER_LABEL,
     PLACEHOLDER_VALUE,
     SOURCE_ANNOTATION,
@@ -168,6 +172,47 @@ class ServiceInfo:
             labels=_shared(FrozenMap(labels)),
             annotations=_shared(FrozenMap(annotations)),
             has_selector=bool(spec.get("selector")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServiceInfo:
+    namespace: str
+    name: str
+    uid: str = ""
+    resource_version: str = ""
+    labels: Mapping[str, str] = field(default_factory=FrozenMap)
+    hosts: tuple[str, ...] = ()
+    terminating: bool = False  # deletionTimestamp set: going, not to be written
+    # The object as the API server returned it, without managedFields (never modified).
+    body: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def managed(self) -> bool:
+        return self.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+
+    def names_host(self, service: str, namespace: str) -> bool:
+        """True if a host is `service` or its cluster-local name in `namespace`."""
+        return bool({service, service_host(service, namespace)} & set(self.hosts))
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> VirtualServiceInfo:
+        """Build from a VirtualService as the API server returns it (JSON dict)."""
+        meta = _mapping(obj.get("metadata"))
+        if "managedFields" in meta:  # large, churning, and never read
+            meta = {k: v for k, v in meta.items() if k != "managedFields"}
+            obj = {**obj, "metadata": meta}
+        hosts = _mapping(obj.get("spec")).get("hosts")
+        labels = _mapping(meta.get("labels"))
+        return cls(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            labels=FrozenMap({str(k): str(v) for k, v in labels.items()}),
+            hosts=tuple(h for h in hosts if isinstance(h, str)) if isinstance(hosts, list) else (),
+            terminating=bool(meta.get("deletionTimestamp")),
+            body=obj,
         )
 
 

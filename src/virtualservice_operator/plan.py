@@ -1,15 +1,18 @@
-"""The difference between desired and actual state for one Service name, as actions.
+"""The difference between desired and actual state, as actions: the gate of every write.
 
-Pure: the reconciler hands in the cached actual state and applies the actions. An
-action is planned only where something differs, so a converged cluster costs no
-request at all; applying the bodies and planning again yields no action.
+Pure: callers hand in the actual state (from the cache, or a list) and the executor
+applies the actions. An action is planned only where something differs, so a converged
+cluster costs no request at all; applying the bodies and planning again yields no action.
+Two planners, one gate: `plan` for one Service name (the reconciler), `plan_orphan_sweep`
+for placeholders left in namespaces the config no longer lists (the resync). Every
+action either makes passes `_permitted` before it is returned.
 
 Safety rules, checked here once for every writer:
 - a VirtualService without `managed-by: virtualservice-operator` is never written or
   deleted (only warned about);
 - a real Service is never written, except to remove our marking ("unmark") from one
   a user applied over a placeholder;
-- nothing in a system namespace, nothing about the `kubernetes` Service.
+- nothing in a system namespace, nothing about an ignored Service (`kubernetes`).
 
 Bodies: `create` is the manifest to POST; `update` is the whole object to PUT (it
 carries metadata.resourceVersion for optimistic concurrency); `delete` carries
@@ -19,9 +22,9 @@ resourceVersion and uid as preconditions; `unmark` is a JSON merge patch.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import (
@@ -31,32 +34,43 @@ from virtualservice_operator.constants import (
     PLACEHOLDER_LABEL,
     SOURCE_ANNOTATION,
     SYSTEM_NAMESPACES,
-    service_host,
+    service_for_virtual_service,
     virtual_service_name,
 )
 from virtualservice_operator.desired import Desired
-from virtualservice_operator.model import ServiceInfo
+from virtualservice_operator.model import ServiceInfo, VirtualServiceInfo
 
 Verb = Literal["create", "update", "delete", "unmark"]
 Kind = Literal["VirtualService", "Service"]
+# The Event reason each warning is reported under.
+WarningReason = Literal["UnmanagedVirtualService", "VirtualServiceConflict"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Action:
     verb: Verb
     kind: Kind
     namespace: str
     name: str
-    body: dict[str, Any] | None
-    resource_version: str | None
-    uid: str | None
+    body: dict[str, Any] | None = None
+    resource_version: str | None = None
+    uid: str | None = None
     reason: str
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    reason: WarningReason
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...]
-    warnings: tuple[str, ...]
+    warnings: tuple[PlanWarning, ...]
 
 
 def is_managed(vs: Mapping[str, Any]) -> bool:
@@ -69,79 +83,122 @@ def plan(
     *,
     config: OperatorConfig,
     services: Mapping[str, ServiceInfo],
-    virtual_services: Sequence[dict[str, Any]],
+    virtual_services: Sequence[VirtualServiceInfo | Mapping[str, Any]],
 ) -> Plan:
     """Actions turning the actual state into `desired`, for the name `desired.service`.
 
     `services`: namespace -> Service named S (watched namespaces; a caller may add
     placeholders found elsewhere, e.g. in a namespace dropped from the config, to have
     them cleaned up). `virtual_services`: VirtualServices named `S-virtual-service` in
-    any namespace, plus any other VirtualService in D whose hosts name S.
+    any namespace, plus any other VirtualService in D whose hosts name S (records; the
+    API's JSON is read into records first).
     """
-    s = desired.service
-    if s in IGNORED_SERVICES:
-        return Plan((), ())
-    actions: list[Action] = []
-    warnings: list[str] = []
-    _plan_virtual_services(desired, config, virtual_services, actions, warnings)
-    _plan_placeholders(desired, config, services, actions)
-    return Plan(tuple(actions), tuple(warnings))
+    vss = [
+        v if isinstance(v, VirtualServiceInfo) else VirtualServiceInfo.from_dict(v)
+        for v in virtual_services
+    ]
+    vs_actions, warnings = _plan_virtual_services(desired, config, vss)
+    actions = (*vs_actions, *_plan_placeholders(desired, config, services))
+    return Plan(_permitted(actions), warnings)
+
+
+def plan_orphan_sweep(
+    config: OperatorConfig, placeholders: Iterable[ServiceInfo]
+) -> tuple[Action, ...]:
+    """Deletes of our placeholders in namespaces the config no longer watches.
+
+    `placeholders`: Services carrying the placeholder label, from anywhere. Those in
+    watched namespaces are left to `plan` (by name); a Service no longer in placeholder
+    shape is a real one now and is never deleted.
+    """
+    watched = set(config.watched_namespaces)
+    reason = "orphaned placeholder: its namespace is no longer in the config"
+    return _permitted(
+        _delete("Service", svc, reason)
+        for svc in placeholders
+        if svc.namespace not in watched and svc.is_placeholder
+    )
+
+
+def _permitted(actions: Iterable[Action]) -> tuple[Action, ...]:
+    """The actions the safety rules allow: none in a system namespace, none about an
+    ignored Service (the planners never make one; this is the guarantee)."""
+    return tuple(
+        a
+        for a in actions
+        if a.namespace not in SYSTEM_NAMESPACES
+        and (a.name if a.kind == "Service" else service_for_virtual_service(a.name) or a.name)
+        not in IGNORED_SERVICES
+    )
 
 
 def _plan_virtual_services(
-    desired: Desired,
-    config: OperatorConfig,
-    virtual_services: Sequence[dict[str, Any]],
-    actions: list[Action],
-    warnings: list[str],
-) -> None:
+    desired: Desired, config: OperatorConfig, virtual_services: Sequence[VirtualServiceInfo]
+) -> tuple[list[Action], tuple[PlanWarning, ...]]:
     s, d = desired.service, config.default_namespace
     name = virtual_service_name(s)
     want = desired.virtual_service
-    ours: dict[str, Any] | None = None
+    actions: list[Action] = []
+    warnings: list[PlanWarning] = []
+    ours: VirtualServiceInfo | None = None
     orphans = []
-    for vs in sorted(
-        virtual_services, key=lambda v: (str(_meta(v).get("namespace", "")), _name(v))
-    ):
-        ns = str(_meta(vs).get("namespace", ""))
-        if ns in SYSTEM_NAMESPACES:
+    for vs in sorted(virtual_services, key=lambda v: (v.namespace, v.name)):
+        if vs.namespace in SYSTEM_NAMESPACES:
             continue
-        if _name(vs) == name and ns == d:
+        if vs.name == name and vs.namespace == d:
             ours = vs
-        elif _name(vs) == name:
-            if is_managed(vs) and not _terminating(vs):
+        elif vs.name == name:
+            if vs.managed and not vs.terminating:
                 orphans.append(_delete("VirtualService", vs, f"orphan: not in namespace {d}"))
-        elif ns == d and want is not None and _names_host(vs, s, d):
+        elif vs.namespace == d and want is not None and vs.names_host(s, d):
             warnings.append(
-                f"VirtualService {d}/{_name(vs)} also routes host {s}: "
-                "Istio merges or conflicts with it"
+                PlanWarning(
+                    "VirtualServiceConflict",
+                    f"VirtualService {d}/{vs.name} also routes host {s}: "
+                    "Istio merges or conflicts with it",
+                )
             )
     if ours is None:
         if want is not None:
-            body = copy.deepcopy(want)
             actions.append(
-                Action("create", "VirtualService", d, name, body, None, None, "not found")
+                Action(
+                    verb="create",
+                    kind="VirtualService",
+                    namespace=d,
+                    name=name,
+                    body=copy.deepcopy(want),
+                    reason="not found",
+                )
             )
-    elif not is_managed(ours):
+    elif not ours.managed:
         if want is not None:
             warnings.append(
-                f"VirtualService {d}/{name} exists without label "
-                f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}: left alone"
+                PlanWarning(
+                    "UnmanagedVirtualService",
+                    f"VirtualService {d}/{name} exists without label "
+                    f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}: left alone",
+                )
             )
-    elif _terminating(ours):
+    elif ours.terminating:
         pass  # being deleted: recreated once the deletion is seen
     elif want is None:
         reason = desired.notes[0] if desired.notes else "no longer desired"
         actions.append(_delete("VirtualService", ours, reason))
-    elif diff := _vs_differences(ours, want):
-        meta = _meta(ours)
-        rv, uid = str(meta.get("resourceVersion") or ""), str(meta.get("uid") or "")
-        body = _vs_update_body(ours, want)
+    elif diff := _vs_differences(ours.body, want):
         actions.append(
-            Action("update", "VirtualService", d, name, body, rv or None, uid or None, diff)
+            Action(
+                verb="update",
+                kind="VirtualService",
+                namespace=d,
+                name=name,
+                body=_vs_update_body(ours.body, want),
+                resource_version=ours.resource_version or None,
+                uid=ours.uid or None,
+                reason=diff,
+            )
         )
     # Orphans last: the new VirtualService exists before the old one goes.
-    actions.extend(orphans)
+    return [*actions, *orphans], tuple(warnings)
 
 
 def _vs_differences(actual: Mapping[str, Any], want: Mapping[str, Any]) -> str:
@@ -185,16 +242,14 @@ def _vs_update_body(actual: Mapping[str, Any], want: Mapping[str, Any]) -> dict[
 
 
 def _plan_placeholders(
-    desired: Desired,
-    config: OperatorConfig,
-    services: Mapping[str, ServiceInfo],
-    actions: list[Action],
-) -> None:
+    desired: Desired, config: OperatorConfig, services: Mapping[str, ServiceInfo]
+) -> list[Action]:
     s, d = desired.service, config.default_namespace
     order = {ns: i for i, ns in enumerate(config.developer_namespaces)}
     namespaces = sorted(
         {*services, *desired.placeholders}, key=lambda ns: (order.get(ns, len(order)), ns)
     )
+    actions: list[Action] = []
     for ns in namespaces:
         # Services in D are what everything derives from: never touched from here.
         if ns == d or ns in SYSTEM_NAMESPACES:
@@ -207,37 +262,34 @@ def _plan_placeholders(
             if want is not None:
                 actions.append(
                     Action(
-                        "create",
-                        "Service",
-                        ns,
-                        s,
-                        copy.deepcopy(want),
-                        None,
-                        None,
-                        f"placeholder for {d}/{s} missing",
+                        verb="create",
+                        kind="Service",
+                        namespace=ns,
+                        name=s,
+                        body=copy.deepcopy(want),
+                        reason=f"placeholder for {d}/{s} missing",
                     )
                 )
         elif not actual.is_placeholder:
             if actual.carries_placeholder_marking:
-                actions.append(_unmark(ns, actual))
+                actions.append(_unmark(actual))
         elif want is None:
             reason = f"placeholder no longer wanted ({'; '.join(desired.notes) or 'disabled'})"
-            actions.append(_delete("Service", actual, reason, ns))
-        else:
-            diff = _placeholder_differences(actual, want)
-            if diff:
-                actions.append(
-                    Action(
-                        "update",
-                        "Service",
-                        ns,
-                        s,
-                        _placeholder_update_body(actual, want),
-                        actual.resource_version or None,
-                        actual.uid or None,
-                        diff,
-                    )
+            actions.append(_delete("Service", actual, reason))
+        elif diff := _placeholder_differences(actual, want):
+            actions.append(
+                Action(
+                    verb="update",
+                    kind="Service",
+                    namespace=ns,
+                    name=s,
+                    body=_placeholder_update_body(actual, want),
+                    resource_version=actual.resource_version or None,
+                    uid=actual.uid or None,
+                    reason=diff,
                 )
+            )
+    return actions
 
 
 def _ports(spec: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -272,7 +324,7 @@ def _placeholder_update_body(actual: ServiceInfo, want: Mapping[str, Any]) -> di
     return body
 
 
-def _unmark(namespace: str, actual: ServiceInfo) -> Action:
+def _unmark(actual: ServiceInfo) -> Action:
     patch = {
         "metadata": {
             "resourceVersion": actual.resource_version or None,
@@ -281,45 +333,43 @@ def _unmark(namespace: str, actual: ServiceInfo) -> Action:
         }
     }
     return Action(
-        "unmark",
-        "Service",
-        namespace,
-        actual.name,
-        patch,
-        actual.resource_version or None,
-        actual.uid or None,
-        "a real Service replaced the placeholder: removing the placeholder marking",
+        verb="unmark",
+        kind="Service",
+        namespace=actual.namespace,
+        name=actual.name,
+        body=patch,
+        resource_version=actual.resource_version or None,
+        uid=actual.uid or None,
+        reason="a real Service replaced the placeholder: removing the placeholder marking",
     )
 
 
-def _delete(
-    kind: Kind, obj: Mapping[str, Any] | ServiceInfo, reason: str, namespace: str = ""
-) -> Action:
-    if isinstance(obj, ServiceInfo):
-        ns, name, rv, uid = namespace, obj.name, obj.resource_version, obj.uid
-    else:
-        meta = _meta(obj)
-        ns, name = str(meta.get("namespace", "")), _name(obj)
-        rv, uid = str(meta.get("resourceVersion") or ""), str(meta.get("uid") or "")
-    return Action("delete", kind, ns, name, None, rv or None, uid or None, reason)
+class _Record(Protocol):
+    """What a delete needs of the record of the object (ServiceInfo, VirtualServiceInfo)."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def resource_version(self) -> str: ...
+    @property
+    def uid(self) -> str: ...
+
+
+def _delete(kind: Kind, obj: _Record, reason: str) -> Action:
+    """A delete with the version and uid we decided about as preconditions."""
+    return Action(
+        verb="delete",
+        kind=kind,
+        namespace=obj.namespace,
+        name=obj.name,
+        resource_version=obj.resource_version or None,
+        uid=obj.uid or None,
+        reason=reason,
+    )
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = obj.get("metadata")
     return meta if isinstance(meta, Mapping) else {}
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    return str(_meta(obj).get("name", ""))
-
-
-def _terminating(obj: Mapping[str, Any]) -> bool:
-    return bool(_meta(obj).get("deletionTimestamp"))
-
-
-def _names_host(vs: Mapping[str, Any], service: str, namespace: str) -> bool:
-    spec = vs.get("spec")
-    hosts = spec.get("hosts") if isinstance(spec, Mapping) else None
-    return isinstance(hosts, list) and bool(
-        {service, service_host(service, namespace)} & set(h for h in hosts if isinstance(h, str))
-    )

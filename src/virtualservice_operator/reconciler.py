@@ -1,23 +1,27 @@
 """The reconciler: for one Service name, make the cluster equal to the desired state.
 
 Contract (as controller-runtime's): `reconcile(name)` returns a `Result` (optionally
-asking to be called again after a delay), raises to be retried with back-off, or raises
-`TerminalError` when retrying cannot help (a template error: the config must change).
+asking to be called again after a delay, or requeued with the queue's back-off), raises
+to be retried with back-off, or raises `TerminalError` when retrying cannot help (a
+template error: the config must change).
 
 Level-triggered: nothing about the event that caused the call is known or needed. The
 desired state is recomputed from the cache (`desired.compute_desired`), compared with
-what is cached (`plan.plan`), and only the difference is written: a converged name costs
-no request at all. The VirtualService is written first; a name's placeholders, being
-independent objects, are written concurrently (at most `parallel` at once).
-A 409 (someone changed the object since we read it) is retried from a fresh read with
-exponential back-off; after the last attempt it is logged as "retry exhausted" and
-raised, so the queue requeues the name with rate limiting.
+what is cached (`plan.plan`), and only the difference is written, by the executor: a
+converged name costs no request at all. The VirtualService is written first; a name's
+placeholders, being independent objects, are written concurrently (at most `parallel`
+at once).
+
+A conflict (someone changed the object since we read it) is never retried here, so no
+worker ever sleeps: it is logged with the word `conflict` and the name is requeued
+with the queue's per-name back-off (`Result(requeue=True)`); that next pass reads the
+name's objects from the API server, not the cache. After `CONFLICTS_BEFORE_EXHAUSTED`
+conflicts in a row it is logged as "retry exhausted", and requeued with back-off still.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,19 +33,9 @@ from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import virtual_service_name
 from virtualservice_operator.desired import compute_desired
 from virtualservice_operator.events import EventRecorder, ObjectRef
-from virtualservice_operator.kube import (
-    JSON,
-    SERVICES,
-    VIRTUAL_SERVICES,
-    AlreadyExists,
-    Conflict,
-    Kind,
-    KubeClient,
-    NotFound,
-    virtual_service_kind,
-)
+from virtualservice_operator.executor import Executor, WriteConflict
 from virtualservice_operator.model import ServiceInfo
-from virtualservice_operator.plan import Action, plan
+from virtualservice_operator.plan import Action, PlanWarning, plan
 from virtualservice_operator.template import TemplateError
 
 log = structlog.get_logger("reconciler")
@@ -49,44 +43,22 @@ log = structlog.get_logger("reconciler")
 
 @dataclass(frozen=True)
 class Result:
-    requeue_after: float | None = None
+    requeue_after: float | None = None  # call again after this many seconds
+    requeue: bool = False  # call again after the queue's per-name back-off
 
 
 class TerminalError(Exception):
     """Retrying will not help until something else changes (the config, a template)."""
 
 
-class WriteConflict(Conflict):
-    """A write refused because the object changed since it was read (or appeared, or went)."""
-
-    def __init__(self, kind: str, status: int, reason: str, message: str) -> None:
-        super().__init__(status, reason, f"{kind} {message}")
-        self.kind = kind
-
-
-class RetryExhausted(Exception):
-    """Conflicts on every attempt; the queue retries later with rate limiting."""
-
-
 # One round for up to 16 developer namespaces: a name's placeholders go out together.
 PLACEHOLDER_WRITES_IN_FLIGHT = 16
+# Conflicts in a row on one name before each further one is logged as "retry exhausted".
+CONFLICTS_BEFORE_EXHAUSTED = 5
 
 
 class Reconciler(Protocol):
     async def reconcile(self, key: str) -> Result: ...
-
-
-class WriteObserver(Protocol):
-    def write(self, verb: str, kind: str) -> None: ...
-    def conflict(self, kind: str) -> None: ...
-
-
-class _NoObserver:
-    def write(self, verb: str, kind: str) -> None:
-        pass
-
-    def conflict(self, kind: str) -> None:
-        pass
 
 
 _PAST = {"create": "created", "update": "updated", "delete": "deleted", "unmark": "released"}
@@ -95,109 +67,98 @@ _PAST = {"create": "created", "update": "updated", "delete": "deleted", "unmark"
 class VirtualServiceReconciler:
     def __init__(
         self,
-        client: KubeClient,
         cache: ClusterCache,
         config: Callable[[], OperatorConfig],
         events: EventRecorder,
+        executor: Executor,
         *,
-        observer: WriteObserver | None = None,
-        attempts: int = 5,
-        backoff: float = 0.05,
         parallel: int = PLACEHOLDER_WRITES_IN_FLIGHT,
     ) -> None:
-        self._client = client
         self._cache = cache
         self._config = config
         self._events = events
-        self._observer = observer or _NoObserver()
-        self._attempts = attempts
-        self._backoff = backoff
+        self._executor = executor
         self._parallel = parallel
-        self._warned: dict[str, tuple[str, ...]] = {}
+        self._warned: dict[str, tuple[PlanWarning, ...]] = {}
+        # Names whose last pass met a conflict -> conflicts in a row: read them fresh.
+        self._conflicts: dict[str, int] = {}
 
     async def reconcile(self, key: str) -> Result:
         config = self._config()
         name = key
-        for attempt in range(1, self._attempts + 1):
-            if attempt == 1:
-                services, vss = self._cache.snapshot(config, name)
-            else:
-                services, vss = await self._cache.fresh(config, name)
-            source = _source_ref(config, name, services)
-            try:
-                desired = compute_desired(config, name, services)
-            except TemplateError as e:
-                log.error(
-                    "template error: nothing written or deleted",
-                    service=name,
-                    namespace=config.default_namespace,
-                    error=str(e),
-                )
-                self._events.warning(
-                    source,
-                    "TemplateError",
-                    f"virtualServiceTemplate cannot be rendered for {name}: {e}",
-                )
-                raise TerminalError(str(e)) from e
-            for note in desired.notes:
-                log.debug(note, service=name)
-            the_plan = plan(desired, config=config, services=services, virtual_services=vss)
-            self._warn(name, source, the_plan.warnings)
-            done: list[Action] = []
-            try:
-                await self._apply(the_plan.actions, source, done)
-                return Result()
-            except Conflict as e:
-                self._observer.conflict(e.kind if isinstance(e, WriteConflict) else "Service")
-                if attempt == self._attempts:
-                    log.error(
-                        "conflict: retry exhausted, requeued with back-off",
-                        service=name,
-                        namespace=config.default_namespace,
-                        virtualservice=virtual_service_name(name),
-                        attempts=attempt,
-                        error=e.message,
-                    )
-                    raise RetryExhausted(f"{name}: {attempt} conflicts in a row") from e
-                delay = self._backoff * 2 ** (attempt - 1)
-                log.info(
-                    "conflict: object changed since read, retrying from a fresh read",
-                    service=name,
-                    namespace=config.default_namespace,
-                    attempt=attempt,
-                    retry_in_s=delay,
-                    error=e.message,
-                )
-                await asyncio.sleep(delay)
-            finally:
-                self._record_events(source, done)
-        raise AssertionError("unreachable")
+        if name in self._conflicts:
+            services, vss = await self._cache.fresh(config, name)
+        else:
+            services, vss = self._cache.snapshot(config, name)
+        source = _source_ref(config, name, services)
+        try:
+            desired = compute_desired(config, name, services)
+        except TemplateError as e:
+            log.error(
+                "template error: nothing written or deleted",
+                service=name,
+                namespace=config.default_namespace,
+                error=str(e),
+            )
+            message = f"virtualServiceTemplate cannot be rendered for {name}: {e}"
+            self._events.warning(source, "TemplateError", message)
+            raise TerminalError(str(e)) from e
+        for note in desired.notes:
+            log.debug(note, service=name)
+        the_plan = plan(desired, config=config, services=services, virtual_services=vss)
+        self._warn(name, source, the_plan.warnings)
+        done, error = await self._apply(the_plan.actions, source)
+        self._record_events(source, done)
+        if isinstance(error, WriteConflict):
+            return self._conflict(name, config, error)
+        if error is not None:
+            raise error
+        self._conflicts.pop(name, None)
+        return Result()
+
+    def _conflict(self, name: str, config: OperatorConfig, error: WriteConflict) -> Result:
+        count = self._conflicts[name] = self._conflicts.get(name, 0) + 1
+        fields = {
+            "service": name,
+            "namespace": config.default_namespace,
+            "virtualservice": virtual_service_name(name),
+            "conflicts": count,
+            "error": error.message,
+        }
+        if count >= CONFLICTS_BEFORE_EXHAUSTED:
+            log.error("conflict: retry exhausted, requeued with back-off", **fields)
+        else:
+            log.info("conflict: object changed since read, requeued for a fresh read", **fields)
+        return Result(requeue=True)
 
     async def _apply(
-        self, actions: tuple[Action, ...], source: ObjectRef, done: list[Action]
-    ) -> None:
-        """VirtualService actions in plan order (a new one exists before an orphan goes);
+        self, actions: tuple[Action, ...], source: ObjectRef
+    ) -> tuple[list[Action], BaseException | None]:
+        """The actions done, and the error that stopped the rest (a conflict first).
+
+        VirtualService actions in plan order (a new one exists before an orphan goes);
         then the placeholders, which are independent objects, up to `parallel` at once."""
+        done: list[Action] = []
         for action in actions:
             if action.kind == "VirtualService":
-                await self._execute(action, source)
+                try:
+                    await self._execute(action, source)
+                except Exception as e:
+                    return done, e
                 done.append(action)
-        services = [a for a in actions if a.kind != "VirtualService"]
-        if not services:
-            return
         gate = asyncio.Semaphore(self._parallel)
 
-        async def one(action: Action) -> None:
+        async def one(action: Action) -> Action:
             async with gate:
                 await self._execute(action, source)
-                done.append(action)
+                return action
 
-        results = await asyncio.gather(*(one(a) for a in services), return_exceptions=True)
+        placeholders = [one(a) for a in actions if a.kind != "VirtualService"]
+        results = await asyncio.gather(*placeholders, return_exceptions=True)
+        done += [r for r in results if isinstance(r, Action)]
         errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            # A conflict first: it is retried from a fresh read; anything else as it came.
-            conflicts = [e for e in errors if isinstance(e, Conflict)]
-            raise (conflicts or errors)[0]
+        conflicts = [e for e in errors if isinstance(e, WriteConflict)]
+        return done, next(iter(conflicts or errors), None)
 
     def _record_events(self, source: ObjectRef, done: list[Action]) -> None:
         """One Event per kind of change per reconcile, naming every object it touched: a
@@ -216,52 +177,15 @@ class VirtualServiceReconciler:
             )
 
     async def _execute(self, action: Action, source: ObjectRef) -> None:
-        if action.kind == "Service":
-            kind = SERVICES
-        elif action.body:  # the API server wants body and URL versions to agree
-            kind = virtual_service_kind(str(action.body["apiVersion"]))
-        else:
-            kind = VIRTUAL_SERVICES
-        ns, name = action.namespace, action.name
-        try:
-            if action.verb == "delete":
-                with contextlib.suppress(NotFound):  # already gone: what we wanted
-                    await self._client.delete(
-                        kind, ns, name, uid=action.uid, resource_version=action.resource_version
-                    )
-                self._cache.record_delete(action.kind, ns, name)
-            else:
-                self._cache.record_write(action.kind, await self._write(kind, action))
-        except Conflict as e:
-            raise WriteConflict(action.kind, e.status, e.reason, f"{ns}/{name}: {e.message}") from e
-        self._observer.write(action.verb, action.kind)
-        fields = {"service": source.name, "namespace": ns}
+        await self._executor.execute(action)
+        fields = {"service": source.name, "namespace": action.namespace}
         if action.kind == "VirtualService":
-            fields["virtualservice"] = name
+            fields["virtualservice"] = action.name
         log.info(
             f"{action.kind} {_PAST[action.verb]}", reason=action.reason, kind=action.kind, **fields
         )
 
-    async def _write(self, kind: Kind, action: Action) -> JSON:
-        """Create, update or unmark; the API server's answer. A create that finds the
-        object there, or an update that finds it gone, is a conflict: re-read and re-plan."""
-        ns, name, body = action.namespace, action.name, action.body
-        assert body is not None
-        if action.verb == "create":
-            try:
-                return await self._client.create(kind, ns, body)
-            except AlreadyExists as e:
-                message = f"{action.kind} {ns}/{name} already exists"
-                raise Conflict(e.status, e.reason, message) from e
-        if action.verb == "update":
-            try:
-                return await self._client.replace(kind, ns, name, body)
-            except NotFound as e:
-                raise Conflict(e.status, e.reason, f"{action.kind} {ns}/{name} is gone") from e
-        assert action.verb == "unmark", action.verb
-        return await self._client.merge_patch(kind, ns, name, body)
-
-    def _warn(self, name: str, source: ObjectRef, warnings: tuple[str, ...]) -> None:
+    def _warn(self, name: str, source: ObjectRef, warnings: tuple[PlanWarning, ...]) -> None:
         # Say each warning once per change, not on every resync.
         if self._warned.get(name, ()) == warnings:
             return
@@ -271,17 +195,12 @@ class VirtualServiceReconciler:
             self._warned.pop(name, None)
         for warning in warnings:
             log.warning(
-                warning,
+                warning.message,
                 service=name,
                 namespace=source.namespace,
                 virtualservice=virtual_service_name(name),
             )
-            reason = (
-                "UnmanagedVirtualService"
-                if "without label" in warning
-                else "VirtualServiceConflict"
-            )
-            self._events.warning(source, reason, warning)
+            self._events.warning(source, warning.reason, warning.message)
 
 
 def _source_ref(config: OperatorConfig, name: str, services: dict[str, ServiceInfo]) -> ObjectRef:

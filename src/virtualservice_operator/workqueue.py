@@ -25,9 +25,7 @@ Shutdown, chosen for an operator that must stop at once when it loses leadership
 `shutdown()` is immediate: adds are ignored, delayed keys dropped, and every `get()`,
 waiting or future, raises `ShutDown` even if keys are still queued (the controller
 is level-triggered and resyncs everything on start, so nothing is lost). Workers
-still holding a key finish and call `done()`. `shutdown_with_drain()` is the graceful
-variant: adds are ignored, but workers keep getting queued keys until the queue is
-empty and no key is in flight; then it shuts down.
+still holding a key finish and call `done()`.
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ from typing import Generic, Protocol, TypeVar
 
 from .clock import Clock, RealClock
 from .ratelimit import RateLimiter, default_controller_rate_limiter
-from .tasks import cancel_and_wait
 
 K = TypeVar("K", bound=Hashable)
 
@@ -117,34 +114,19 @@ class WorkQueue(Generic[K]):
         self._delay_changed = asyncio.Event()
         self._delay_task: asyncio.Task[None] | None = None
 
-        self._accepting = True  # False once either shutdown begins: adds are ignored
-        self._shut_down = False  # True once get() raises ShutDown
-        self._drained = asyncio.Event()
+        self._shut_down = False  # once True, adds are ignored and get() raises ShutDown
 
     def __len__(self) -> int:
         """Keys waiting to be handed out (= workqueue_depth), including re-adds parked
         behind a worker that still holds the key. Delayed keys are not counted."""
         return len(self._dirty)
 
-    @property
-    def num_delayed(self) -> int:
-        """Distinct keys waiting for an `add_after` deadline."""
-        return len(self._delayed)
-
-    @property
-    def num_processing(self) -> int:
-        return len(self._processing)
-
-    @property
-    def shutting_down(self) -> bool:
-        return not self._accepting
-
     # -- the basic queue -------------------------------------------------------------
 
     def add(self, key: K) -> None:
         """Queue `key` unless it is already queued; if a worker holds it, re-queue it
         when that worker calls `done()`."""
-        if not self._accepting or key in self._dirty:
+        if self._shut_down or key in self._dirty:
             return
         self._metrics.add(key)
         self._dirty.add(key)
@@ -188,7 +170,6 @@ class WorkQueue(Generic[K]):
         if key in self._dirty:
             self._ready.append(key)
             self._wake_one_getter()
-        self._check_drained()
 
     def _wake_one_getter(self) -> None:
         while self._getters:
@@ -203,7 +184,7 @@ class WorkQueue(Generic[K]):
         """Add `key` once `delay` seconds have passed on the queue's clock.
 
         Needs a running event loop (the first call starts the background waiter)."""
-        if not self._accepting:
+        if self._shut_down:
             return
         if delay <= 0:
             self.add(key)
@@ -223,7 +204,7 @@ class WorkQueue(Generic[K]):
 
     def add_rate_limited(self, key: K) -> None:
         """Re-queue `key` after the rate limiter's delay (one more failure recorded)."""
-        if not self._accepting:
+        if self._shut_down:
             return
         self._metrics.retry(key)
         self.add_after(key, self._limiter.when(key))
@@ -277,7 +258,6 @@ class WorkQueue(Generic[K]):
 
     def shutdown(self) -> None:
         """Stop now: every `get()` raises `ShutDown`, adds are ignored."""
-        self._accepting = False
         self._shut_down = True
         self._delayed.clear()
         self._heap.clear()
@@ -287,25 +267,6 @@ class WorkQueue(Generic[K]):
             getter = self._getters.popleft()
             if not getter.done():
                 getter.set_result(None)  # the woken get() sees _shut_down and raises
-        self._drained.set()
-
-    async def shutdown_with_drain(self) -> None:
-        """Stop accepting adds, wait until queued and in-flight keys are done, then
-        `shutdown()`. Workers must keep calling `get()`/`done()` meanwhile; wrap this
-        in `asyncio.wait_for` to bound the wait."""
-        self._accepting = False
-        self._delayed.clear()
-        self._heap.clear()
-        await cancel_and_wait(self._delay_task)
-        self._check_drained()
-        try:
-            await self._drained.wait()
-        finally:
-            self.shutdown()
-
-    def _check_drained(self) -> None:
-        if not self._accepting and not self._dirty and not self._processing:
-            self._drained.set()
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

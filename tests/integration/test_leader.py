@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator_dev.controlplane import ControlPlane
 from virtualservice_operator.kube import KubeClient
-from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector, LeadershipLost
+from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector
+from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,7 @@ class Env:
     lease: str
     client: KubeClient
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    electors: list[LeaderElector] = field(default_factory=list)
 
     def start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         self.tasks.append(asyncio.create_task(coro))
@@ -50,7 +51,6 @@ class Env:
         self,
         identity: str,
         client: KubeClient | None = None,
-        release_on_cancel: bool = True,
         **kw: Any,
     ) -> LeaderElector:
         config = LeaderElectionConfig(
@@ -60,9 +60,9 @@ class Env:
             lease_duration=LEASE,
             renew_deadline=RENEW,
             retry_period=RETRY,
-            release_on_cancel=release_on_cancel,
         )
-        return LeaderElector(client or self.client, config, **kw)
+        self.electors.append(LeaderElector(client or self.client, config, **kw))
+        return self.electors[-1]
 
     async def kubectl(self, *args: str) -> str:
         # In a thread: a blocking subprocess would stall the electors' renewals.
@@ -88,6 +88,8 @@ async def env(control_plane: ControlPlane, namespaces: Namespaces) -> AsyncItera
     for task in e.tasks:
         task.cancel()
     await asyncio.gather(*e.tasks, return_exceptions=True)
+    for elector in e.electors:
+        await elector.stop()
     await client.close()
 
 
@@ -101,9 +103,9 @@ async def until(condition: Callable[[], bool], within: float) -> None:
 async def test_two_electors_one_leader(env: Env) -> None:
     a, b = env.elector("a"), env.elector("b")
     for e in (a, b):
-        env.start(e.run())
-    await until(lambda: a.is_leader or b.is_leader, within=5)
-    leader, follower = (a, b) if a.is_leader else (b, a)
+        await e.start()
+    await until(lambda: a.leading.is_set() or b.leading.is_set(), within=5)
+    leader, follower = (a, b) if a.leading.is_set() else (b, a)
     holder = leader.config.identity
     await until(lambda: follower.observed_leader == holder, within=5)
 
@@ -114,22 +116,22 @@ async def test_two_electors_one_leader(env: Env) -> None:
     spec = await env.spec()
     for _ in range(3):
         spec = await env.next_renewal(spec["renewTime"])
-        assert leader.is_leader and not follower.is_leader
+        assert leader.leading.is_set() and not follower.leading.is_set()
         assert spec["holderIdentity"] == holder and spec["leaseTransitions"] == 0
     assert spec["leaseDurationSeconds"] == 3
 
 
 async def test_crashed_leader_is_replaced_after_lease_duration(env: Env) -> None:
-    a, b = env.elector("a", release_on_cancel=False), env.elector("b")
-    running_a = env.start(a.run())
-    await until(lambda: a.is_leader, within=5)
-    env.start(b.run())
+    a, b = env.elector("a"), env.elector("b")
+    await asyncio.wait_for(a.acquire(), 5)
+    renewing_a = env.start(a.renew_loop())
+    await b.start()
     await until(lambda: b.observed_leader == "a", within=5)
 
-    running_a.cancel()  # like SIGKILL: no release, the Lease just stops being renewed
+    renewing_a.cancel()  # like SIGKILL: no release, the Lease just stops being renewed
     killed = time.monotonic()
-    await asyncio.gather(running_a, return_exceptions=True)
-    await until(lambda: b.is_leader, within=LEASE + MAX_RETRY + MARGIN + 2)
+    await asyncio.gather(renewing_a, return_exceptions=True)
+    await until(b.leading.is_set, within=LEASE + MAX_RETRY + MARGIN + 2)
     took = time.monotonic() - killed
     # No sooner than a lease duration after a's last renewal (at most one retry period
     # before the kill); no later than a lease duration plus one jittered retry.
@@ -139,23 +141,23 @@ async def test_crashed_leader_is_replaced_after_lease_duration(env: Env) -> None
     assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
 
 
-@pytest.mark.parametrize("how", ["release", "cancel"])
+@pytest.mark.parametrize("how", ["release", "stop"])
 async def test_released_lease_is_taken_over_within_a_retry(env: Env, how: str) -> None:
     a, b = env.elector("a"), env.elector("b")
-    running_a = env.start(a.run()) if how == "cancel" else None
-    if running_a is None:
+    if how == "stop":
+        await a.start()
+    else:
         await a.acquire()
-    await until(lambda: a.is_leader, within=5)
-    env.start(b.run())
+    await until(a.leading.is_set, within=5)
+    await b.start()
     await until(lambda: b.observed_leader == "a", within=5)
 
     started = time.monotonic()
-    if running_a is None:
-        await a.release()
+    if how == "stop":
+        await a.stop()  # graceful shutdown: the campaign ends and the Lease is released
     else:
-        running_a.cancel()  # graceful shutdown: run() releases (release_on_cancel)
-        await asyncio.gather(running_a, return_exceptions=True)
-    await until(lambda: b.is_leader, within=LEASE)
+        await a.release()
+    await until(b.leading.is_set, within=LEASE)
     took = time.monotonic() - started
     print(f"\ntakeover {took:.2f}s after {how} (retry {RETRY}s, lease {LEASE}s)")
     assert took <= MAX_RETRY + 0.5, took  # about one retry, well below the lease duration
@@ -164,20 +166,18 @@ async def test_released_lease_is_taken_over_within_a_retry(env: Env, how: str) -
 
 
 async def test_stolen_lease_ends_the_reign(env: Env) -> None:
-    stopped: list[bool] = []
-    a = env.elector("a", on_stopped_leading=lambda: stopped.append(True))
-    running = env.start(a.run())
-    await until(lambda: a.is_leader, within=5)
+    a = env.elector("a")
+    await a.start()
+    await until(a.leading.is_set, within=5)
 
     patch = json.dumps({"spec": {"holderIdentity": "thief"}})
     await env.kubectl("patch", "lease", env.lease, "-n", env.ns, "--type=merge", "-p", patch)
     stolen = time.monotonic()
-    with pytest.raises(LeadershipLost):
-        await asyncio.wait_for(asyncio.shield(running), RENEW)
+    await asyncio.wait_for(a.lost.wait(), RENEW)
     took = time.monotonic() - stolen
     print(f"\nstolen lease noticed after {took:.2f}s (retry {RETRY}s)")
     assert took <= RETRY + 0.5, took  # the next renewal sees it: no waiting for a deadline
-    assert stopped == [True] and not a.is_leader and a.observed_leader == "thief"
+    assert not a.leading.is_set() and a.observed_leader == "thief"
     assert (await env.spec())["holderIdentity"] == "thief"
 
 
@@ -213,11 +213,11 @@ async def test_service_account_with_minimal_role_suffices(env: Env, tmp_path: Pa
         env.start(b.acquire())  # GET: held by a
         await until(lambda: b.observed_leader == "a", within=5)
         spec = await env.next_renewal((await env.spec())["renewTime"])
-        assert a.is_leader and spec["holderIdentity"] == "a"
+        assert a.leading.is_set() and spec["holderIdentity"] == "a"
         renewing.cancel()
         await asyncio.gather(renewing, return_exceptions=True)
         await a.release()  # GET, UPDATE
-        await until(lambda: b.is_leader, within=LEASE)  # GET, UPDATE by the successor
+        await until(b.leading.is_set, within=LEASE)  # GET, UPDATE by the successor
         assert (await env.spec())["holderIdentity"] == "b"
     finally:
         for c in clients:

@@ -67,7 +67,7 @@ async def test_outcomes_are_counted_and_errors_retried() -> None:
     )
     queue: WorkQueue[str] = WorkQueue("virtualservice", metrics=m.queue_metrics("virtualservice"))
     controller = Controller(rec, queue, m, workers=2)
-    controller.start()
+    await controller.start()
     controller.enqueue_all(["ok", "flaky", "broken", "later"])
     await wait_until(
         lambda: rec.calls.count("flaky") == 3 and rec.calls.count("later") == 2 and not rec.running
@@ -84,16 +84,6 @@ async def test_outcomes_are_counted_and_errors_retried() -> None:
     assert not rec.overlap
 
 
-async def test_ignored_names_are_never_queued() -> None:
-    m = OperatorMetrics()
-    rec = ScriptedReconciler({})
-    queue: WorkQueue[str] = WorkQueue("virtualservice", metrics=m.queue_metrics("virtualservice"))
-    controller = Controller(rec, queue, m, accept=lambda name: name != "kubernetes")
-    controller.enqueue_all(["kubernetes", "web"])
-    assert len(queue) == 1
-    await controller.stop()
-
-
 async def test_stop_finishes_the_reconcile_in_flight() -> None:
     m = OperatorMetrics()
     release = asyncio.Event()
@@ -107,10 +97,10 @@ async def test_stop_finishes_the_reconcile_in_flight() -> None:
 
     queue: WorkQueue[str] = WorkQueue("virtualservice", metrics=m.queue_metrics("virtualservice"))
     controller = Controller(Slow(), queue, m)
-    controller.start()
+    await controller.start()
     controller.enqueue("web")
-    await wait_until(lambda: controller.in_flight == 1)
-    stopping = asyncio.create_task(controller.stop(grace=5))
+    await wait_until(lambda: metric(m, "controller_runtime_active_workers") == 1)
+    stopping = asyncio.create_task(controller.stop())
     await asyncio.sleep(0)
     release.set()
     await asyncio.wait_for(stopping, 5)

@@ -92,17 +92,17 @@ async def test_request_carries_user_agent_json_and_query(serve: Any) -> None:
     try:
         body = {"metadata": {"name": "x"}}
         assert await client.create(CONFIGMAPS, "ns", body) == {"ok": True}
-        await client.delete_collection(CONFIGMAPS, "ns", label_selector="a=b,c in (d)")
+        await client.list(CONFIGMAPS, "ns", label_selector="a=b,c in (d)")
     finally:
         await client.close()
-    post, delete = server.seen
+    post, listing = server.seen
     assert post.headers["User-Agent"] == USER_AGENT
     assert post.headers["Content-Type"] == "application/json"
     assert post.path == "/api/v1/namespaces/ns/configmaps"
     assert json.loads(server.bodies[0]) == body
-    assert delete.query["labelSelector"] == "a=b,c in (d)"
+    assert listing.query["labelSelector"] == "a=b,c in (d)"
     assert "Authorization" not in post.headers
-    assert seen == [("POST", 201), ("DELETE", 201)]
+    assert seen == [("POST", 201), ("GET", 201)]
 
 
 async def _async(value: Any) -> Any:

@@ -22,7 +22,7 @@ from virtualservice_operator.kube import (
     NotFound,
     ServerError,
 )
-from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector, LeadershipLost
+from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector
 from virtualservice_operator.metrics import OperatorMetrics
 
 JSON = dict[str, Any]
@@ -144,7 +144,7 @@ def test_defaults_are_controller_runtimes(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("POD_NAME", "manager-7d9f")
     c = LeaderElectionConfig(namespace=NS)
     assert (c.lease_duration, c.renew_deadline, c.retry_period) == (15.0, 10.0, 2.0)
-    assert c.name == "virtualservice-operator-leader" and c.release_on_cancel
+    assert c.name == "virtualservice-operator-leader"
     assert re.fullmatch(r"manager-7d9f_[0-9a-f]{8}", c.identity)
     assert LeaderElectionConfig(namespace=NS).identity != c.identity
 
@@ -173,21 +173,19 @@ def test_short_timings_are_accepted() -> None:
 
 async def test_acquire_creates_the_lease(api: FakeApi, clock: FakeClock) -> None:
     metrics = OperatorMetrics()
-    seen: list[str] = []
     a = LeaderElector(
         cast(KubeClient, api),
         config("a", lease_duration=2.5, renew_deadline=2, retry_period=0.5),
         clock=clock,
         metrics=metrics,
-        on_new_leader=seen.append,
     )
-    assert gauge(metrics) == 0 and not a.is_leader
+    assert gauge(metrics) == 0 and not a.leading.is_set()
     await asyncio.wait_for(a.acquire(), 1)
     spec = api.spec()
     assert spec["holderIdentity"] == "a" and spec["leaseTransitions"] == 0
     assert spec["leaseDurationSeconds"] == 3  # whole seconds, rounded up
     assert MICRO_TIME.match(spec["acquireTime"]) and MICRO_TIME.match(spec["renewTime"])
-    assert a.is_leader and a.observed_leader == "a" and seen == ["a"]
+    assert a.leading.is_set() and a.observed_leader == "a"
     assert gauge(metrics) == 1
     assert api.calls == ["get", "create"]
 
@@ -204,8 +202,8 @@ async def test_create_race_has_one_winner(api: FakeApi, clock: FakeClock) -> Non
     tasks = [asyncio.create_task(e.acquire()) for e in (a, b)]
     done, pending = await asyncio.wait(tasks, timeout=1, return_when=asyncio.FIRST_COMPLETED)
     await settle()
-    assert len(done) == 1 and [a.is_leader, b.is_leader].count(True) == 1
-    loser = b if a.is_leader else a
+    assert len(done) == 1 and [a.leading.is_set(), b.leading.is_set()].count(True) == 1
+    loser = b if a.leading.is_set() else a
     assert loser.observed_leader == api.spec()["holderIdentity"] != loser.config.identity
     for t in pending:
         t.cancel()
@@ -220,7 +218,7 @@ async def test_expiry_is_judged_by_local_observation_not_renew_time(
     b = elector(api, clock, "b")
     task = asyncio.create_task(b.acquire())
     await until(lambda: b.observed_leader == "a")
-    took = await advance_until(clock, lambda: b.is_leader, limit=15 + 2 * 2.2 + 1)
+    took = await advance_until(clock, b.leading.is_set, limit=15 + 2 * 2.2 + 1)
     assert took >= 15  # a full lease duration from b's first sight of the record
     await asyncio.wait_for(task, 1)
     assert api.spec()["holderIdentity"] == "b" and api.spec()["leaseTransitions"] == 1
@@ -235,10 +233,10 @@ async def test_record_change_restarts_the_expiry_wait(api: FakeApi, clock: FakeC
     api.overwrite(renewTime="2000-01-01T00:00:01.000000Z")  # "a" renewed (any change counts)
     changed = clock.now()
     await advance(clock, 12)
-    assert not b.is_leader  # 24 s since b first looked, but only 12 since the change
+    assert not b.leading.is_set()  # 24 s since b first looked, but only 12 since the change
     # b notices the change on its next try (<= 4.4 s, jittered), waits 15 s from then,
     # and takes over on the try after that.
-    await advance_until(clock, lambda: b.is_leader, limit=12)
+    await advance_until(clock, b.leading.is_set, limit=12)
     assert clock.now() - changed >= 15
     await asyncio.wait_for(task, 1)
 
@@ -249,7 +247,9 @@ async def test_live_leader_keeps_the_lease(api: FakeApi, clock: FakeClock) -> No
     renewing = asyncio.create_task(a.renew_loop())
     trying = asyncio.create_task(b.acquire())
     await advance(clock, 60)
-    assert a.is_leader and not b.is_leader and not renewing.done() and not trying.done()
+    assert (
+        a.leading.is_set() and not b.leading.is_set() and not renewing.done() and not trying.done()
+    )
     assert api.spec()["holderIdentity"] == "a" and api.spec()["leaseTransitions"] == 0
     trying.cancel()
     renewing.cancel()
@@ -269,7 +269,7 @@ async def test_renew_gives_up_at_the_renew_deadline(api: FakeApi, clock: FakeClo
     await advance_until(clock, renewing.done, limit=11)
     # Gone before the renew deadline elapsed, well before others may take over (15 s).
     assert clock.now() - last_good <= 10
-    assert not a.is_leader
+    assert not a.leading.is_set()
     assert gauge(metrics) == 0
     await asyncio.wait_for(renewing, 1)  # returned, did not raise
 
@@ -280,7 +280,7 @@ async def test_hanging_requests_do_not_outlive_the_deadline(api: FakeApi, clock:
     renewing = asyncio.create_task(a.renew_loop())
     api.hang = asyncio.Event()  # the API server stops answering
     took = await advance_until(clock, renewing.done, limit=11)
-    assert took <= 10 and not a.is_leader
+    assert took <= 10 and not a.leading.is_set()
 
 
 async def test_stolen_lease_is_noticed_on_the_next_renewal(api: FakeApi, clock: FakeClock) -> None:
@@ -290,7 +290,7 @@ async def test_stolen_lease_is_noticed_on_the_next_renewal(api: FakeApi, clock: 
     await advance(clock, 3)
     api.overwrite(holderIdentity="thief")
     took = await advance_until(clock, renewing.done, limit=2)
-    assert took <= 2 and not a.is_leader and a.observed_leader == "thief"
+    assert took <= 2 and not a.leading.is_set() and a.observed_leader == "thief"
 
 
 # -- releasing and running -------------------------------------------------------------
@@ -302,61 +302,44 @@ async def test_release_lets_a_successor_in_without_waiting(api: FakeApi, clock: 
     trying = asyncio.create_task(b.acquire())
     await until(lambda: b.observed_leader == "a")
     await a.release()
-    assert not a.is_leader
+    assert not a.leading.is_set()
     assert api.spec()["holderIdentity"] == "" and api.spec()["leaseDurationSeconds"] == 1
     # One jittered retry (<= 2.2 * retry_period, plus a time step), not a lease duration.
-    took = await advance_until(clock, lambda: b.is_leader, limit=2 * 2.2 + 0.25)
+    took = await advance_until(clock, b.leading.is_set, limit=2 * 2.2 + 0.25)
     assert took <= 2 * 2.2 + 0.25
     await asyncio.wait_for(trying, 1)
     await a.release()  # not the holder: a no-op
     assert api.spec()["holderIdentity"] == "b" and api.spec()["leaseTransitions"] == 1
 
 
-async def test_run_raises_leadership_lost(api: FakeApi, clock: FakeClock) -> None:
-    started, stopped = asyncio.Event(), asyncio.Event()
-    cancelled = asyncio.Event()
-
-    async def work() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            cancelled.set()
-
-    a = elector(api, clock, "a", on_started_leading=work, on_stopped_leading=stopped.set)
-    running = asyncio.create_task(a.run())
-    await asyncio.wait_for(started.wait(), 1)
+async def test_started_elector_leads_and_sets_lost_when_the_lease_is_taken(
+    api: FakeApi, clock: FakeClock
+) -> None:
+    a = elector(api, clock, "a")
+    await a.start()
+    await asyncio.wait_for(a.leading.wait(), 1)
+    assert a.leading.is_set() and not a.lost.is_set()
     api.overwrite(holderIdentity="thief")
-    await advance_until(clock, running.done, limit=2)
-    with pytest.raises(LeadershipLost):
-        await running
-    assert stopped.is_set() and cancelled.is_set()
+    await advance_until(clock, a.lost.is_set, limit=2)
+    assert not a.leading.is_set()
+    await a.stop()
     assert api.spec()["holderIdentity"] == "thief"  # nothing released that was not ours
 
 
-@pytest.mark.parametrize("release", [True, False])
-async def test_cancelled_run_releases(api: FakeApi, clock: FakeClock, release: bool) -> None:
-    stopped: list[bool] = []
-    a = LeaderElector(
-        cast(KubeClient, api),
-        config("a", release_on_cancel=release),
-        clock=clock,
-        on_stopped_leading=lambda: stopped.append(True),
-    )
-    running = asyncio.create_task(a.run())
-    await until(lambda: a.is_leader)
-    running.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await running
-    assert stopped == [True] and not a.is_leader
-    assert api.spec()["holderIdentity"] == ("" if release else "a")
+async def test_stop_releases_the_lease(api: FakeApi, clock: FakeClock) -> None:
+    a = elector(api, clock, "a")
+    await a.start()
+    await asyncio.wait_for(a.leading.wait(), 1)
+    await a.stop()
+    assert not a.leading.is_set() and not a.lost.is_set()
+    assert api.spec()["holderIdentity"] == ""
 
 
-async def test_failed_work_steps_down(api: FakeApi, clock: FakeClock) -> None:
-    async def work() -> None:
-        raise RuntimeError("controller crashed")
-
-    a = elector(api, clock, "a", on_started_leading=work)
-    with pytest.raises(RuntimeError, match="crashed"):
-        await asyncio.wait_for(a.run(), 1)
-    assert not a.is_leader and api.spec()["holderIdentity"] == ""
+async def test_stop_before_leading_ends_the_campaign(api: FakeApi, clock: FakeClock) -> None:
+    await elector(api, clock, "a").acquire()
+    b = elector(api, clock, "b")
+    await b.start()
+    await until(lambda: b.observed_leader == "a")
+    await asyncio.wait_for(b.stop(), 1)
+    await advance(clock, 60)  # no campaign left to take the Lease once it expires
+    assert not b.leading.is_set() and api.spec()["holderIdentity"] == "a"

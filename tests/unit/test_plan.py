@@ -13,7 +13,7 @@ from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import SYSTEM_NAMESPACES
 from virtualservice_operator.desired import compute_desired
 from virtualservice_operator.model import ServiceInfo, ServicePort
-from virtualservice_operator.plan import Plan, plan
+from virtualservice_operator.plan import Action, Plan, PlanWarning, plan, plan_orphan_sweep
 
 PH_LABEL = "virtualservice-operator/placeholder-service"
 SOURCE = "virtualservice-operator/source"
@@ -113,8 +113,11 @@ def test_unmanaged_virtual_service_is_left_alone_with_a_warning(make_vs: Any) ->
     p = run(cfg(), [svc("prod")], [vs])
     assert p.actions == ()
     assert p.warnings == (
-        "VirtualService prod/web-virtual-service exists without label "
-        "managed-by=virtualservice-operator: left alone",
+        PlanWarning(
+            "UnmanagedVirtualService",
+            "VirtualService prod/web-virtual-service exists without label "
+            "managed-by=virtualservice-operator: left alone",
+        ),
     )
     assert run(cfg(), [], [vs]) == Plan((), ())  # not deleted either
 
@@ -151,7 +154,8 @@ def test_second_virtual_service_for_the_host_is_warned_about(make_vs: Any) -> No
     )
     p = run(cfg(), [svc("prod")], [converged(cfg(), [svc("prod")]), other])
     assert p.actions == ()
-    assert "prod/hand-made also routes host web" in p.warnings[0]
+    assert p.warnings[0].reason == "VirtualServiceConflict"
+    assert "prod/hand-made also routes host web" in p.warnings[0].message
 
 
 def test_placeholder_lifecycle() -> None:
@@ -265,3 +269,48 @@ def test_default_namespace_change_moves_everything() -> None:
         ("update", "Service", "qa"),
         ("create", "Service", "dev"),
     ]
+
+
+# -- the orphan sweep and the gate ------------------------------------------------------
+
+
+def test_orphan_sweep_deletes_only_our_placeholders_outside_the_watched_namespaces() -> None:
+    config = cfg()  # watches prod, qa, dev
+    left = ours("old-dev")
+    actions = plan_orphan_sweep(
+        config,
+        [
+            left,
+            ours("qa"),  # watched: handled by name, not by the sweep
+            svc("gone", labels={PH_LABEL: "true"}),  # marked but real: never deleted
+            ours("kube-system"),  # a system namespace: never
+        ],
+    )
+    assert actions == (
+        Action(
+            verb="delete",
+            kind="Service",
+            namespace="old-dev",
+            name="web",
+            resource_version="7",
+            uid="uid-old-dev",
+            reason="orphaned placeholder: its namespace is no longer in the config",
+        ),
+    )
+
+
+def test_nothing_is_planned_for_an_ignored_service() -> None:
+    # Even if something wanted it: the gate drops every action about `kubernetes`.
+    want = compute_desired(cfg(enable_placeholder_services=True), "web", {"prod": svc("prod")})
+    assert want.virtual_service is not None
+    body = copy.deepcopy(want.virtual_service)
+    body["metadata"]["name"] = "kubernetes-virtual-service"
+    desired = dataclasses.replace(
+        want,
+        service="kubernetes",
+        virtual_service=body,
+        placeholders={ns: copy.deepcopy(p) for ns, p in want.placeholders.items()},
+    )
+    config = cfg(enable_placeholder_services=True)
+    assert plan(desired, config=config, services={}, virtual_services=[]) == Plan((), ())
+    assert plan_orphan_sweep(config, [dataclasses.replace(ours("old"), name="kubernetes")]) == ()

@@ -1,5 +1,6 @@
-"""The reconciler's contract with fakes: zero requests when converged, conflicts retried
-from a fresh read, 'retry exhausted' after the last attempt, template errors terminal."""
+"""The reconciler's contract with fakes: zero requests when converged, conflicts requeued
+(never slept on) and read fresh on the next pass, 'retry exhausted' after
+CONFLICTS_BEFORE_EXHAUSTED in a row, template errors terminal."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import structlog
 from virtualservice_operator.config import parse_config
 from virtualservice_operator.desired import compute_desired
 from virtualservice_operator.events import EventRecorder
+from virtualservice_operator.executor import Executor
 from virtualservice_operator.kube import Conflict
+from virtualservice_operator.metrics import OperatorMetrics
 from virtualservice_operator.model import ServiceInfo, ServicePort
 from virtualservice_operator.reconciler import (
+    CONFLICTS_BEFORE_EXHAUSTED,
     Result,
-    RetryExhausted,
     TerminalError,
     VirtualServiceReconciler,
 )
@@ -87,7 +90,8 @@ class FakeClient:
 def reconciler(
     client: FakeClient, cache: FakeCache, config: Any = CONFIG
 ) -> VirtualServiceReconciler:
-    return VirtualServiceReconciler(client, cache, lambda: config, EventRecorder(None), backoff=0.0)  # type: ignore[arg-type]
+    executor = Executor(client, cache, OperatorMetrics())  # type: ignore[arg-type]
+    return VirtualServiceReconciler(cache, lambda: config, EventRecorder(None), executor)  # type: ignore[arg-type]
 
 
 async def test_converged_name_costs_no_request() -> None:
@@ -104,20 +108,31 @@ async def test_converged_name_costs_no_request() -> None:
     assert client.calls == []
 
 
-async def test_conflict_is_retried_from_a_fresh_read() -> None:
+async def test_conflict_is_requeued_and_the_next_pass_reads_fresh() -> None:
     client, cache = FakeClient(conflicts=2), FakeCache({"prod": web()}, [])
-    assert await reconciler(client, cache).reconcile("web") == Result()
+    r = reconciler(client, cache)
+    assert await r.reconcile("web") == Result(requeue=True)
+    assert cache.fresh_reads == 0  # the first pass read the cache
+    assert await r.reconcile("web") == Result(requeue=True)
+    assert await r.reconcile("web") == Result()
     assert client.calls == ["create", "create", "create"]
     assert cache.fresh_reads == 2
     assert len(cache.writes) == 1
+    assert await r.reconcile("web") == Result()
+    assert cache.fresh_reads == 2  # a success clears it: the cache again
 
 
 async def test_retry_exhausted_is_logged_with_the_word_conflict() -> None:
     client, cache = FakeClient(conflicts=100), FakeCache({"prod": web()}, [])
-    with structlog.testing.capture_logs() as logs, pytest.raises(RetryExhausted):
-        await reconciler(client, cache).reconcile("web")
-    assert len(client.calls) == 5
-    final = logs[-1]
+    r = reconciler(client, cache)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(CONFLICTS_BEFORE_EXHAUSTED):
+            assert await r.reconcile("web") == Result(requeue=True)
+    assert len(client.calls) == CONFLICTS_BEFORE_EXHAUSTED  # one write per pass, no loop
+    said = [x for x in logs if "conflict" in x["event"]]
+    assert len(said) == CONFLICTS_BEFORE_EXHAUSTED
+    assert all(x["log_level"] == "info" for x in said[:-1])
+    final = said[-1]
     assert final["log_level"] == "error"
     assert "retry exhausted" in final["event"] and "conflict" in final["event"]
     assert final["service"] == "web" and final["virtualservice"] == "web-virtual-service"
@@ -128,8 +143,7 @@ async def test_template_error_is_terminal_and_writes_nothing() -> None:
     # built through parse_config (it validates); force one through model_copy.
     bad = CONFIG.model_copy(update={"virtual_service_template": "kind: [unclosed"})
     client, cache = FakeClient(), FakeCache({"prod": web()}, [])
-    events = EventRecorder(None)
-    r = VirtualServiceReconciler(client, cache, lambda: bad, events)  # type: ignore[arg-type]
+    r = reconciler(client, cache, bad)
     with pytest.raises(TerminalError):
         await r.reconcile("web")
     assert client.calls == []
@@ -174,5 +188,6 @@ async def test_a_conflict_among_concurrent_writes_is_retried_from_a_fresh_read()
     assert desired is not None
     cache.vss = [{**desired, "metadata": {**desired["metadata"], "resourceVersion": "3"}}]
     client.conflicts = 1  # the first placeholder write conflicts
+    assert await rec.reconcile("web") == Result(requeue=True)
     assert await rec.reconcile("web") == Result()
     assert cache.fresh_reads == 1

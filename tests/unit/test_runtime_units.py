@@ -16,12 +16,12 @@ import pytest
 import structlog
 
 from virtualservice_operator import logs
+from virtualservice_operator.app import Operator, Options
 from virtualservice_operator.cli import build_parser, parse_duration
 from virtualservice_operator.config import parse_config
 from virtualservice_operator.controller import Controller
 from virtualservice_operator.httpserver import Servers, parse_bind_address, start_servers
 from virtualservice_operator.kube import KubeClient
-from virtualservice_operator.manager import Manager, Options
 from virtualservice_operator.metrics import OperatorMetrics
 from virtualservice_operator.reconciler import Result
 from virtualservice_operator.workqueue import WorkQueue
@@ -65,12 +65,12 @@ async def test_readyz_is_503_with_the_reason_until_ready_then_200(
     assert (await _get(servers.ports["metrics"], "/debug/pprof/heap"))[0] == 404  # profiling off
 
 
-async def test_manager_ready_needs_the_config_and_synced_caches() -> None:
+async def test_operator_ready_needs_the_config_and_synced_caches() -> None:
     client = KubeClient.__new__(KubeClient)  # never used: nothing is started
-    manager = Manager(Options(), client=client)
-    assert manager.ready() == (False, "config not loaded")
-    manager.config = parse_config("defaultNamespace: prod\n").config
-    assert manager.ready() == (False, "caches not synced")
+    operator = Operator(Options(), client, OperatorMetrics())
+    assert operator.ready() == (False, "config not loaded")
+    operator.config.current = parse_config("defaultNamespace: prod\n").config
+    assert operator.ready() == (False, "caches not synced")
 
 
 def test_bind_addresses() -> None:
@@ -290,34 +290,43 @@ def _reconciles(metrics: OperatorMetrics, result: str) -> float:
     )
 
 
+def _active_workers(metrics: OperatorMetrics) -> float | None:
+    return metrics.registry.get_sample_value(
+        "controller_runtime_active_workers", {"controller": "t"}
+    )
+
+
 async def test_graceful_stop_finishes_the_reconcile_in_flight_and_takes_no_more() -> None:
     controller, reconciler, metrics = _controller()
     controller.enqueue_all(["a", "b", "c"])
-    controller.start()
+    await controller.start()
     await asyncio.wait_for(reconciler.running.wait(), 5)
-    stopping = asyncio.create_task(controller.stop(grace=5))
+    stopping = asyncio.create_task(controller.stop())
     # stop() does not return while "a" is in flight (a bounded look, not a synchronisation).
     done, _ = await asyncio.wait({stopping}, timeout=0.2)
     assert not done
-    assert controller.queue.shutting_down
     controller.enqueue("d")  # intake stopped: ignored
     reconciler.release.set()
     await asyncio.wait_for(stopping, 5)
     assert reconciler.started == ["a"]
     assert reconciler.finished == ["a"]
     assert _reconciles(metrics, "success") == 1
-    assert controller.in_flight == 0
+    assert _active_workers(metrics) == 0
 
 
-async def test_abort_cancels_the_reconcile_in_flight() -> None:
+async def test_a_stop_cut_short_cancels_the_reconcile_in_flight() -> None:
+    # The manager cuts a stop short when its grace period is over, and at once when the
+    # Lease is lost.
     controller, reconciler, metrics = _controller()
     controller.enqueue_all(["a", "b"])
-    controller.start()
+    await controller.start()
     await asyncio.wait_for(reconciler.running.wait(), 5)
-    controller.abort()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0):
+            await controller.stop()
     reconciler.release.set()  # too late: "a" is cancelled before it can go on
-    await asyncio.wait_for(controller.stop(grace=5), 5)
+    await asyncio.sleep(0)
     assert reconciler.started == ["a"]
     assert reconciler.finished == []
     assert _reconciles(metrics, "success") == 0
-    assert controller.in_flight == 0
+    assert _active_workers(metrics) == 0

@@ -56,7 +56,7 @@ async def test_keys_come_out_in_order(queue: WorkQueue[str]) -> None:
     assert len(queue) == 3
     assert [await get(queue) for _ in range(3)] == ["a", "b", "c"]
     assert len(queue) == 0
-    assert queue.num_processing == 3
+    assert len(queue._processing) == 3
 
 
 async def test_duplicate_adds_collapse(queue: WorkQueue[str]) -> None:
@@ -91,7 +91,7 @@ async def test_a_key_in_processing_is_not_handed_to_a_second_worker(
     assert await asyncio.wait_for(second, 1) == "a"
     queue.done("a")
     assert len(queue) == 0
-    assert queue.num_processing == 0
+    assert len(queue._processing) == 0
 
 
 async def test_done_without_readd_does_not_requeue(queue: WorkQueue[str]) -> None:
@@ -137,14 +137,14 @@ async def test_a_cancelled_worker_passes_its_wake_up_on(queue: WorkQueue[str]) -
 
 async def test_add_after_waits_for_the_clock(queue: WorkQueue[str], clock: FakeClock) -> None:
     queue.add_after("a", 5)
-    assert queue.num_delayed == 1
+    assert len(queue._delayed) == 1
     await settle()
     clock.advance(4.9)
     await settle()
     assert len(queue) == 0
     clock.advance(0.1)
     assert await get(queue) == "a"
-    assert queue.num_delayed == 0
+    assert len(queue._delayed) == 0
 
 
 async def test_add_after_releases_keys_in_deadline_order(
@@ -166,7 +166,7 @@ async def test_a_new_earlier_deadline_wakes_the_delay_loop(
     await settle()
     clock.advance(1)
     assert await get(queue) == "soon"
-    assert queue.num_delayed == 1
+    assert len(queue._delayed) == 1
 
 
 async def test_shorter_delay_wins_longer_is_ignored(
@@ -175,21 +175,21 @@ async def test_shorter_delay_wins_longer_is_ignored(
     queue.add_after("a", 10)
     queue.add_after("a", 2)  # sooner: replaces
     queue.add_after("a", 50)  # later: ignored
-    assert queue.num_delayed == 1
+    assert len(queue._delayed) == 1
     clock.advance(2)
     assert await get(queue) == "a"
     queue.done("a")
     clock.advance(100)  # the superseded deadlines must not add it again
     await settle()
     assert len(queue) == 0
-    assert queue.num_delayed == 0
+    assert len(queue._delayed) == 0
 
 
 async def test_non_positive_delay_adds_at_once(queue: WorkQueue[str]) -> None:
     queue.add_after("a", 0)
     queue.add_after("b", -1)
     assert len(queue) == 2
-    assert queue.num_delayed == 0
+    assert len(queue._delayed) == 0
 
 
 async def test_delayed_key_already_queued_is_not_duplicated(
@@ -205,7 +205,7 @@ async def test_delayed_key_already_queued_is_not_duplicated(
 async def test_superseded_delays_do_not_pile_up(queue: WorkQueue[str]) -> None:
     for i in range(10_000):
         queue.add_after("a", 100_000 - i)
-    assert queue.num_delayed == 1
+    assert len(queue._delayed) == 1
     # Superseded heap entries are compacted away: memory follows distinct keys.
     assert len(queue._heap) < 100
 
@@ -252,7 +252,6 @@ async def test_shutdown_wakes_waiting_workers(queue: WorkQueue[str]) -> None:
     queue.shutdown()
     with pytest.raises(ShutDown):
         await asyncio.wait_for(waiting, 1)
-    assert queue.shutting_down
 
 
 async def test_shutdown_is_immediate_and_ignores_later_adds(
@@ -268,44 +267,10 @@ async def test_shutdown_is_immediate_and_ignores_later_adds(
     queue.add("d")
     queue.add_after("e", 1)
     queue.add_rate_limited("f")
-    assert queue.num_delayed == 0
+    assert len(queue._delayed) == 0
     clock.advance(10)
     await settle()
     queue.done("a")  # a worker finishing after shutdown is fine
-    with pytest.raises(ShutDown):
-        await get(queue)
-
-
-async def test_shutdown_with_drain_waits_for_queued_and_in_flight_keys(
-    queue: WorkQueue[str],
-) -> None:
-    queue.add("a")
-    queue.add("b")
-    queue.add_after("delayed", 1)
-    assert await get(queue) == "a"
-    queue.add("a")  # dirty while in flight: still handed out during the drain
-    drain = asyncio.create_task(queue.shutdown_with_drain())
-    await settle()
-    assert not drain.done()
-    assert queue.num_delayed == 0
-    queue.add("c")  # ignored: the queue no longer accepts work
-    assert await get(queue) == "b"
-    queue.done("a")
-    assert await get(queue) == "a"
-    queue.done("b")
-    await settle()
-    assert not drain.done()  # "a" still in flight
-    waiting = asyncio.create_task(queue.get())
-    queue.done("a")
-    await asyncio.wait_for(drain, 1)
-    with pytest.raises(ShutDown):
-        await asyncio.wait_for(waiting, 1)
-
-
-async def test_shutdown_with_drain_on_an_idle_queue_returns_at_once(
-    queue: WorkQueue[str],
-) -> None:
-    await asyncio.wait_for(queue.shutdown_with_drain(), 1)
     with pytest.raises(ShutDown):
         await get(queue)
 

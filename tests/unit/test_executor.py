@@ -1,0 +1,108 @@
+"""The executor: writes counted where they happen, conflicts made WriteConflict, the
+answer recorded in the cache, and nothing sent or reported without the Lease."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from virtualservice_operator.executor import Executor, NotLeading, WriteConflict
+from virtualservice_operator.kube import AlreadyExists, NotFound
+from virtualservice_operator.metrics import OperatorMetrics
+from virtualservice_operator.plan import Action
+
+BODY = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "dev"}}
+CREATE = Action(verb="create", kind="Service", namespace="dev", name="web", body=BODY, reason="r")
+UPDATE = Action(verb="update", kind="Service", namespace="dev", name="web", body=BODY, reason="r")
+DELETE = Action(verb="delete", kind="Service", namespace="dev", name="web", reason="r")
+
+
+class FakeClient:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.sent: list[str] = []
+        self.during_send = lambda: None
+
+    async def _answer(self, verb: str) -> dict[str, Any]:
+        self.sent.append(verb)
+        self.during_send()
+        if self.error is not None:
+            raise self.error
+        return BODY
+
+    async def create(self, *args: Any) -> dict[str, Any]:
+        return await self._answer("create")
+
+    async def replace(self, *args: Any) -> dict[str, Any]:
+        return await self._answer("replace")
+
+    async def delete(self, *args: Any, **kwargs: Any) -> None:
+        await self._answer("delete")
+
+
+class FakeCache:
+    def __init__(self) -> None:
+        self.recorded: list[str] = []
+
+    def record_write(self, kind: str, obj: dict[str, Any]) -> None:
+        self.recorded.append(f"write {kind}")
+
+    def record_delete(self, kind: str, namespace: str, name: str) -> None:
+        self.recorded.append(f"delete {kind}")
+
+
+def sample(metrics: OperatorMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+async def test_writes_are_counted_and_recorded() -> None:
+    client, cache, metrics = FakeClient(), FakeCache(), OperatorMetrics()
+    executor = Executor(client, cache, metrics)  # type: ignore[arg-type]
+    await executor.execute(CREATE)
+    await executor.execute(DELETE)
+    assert client.sent == ["create", "delete"]
+    assert cache.recorded == ["write Service", "delete Service"]
+    written = "virtualservice_operator_writes_total"
+    assert sample(metrics, written, verb="create", kind="Service") == 1
+    assert sample(metrics, written, verb="delete", kind="Service") == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "error"),
+    [
+        (CREATE, AlreadyExists(409, "AlreadyExists", "there")),
+        (UPDATE, NotFound(404, "NotFound", "gone")),
+    ],
+)
+async def test_a_changed_object_is_a_counted_conflict(action: Action, error: Exception) -> None:
+    metrics = OperatorMetrics()
+    executor = Executor(FakeClient(error), FakeCache(), metrics)  # type: ignore[arg-type]
+    with pytest.raises(WriteConflict) as raised:
+        await executor.execute(action)
+    assert raised.value.action == action
+    assert sample(metrics, "virtualservice_operator_conflicts_total", kind="Service") == 1
+
+
+async def test_a_delete_of_what_is_gone_is_done() -> None:
+    client, cache = FakeClient(NotFound(404, "NotFound", "gone")), FakeCache()
+    await Executor(client, cache, OperatorMetrics()).execute(DELETE)  # type: ignore[arg-type]
+    assert cache.recorded == ["delete Service"]
+
+
+async def test_nothing_is_sent_without_the_lease() -> None:
+    client, cache = FakeClient(), FakeCache()
+    executor = Executor(client, cache, OperatorMetrics(), leading=lambda: False)  # type: ignore[arg-type]
+    with pytest.raises(NotLeading):
+        await executor.execute(CREATE)
+    assert client.sent == [] and cache.recorded == []
+
+
+async def test_a_write_answered_after_the_loss_is_not_reported_done() -> None:
+    leading = [True]
+    client, cache = FakeClient(), FakeCache()
+    client.during_send = leading.clear  # the Lease is lost while the request runs
+    executor = Executor(client, cache, OperatorMetrics(), leading=lambda: bool(leading))  # type: ignore[arg-type]
+    with pytest.raises(NotLeading):
+        await executor.execute(CREATE)
+    assert client.sent == ["create"] and cache.recorded == []

@@ -42,6 +42,7 @@ from virtualservice_operator.constants import (
 from virtualservice_operator.controller import CONTROLLER_NAME, Controller
 from virtualservice_operator.events import EventRecorder
 from virtualservice_operator.executor import Executor
+from virtualservice_operator.instance import default_instance
 from virtualservice_operator.kube import ClusterAccess, KubeClient
 from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector
 from virtualservice_operator.manager import Manager
@@ -61,6 +62,7 @@ class Options:
     kubeconfig: str | None = None
     config_map_name: str = CONFIG_MAP_NAME
     config_map_namespace: str = OPERATOR_NAMESPACE
+    instance: str = ""  # "": derived from the ConfigMap's location (instance.py)
     metrics_bind_address: str = METRICS_BIND_ADDRESS
     health_probe_bind_address: str = HEALTH_PROBE_BIND_ADDRESS
     profiling: bool = True
@@ -86,9 +88,11 @@ class Operator:
         queue: WorkQueue[str] = WorkQueue(
             CONTROLLER_NAME, metrics=metrics.queue_metrics(CONTROLLER_NAME)
         )
+        instance = o.instance or default_instance(o.config_map_namespace, o.config_map_name)
         self.cache = ClusterCache(
             client,
             self._on_name,
+            instance=instance,
             watch_timeout=o.watch_timeout,
             idle_timeout=o.watch_idle_timeout,
         )
@@ -96,6 +100,7 @@ class Operator:
             client,
             o.config_map_namespace,
             o.config_map_name,
+            instance=instance,
             metrics=metrics,
             events=events,
             on_change=self._config_changed,

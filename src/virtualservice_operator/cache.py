@@ -2,10 +2,13 @@
 
 - Services: one informer per watched namespace (the default one and each developer
   one), so only those namespaces are cached, and only the fields ServiceInfo keeps.
-- Managed VirtualServices: one cluster-wide informer on `managed-by=virtualservice-operator`,
-  so ours are seen wherever they are (an old default namespace leaves orphans).
-- Other VirtualServices in the default namespace (`managed-by!=...`): to leave an
-  unmanaged one alone (and say so), and to warn about a second one for the same host.
+- This instance's VirtualServices (`managed_vs`): one cluster-wide informer on
+  `virtualservice-operator/instance=<instance>`, so ours are seen wherever they are (an
+  old default namespace leaves orphans), also after a user removed `managed-by` from one.
+- Every other VirtualService in the default namespace (`unmanaged_vs`: the instance label
+  missing or different): to leave a user's or another instance's alone (and say so), and
+  to warn about a second one for the same host. The two selectors split D's
+  VirtualServices between them: each is in exactly one.
 
 Every change maps to a Service *name* (the reconcile key) through `on_name`.
 `reconfigure` starts and stops informers when the config changes the namespaces.
@@ -19,10 +22,10 @@ from typing import Any
 
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import (
-    MANAGED_SELECTOR,
-    UNMANAGED_SELECTOR,
     WATCH_IDLE_TIMEOUT,
     WATCH_TIMEOUT,
+    others_selector,
+    own_selector,
     service_for_virtual_service,
     virtual_service_name,
 )
@@ -45,6 +48,7 @@ class ClusterCache:
         client: KubeClient,
         on_name: Callable[[str], None],
         *,
+        instance: str,
         watch_timeout: int = WATCH_TIMEOUT,
         idle_timeout: float = WATCH_IDLE_TIMEOUT,
     ) -> None:
@@ -53,7 +57,10 @@ class ClusterCache:
         self._watch_timeout = watch_timeout
         self._idle_timeout = idle_timeout
         self.services: dict[str, Informer[ServiceInfo]] = {}
-        self.managed_vs: Informer[VirtualServiceInfo] = self._vs_informer(None, MANAGED_SELECTOR)
+        self.instance = instance
+        self.managed_vs: Informer[VirtualServiceInfo] = self._vs_informer(
+            None, own_selector(instance)
+        )
         self.unmanaged_vs: Informer[VirtualServiceInfo] | None = None
         self._default_namespace: str | None = None
 
@@ -103,7 +110,9 @@ class ClusterCache:
         if self._default_namespace != config.default_namespace:
             if self.unmanaged_vs is not None:
                 await self.unmanaged_vs.stop()
-            self.unmanaged_vs = self._vs_informer(config.default_namespace, UNMANAGED_SELECTOR)
+            self.unmanaged_vs = self._vs_informer(
+                config.default_namespace, others_selector(self.instance)
+            )
             self.unmanaged_vs.start()
             self._default_namespace = config.default_namespace
         self.managed_vs.start()
@@ -184,7 +193,7 @@ class ClusterCache:
             informer = self.services.get(obj["metadata"]["namespace"])
             if informer is not None:
                 informer.upsert(obj)
-        elif VirtualServiceInfo.from_dict(obj).managed:
+        elif VirtualServiceInfo.from_dict(obj).instance == self.instance:
             self.managed_vs.upsert(obj)
 
     def record_delete(self, kind: str, namespace: str, name: str) -> None:

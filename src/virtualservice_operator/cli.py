@@ -73,6 +73,15 @@ def parse_duration(value: str) -> float:
     return total
 
 
+def _instance(value: str) -> str:
+    from virtualservice_operator.instance import InstanceError, check_instance
+
+    try:
+        return check_instance(value)
+    except InstanceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> None:
     parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)  # type: ignore[arg-type]
 
@@ -116,6 +125,16 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "config-map-namespace",
         default=OPERATOR_NAMESPACE,
         help="namespace of that ConfigMap",
+    )
+    _flag(
+        p,
+        "instance",
+        default=None,
+        type=_instance,
+        help=(
+            "this instance's identity, labelled on everything it creates; it only ever "
+            "touches objects with its own (default: <config-map-namespace>.<config-map-name>)"
+        ),
     )
     _flag(
         p,
@@ -228,6 +247,7 @@ def _run(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         config_map_name=args.config_map_name,
         config_map_namespace=args.config_map_namespace,
+        instance=args.instance or "",
         metrics_bind_address=args.metrics_bind_address,
         health_probe_bind_address=args.health_probe_bind_address,
         profiling=args.enable_profiling,

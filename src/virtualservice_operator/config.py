@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+)
 from pydantic import model_validator as _model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
@@ -25,10 +33,12 @@ from virtualservice_operator.constants import (
     CONFIG_KEY,
     DEFAULT_ROUTING_HEADER,
     EXCLUDE_LABEL,
+    INSTANCE_LABEL,
     PLACEHOLDER_LABEL,
     SOURCE_ANNOTATION,
     SYSTEM_NAMESPACES,
 )
+from virtualservice_operator.instance import DEFAULT_INSTANCE
 from virtualservice_operator.model import is_dns_label
 from virtualservice_operator.template import TemplateError, render_virtual_service
 
@@ -169,10 +179,23 @@ class OperatorConfig(_Model):
     virtual_service_template: Annotated[str, Strict()] = DEFAULT_TEMPLATE
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     placeholder: PlaceholderConfig = Field(default_factory=PlaceholderConfig)
+    # Which instance this config drives (instance.py): from the -instance flag or the
+    # ConfigMap's location, never from config.yaml (a key there is an unknown key).
+    _instance: str = PrivateAttr(default=DEFAULT_INSTANCE)
 
     @property
     def watched_namespaces(self) -> tuple[str, ...]:
         return (self.default_namespace, *self.developer_namespaces)
+
+    @property
+    def instance(self) -> str:
+        return self._instance
+
+    def with_instance(self, instance: str) -> OperatorConfig:
+        """This config, driving the instance `instance` (configs compare by it too)."""
+        copy = self.model_copy()
+        copy._instance = instance
+        return copy
 
     @_model_validator(mode="after")
     def _consistent(self) -> OperatorConfig:
@@ -186,7 +209,7 @@ class OperatorConfig(_Model):
             elif ns in seen:
                 found.append((path, f"{ns!r} is already item {seen[ns]}", "remove the repeat"))
             seen.setdefault(ns, i)
-        own = (("labels", PLACEHOLDER_LABEL), ("labels", EXCLUDE_LABEL))
+        own = tuple(("labels", k) for k in (PLACEHOLDER_LABEL, EXCLUDE_LABEL, INSTANCE_LABEL))
         for section, key in (*own, ("annotations", SOURCE_ANNOTATION)):
             if key in getattr(self.placeholder, section):
                 found.append((("placeholder", section, key), "is the operator's own", "remove it"))

@@ -46,6 +46,7 @@ class ConfigWatcher:
         namespace: str,
         name: str,
         *,
+        instance: str,
         metrics: OperatorMetrics,
         events: EventRecorder,
         on_change: Callable[[OperatorConfig], Awaitable[None]],
@@ -55,6 +56,7 @@ class ConfigWatcher:
         self._client = client
         self._namespace = namespace
         self._name = name
+        self._instance = instance
         self._metrics = metrics
         self._events = events
         self._on_change = on_change
@@ -91,6 +93,7 @@ class ConfigWatcher:
             default_namespace=loaded.config.default_namespace,
             developer_namespaces=list(loaded.config.developer_namespaces),
             placeholders=loaded.config.enable_placeholder_services,
+            instance=self._instance,
         )
         self._reloader = asyncio.create_task(self._reload_loop(), name="config reload")
         self._informer.start()
@@ -102,6 +105,11 @@ class ConfigWatcher:
         await self._informer.stop()
         await cancel_and_wait(self._reloader)
 
+    def _parse(self, obj: JSON | None) -> LoadedConfig:
+        """The config in `obj`, driving this instance. Raises ConfigError."""
+        loaded = config_from_configmap(obj, self._where)
+        return LoadedConfig(loaded.config.with_instance(self._instance), loaded.warnings)
+
     async def _read(self) -> LoadedConfig:
         obj: JSON | None
         try:
@@ -111,7 +119,7 @@ class ConfigWatcher:
         except ApiError as e:
             raise StartupError(f"cannot read {self._where}: {e}") from e
         try:
-            return config_from_configmap(obj, self._where)
+            return self._parse(obj)
         except ConfigError as e:
             if obj is None:
                 raise StartupError(
@@ -138,7 +146,7 @@ class ConfigWatcher:
             "ConfigMap", self._namespace, self._name, uid=str(obj["metadata"].get("uid", ""))
         )
         try:
-            loaded = config_from_configmap(obj, self._where)
+            loaded = self._parse(obj)
         except ConfigError as e:
             self._metrics.config_reloads.labels("error").inc()
             self._metrics.config_valid.set(0)

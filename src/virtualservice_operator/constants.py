@@ -18,6 +18,9 @@ PLACEHOLDER_LABEL: Final = "virtualservice-operator/placeholder-service"
 PLACEHOLDER_VALUE: Final = "true"
 # Annotation on a placeholder: "<namespace>/<name>" of the Service it stands in for.
 SOURCE_ANNOTATION: Final = "virtualservice-operator/source"
+# Label on everything an instance creates: its identity (instance.py). Caches, the sweep and
+# every write select on it, so instances sharing a cluster never touch each other's objects.
+INSTANCE_LABEL: Final = "virtualservice-operator/instance"
 # Label a team puts on a Service so that the operator leaves its name alone.
 EXCLUDE_LABEL: Final = "virtualservice-operator/exclude"
 
@@ -50,11 +53,21 @@ WATCH_TIMEOUT: Final = 300  # seconds a watch asks the API server to stay open
 WATCH_IDLE_TIMEOUT: Final = 120.0  # a watch silent this long is re-established
 SHUTDOWN_GRACE: Final = 8.0  # seconds the parts get, together, to stop
 
-# Label selectors of what the operator lists and watches as its own: written here only,
-# so that narrowing them (e.g. to one instance's objects) is one change.
-MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-UNMANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}!={MANAGED_BY_VALUE}"
-PLACEHOLDER_SELECTOR: Final = f"{PLACEHOLDER_LABEL}={PLACEHOLDER_VALUE}"
+
+# Label selectors of what an instance lists and watches: written here only.
+def own_selector(instance: str) -> str:
+    """This instance's objects (with or without `managed-by`: a VirtualService whose
+    label a user removed is still seen, and left alone)."""
+    return f"{INSTANCE_LABEL}={instance}"
+
+
+def others_selector(instance: str) -> str:
+    """Everything not this instance's: other instances', unlabelled and users' objects."""
+    return f"{INSTANCE_LABEL}!={instance}"
+
+
+def own_placeholders_selector(instance: str) -> str:
+    return f"{PLACEHOLDER_LABEL}={PLACEHOLDER_VALUE},{INSTANCE_LABEL}={instance}"
 
 
 def virtual_service_name(service: str) -> str:

@@ -35,6 +35,7 @@ from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import (
     EXCLUDE_LABEL,
     IGNORED_SERVICES,
+    INSTANCE_LABEL,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PLACEHOLDER_LABEL,
@@ -90,6 +91,11 @@ def compute_desired(
     placeholders: dict[str, dict[str, Any]] = {}
     for ns in config.developer_namespaces:
         dev = found.get(ns)
+        if dev is not None and dev.is_placeholder and dev.instance != config.instance:
+            # Another instance's (or an unlabelled) placeholder holds the name: it keeps it.
+            holder = f"instance {dev.instance}" if dev.instance else "no instance label"
+            notes.append(f"{ns}: placeholder of {holder} holds the name: none of ours")
+            continue
         if dev is None or dev.is_placeholder:
             if config.enable_placeholder_services:
                 placeholders[ns] = placeholder_manifest(config, source, ns)
@@ -109,7 +115,11 @@ def compute_desired(
         config.virtual_service_template, service=service, default_namespace=d
     )
     meta = vs["metadata"]
-    meta["labels"] = {**(meta.get("labels") or {}), MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+    meta["labels"] = {
+        **(meta.get("labels") or {}),
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+        INSTANCE_LABEL: config.instance,
+    }
     if source.uid:
         owner = owner_reference(source)
         others = [r for r in meta.get("ownerReferences") or [] if r != owner]
@@ -219,7 +229,11 @@ def placeholder_manifest(
         "metadata": {
             "name": s,
             "namespace": namespace,
-            "labels": {PLACEHOLDER_LABEL: PLACEHOLDER_VALUE, **config.placeholder.labels},
+            "labels": {
+                PLACEHOLDER_LABEL: PLACEHOLDER_VALUE,
+                INSTANCE_LABEL: config.instance,
+                **config.placeholder.labels,
+            },
             "annotations": {SOURCE_ANNOTATION: f"{d}/{s}", **config.placeholder.annotations},
         },
         "spec": spec,

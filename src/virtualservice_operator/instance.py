@@ -1,7 +1,8 @@
 """Which operator instance this is: the identity written on every object it creates.
 
 Several instances may share a cluster (one per default namespace, two Helm releases).
-Each labels what it creates with `virtualservice-operator/instance: <identity>` and
+Each labels what it creates with `virtualservice-operator/instance: <identity>`
+(constants.INSTANCE_LABEL) and
 selects on that label in its caches, drift correction, orphan sweep and deletes, so it
 never touches another instance's objects, nor objects without the label (made by a
 version before instances existed). Adopting those is an explicit step: labelling them
@@ -17,7 +18,7 @@ import hashlib
 import re
 from typing import Final
 
-INSTANCE_LABEL: Final = "virtualservice-operator/instance"
+from virtualservice_operator.constants import CONFIG_MAP_NAME, OPERATOR_NAMESPACE
 
 _MAX = 63  # a label value
 _VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -45,3 +46,7 @@ def check_instance(value: str) -> str:
             "digits, '-', '_' or '.', starting and ending with a letter or digit"
         )
     return value
+
+
+# The identity of the standard install (deployments/, the chart's default release).
+DEFAULT_INSTANCE: Final = default_instance(OPERATOR_NAMESPACE, CONFIG_MAP_NAME)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from virtualservice_operator.constants import (
     EXCLUDE_LABEL,
+    INSTANCE_LABEL,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PLACEHOLDER_LABEL,
@@ -134,6 +135,11 @@ class ServiceInfo:
         )
 
     @property
+    def instance(self) -> str:
+        """The operator instance that made it ("" if none did, or one before instances)."""
+        return self.labels.get(INSTANCE_LABEL, "")
+
+    @property
     def carries_placeholder_marking(self) -> bool:
         return PLACEHOLDER_LABEL in self.labels or SOURCE_ANNOTATION in self.annotations
 
@@ -190,6 +196,11 @@ class VirtualServiceInfo:
     @property
     def managed(self) -> bool:
         return self.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+
+    @property
+    def instance(self) -> str:
+        """The operator instance that made it ("" if none did, or one before instances)."""
+        return self.labels.get(INSTANCE_LABEL, "")
 
     def names_host(self, service: str, namespace: str) -> bool:
         """True if a host is `service` or its cluster-local name in `namespace`."""

@@ -8,6 +8,9 @@ for placeholders left in namespaces the config no longer lists (the resync). Eve
 action either makes passes `_permitted` before it is returned.
 
 Safety rules, checked here once for every writer:
+- only this instance's objects (label `virtualservice-operator/instance` equal to
+  `config.instance`) are ever updated or deleted; another instance's, or one made before
+  instances existed, is left alone and reported (adopting it is a labelling step);
 - a VirtualService without `managed-by: virtualservice-operator` is never written or
   deleted (only warned about);
 - a real Service is never written, except to remove our marking ("unmark") from one
@@ -24,11 +27,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import (
     IGNORED_SERVICES,
+    INSTANCE_LABEL,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PLACEHOLDER_LABEL,
@@ -43,7 +47,9 @@ from virtualservice_operator.model import ServiceInfo, VirtualServiceInfo
 Verb = Literal["create", "update", "delete", "unmark"]
 Kind = Literal["VirtualService", "Service"]
 # The Event reason each warning is reported under.
-WarningReason = Literal["UnmanagedVirtualService", "VirtualServiceConflict"]
+WarningReason = Literal[
+    "UnmanagedVirtualService", "ForeignVirtualService", "VirtualServiceConflict", "PlaceholderClash"
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,9 +103,11 @@ def plan(
         v if isinstance(v, VirtualServiceInfo) else VirtualServiceInfo.from_dict(v)
         for v in virtual_services
     ]
-    vs_actions, warnings = _plan_virtual_services(desired, config, vss)
-    actions = (*vs_actions, *_plan_placeholders(desired, config, services))
-    return Plan(_permitted(actions), warnings)
+    vs_actions, vs_warnings = _plan_virtual_services(desired, config, vss)
+    placeholder_actions, placeholder_warnings = _plan_placeholders(desired, config, services)
+    return Plan(
+        _permitted((*vs_actions, *placeholder_actions)), (*vs_warnings, *placeholder_warnings)
+    )
 
 
 def plan_orphan_sweep(
@@ -116,7 +124,7 @@ def plan_orphan_sweep(
     return _permitted(
         _delete("Service", svc, reason)
         for svc in placeholders
-        if svc.namespace not in watched and svc.is_placeholder
+        if svc.namespace not in watched and svc.is_placeholder and svc.instance == config.instance
     )
 
 
@@ -148,7 +156,7 @@ def _plan_virtual_services(
         if vs.name == name and vs.namespace == d:
             ours = vs
         elif vs.name == name:
-            if vs.managed and not vs.terminating:
+            if vs.managed and vs.instance == config.instance and not vs.terminating:
                 orphans.append(_delete("VirtualService", vs, f"orphan: not in namespace {d}"))
         elif vs.namespace == d and want is not None and vs.names_host(s, d):
             warnings.append(
@@ -177,6 +185,17 @@ def _plan_virtual_services(
                     "UnmanagedVirtualService",
                     f"VirtualService {d}/{name} exists without label "
                     f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}: left alone",
+                )
+            )
+    elif ours.instance != config.instance:
+        if want is not None:
+            owner = f"instance {ours.instance}" if ours.instance else "no instance label"
+            warnings.append(
+                PlanWarning(
+                    "ForeignVirtualService",
+                    f"VirtualService {d}/{name} belongs to {owner}, not to this instance "
+                    f"({config.instance}): left alone (to adopt it, label it "
+                    f"{INSTANCE_LABEL}={config.instance})",
                 )
             )
     elif ours.terminating:
@@ -243,19 +262,25 @@ def _vs_update_body(actual: Mapping[str, Any], want: Mapping[str, Any]) -> dict[
 
 def _plan_placeholders(
     desired: Desired, config: OperatorConfig, services: Mapping[str, ServiceInfo]
-) -> list[Action]:
+) -> tuple[list[Action], list[PlanWarning]]:
     s, d = desired.service, config.default_namespace
     order = {ns: i for i, ns in enumerate(config.developer_namespaces)}
     namespaces = sorted(
         {*services, *desired.placeholders}, key=lambda ns: (order.get(ns, len(order)), ns)
     )
     actions: list[Action] = []
+    warnings: list[PlanWarning] = []
     for ns in namespaces:
         # Services in D are what everything derives from: never touched from here.
         if ns == d or ns in SYSTEM_NAMESPACES:
             continue
         actual = services.get(ns)
         if actual is not None and actual.name != s:
+            continue
+        if _foreign(actual, config):
+            # Another instance made it (or a version before instances): it keeps it.
+            if actual.is_placeholder and _wants_placeholder(desired, config, ns):
+                warnings.append(_clash(actual, config))
             continue
         want = desired.placeholders.get(ns)
         if actual is None:
@@ -289,7 +314,34 @@ def _plan_placeholders(
                     reason=diff,
                 )
             )
-    return actions
+    return actions, warnings
+
+
+def _foreign(actual: ServiceInfo | None, config: OperatorConfig) -> TypeGuard[ServiceInfo]:
+    """A Service marked as a placeholder by another instance (or none we know)."""
+    return (
+        actual is not None
+        and actual.carries_placeholder_marking
+        and actual.instance != config.instance
+    )
+
+
+def _wants_placeholder(desired: Desired, config: OperatorConfig, namespace: str) -> bool:
+    """Would this instance put a placeholder in `namespace`, were the name free?"""
+    return (
+        config.enable_placeholder_services
+        and desired.virtual_service is not None
+        and namespace in config.developer_namespaces
+    )
+
+
+def _clash(actual: ServiceInfo, config: OperatorConfig) -> PlanWarning:
+    owner = f"instance {actual.instance}" if actual.instance else "no instance label"
+    return PlanWarning(
+        "PlaceholderClash",
+        f"placeholder {actual.namespace}/{actual.name} belongs to {owner}: this instance "
+        f"({config.instance}) makes none there while it exists",
+    )
 
 
 def _ports(spec: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -328,7 +380,7 @@ def _unmark(actual: ServiceInfo) -> Action:
     patch = {
         "metadata": {
             "resourceVersion": actual.resource_version or None,
-            "labels": {PLACEHOLDER_LABEL: None},
+            "labels": {PLACEHOLDER_LABEL: None, INSTANCE_LABEL: None},
             "annotations": {SOURCE_ANNOTATION: None},
         }
     }

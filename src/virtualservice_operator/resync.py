@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from virtualservice_operator.config import OperatorConfig
-from virtualservice_operator.constants import PLACEHOLDER_SELECTOR, SYNC_PERIOD
+from virtualservice_operator.constants import SYNC_PERIOD, own_placeholders_selector
 from virtualservice_operator.executor import Executor, NotLeading
 from virtualservice_operator.kube import SERVICES, ApiError, KubeClient
 from virtualservice_operator.model import ServiceInfo
@@ -64,7 +64,10 @@ class OrphanSweep:
         found: list[ServiceInfo] = []
         try:
             async for items, _ in self._client.list_pages(
-                SERVICES, None, label_selector=PLACEHOLDER_SELECTOR, field_selector=elsewhere
+                SERVICES,
+                None,
+                label_selector=own_placeholders_selector(config.instance),
+                field_selector=elsewhere,
             ):
                 found.extend(ServiceInfo.from_dict(obj) for obj in items)
         except ApiError as e:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from virtualservice_operator.config import DEFAULT_TEMPLATE, OperatorConfig
 from virtualservice_operator.constants import (
     EXCLUDE_LABEL,
+    INSTANCE_LABEL,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PLACEHOLDER_LABEL,
@@ -24,11 +25,14 @@ from virtualservice_operator.constants import (
     service_host,
     virtual_service_name,
 )
+from virtualservice_operator.instance import DEFAULT_INSTANCE
 from virtualservice_operator.model import ServiceInfo, ServicePort
 from virtualservice_operator.plan import Plan
 
 NAMESPACES = ("prod", "staging", "dev-a", "dev-ab", "qa")
 UNWATCHED = "old-dev"
+# Another operator instance sharing the cluster.
+OTHER = "staging-operator.config"
 
 RICH_TEMPLATE = """\
 apiVersion: networking.istio.io/v1
@@ -112,6 +116,10 @@ class Gen:
                 src = draw(st.sampled_from(NAMESPACES))
                 labels[PLACEHOLDER_LABEL] = "true"
                 annotations[SOURCE_ANNOTATION] = f"{src}/{name}"
+                # Mostly this instance's; sometimes another's, or one made before instances.
+                owner = draw(st.sampled_from([DEFAULT_INSTANCE, DEFAULT_INSTANCE, OTHER, None]))
+                if owner is not None:
+                    labels[INSTANCE_LABEL] = owner
                 if kind == "placeholder":
                     typ, ext = "ExternalName", service_host(name, src)
             return ServiceInfo(
@@ -139,12 +147,18 @@ class Gen:
                     services[ns] = draw(self.service(ns, s))
             d, name = config.default_namespace, virtual_service_name(s)
             vss = []
-            state = draw(st.sampled_from(["absent", "managed", "unmanaged"]))
+            state = draw(st.sampled_from(["absent", "managed", "unmanaged", "foreign"]))
             if state != "absent":
-                vss.append(vs_dict(d, name, managed=state == "managed", spec={"hosts": [s]}))
+                vss.append(
+                    vs_dict(d, name, managed=state != "unmanaged", spec={"hosts": [s]})
+                )
+                if state == "foreign":
+                    vss[-1]["metadata"]["labels"][INSTANCE_LABEL] = OTHER
             if draw(st.booleans()):
                 other = draw(st.sampled_from([ns for ns in NAMESPACES if ns != d]))
                 vss.append(vs_dict(other, name, managed=draw(st.booleans())))
+                if draw(st.booleans()):
+                    vss[-1]["metadata"]["labels"].pop(INSTANCE_LABEL, None)
             if draw(st.booleans()):
                 vss.append(vs_dict(d, "hand-made", managed=False, spec={"hosts": [s]}))
             return World(config, s, services, vss)
@@ -155,7 +169,12 @@ class Gen:
 def vs_dict(
     ns: str, name: str, *, managed: bool, spec: dict[str, Any] | None = None, rv: str = "5"
 ) -> dict[str, Any]:
-    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE} if managed else {"owner": "me"}
+    # Managed: made by this (the default) instance.
+    labels = (
+        {MANAGED_BY_LABEL: MANAGED_BY_VALUE, INSTANCE_LABEL: DEFAULT_INSTANCE}
+        if managed
+        else {"owner": "me"}
+    )
     return {
         "apiVersion": "networking.istio.io/v1beta1",
         "kind": "VirtualService",

@@ -19,7 +19,10 @@ from virtualservice_operator.desired import (
     compute_desired,
     is_http_port,
 )
+from virtualservice_operator.instance import DEFAULT_INSTANCE
 from virtualservice_operator.model import ServiceInfo, ServicePort
+
+INSTANCE = "virtualservice-operator/instance"
 
 HTTP = ServicePort(80, "http")
 
@@ -39,7 +42,7 @@ def placeholder(ns: str, source_ns: str = "prod") -> ServiceInfo:
         "web",
         type="ExternalName",
         external_name=f"web.{source_ns}.svc.cluster.local",
-        labels={"virtualservice-operator/placeholder-service": "true"},
+        labels={"virtualservice-operator/placeholder-service": "true", INSTANCE: DEFAULT_INSTANCE},
         annotations={"virtualservice-operator/source": f"{source_ns}/web"},
     )
 
@@ -60,7 +63,10 @@ def test_service_in_default_only_gives_the_rendered_template() -> None:
     assert vs is not None
     assert vs["metadata"]["name"] == "web-virtual-service"
     assert vs["metadata"]["namespace"] == "prod"
-    assert vs["metadata"]["labels"] == {"managed-by": "virtualservice-operator"}
+    assert vs["metadata"]["labels"] == {
+        "managed-by": "virtualservice-operator",
+        INSTANCE: DEFAULT_INSTANCE,
+    }
     assert vs["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "v1",
@@ -89,6 +95,7 @@ def test_template_labels_kept_and_managed_by_forced(templates: dict[str, str]) -
     assert d.virtual_service["metadata"]["labels"] == {
         "team": "x",
         "managed-by": "virtualservice-operator",
+        INSTANCE: DEFAULT_INSTANCE,
     }
 
 
@@ -246,7 +253,11 @@ def test_placeholders() -> None:
         "metadata": {
             "name": "web",
             "namespace": "qa",
-            "labels": {"virtualservice-operator/placeholder-service": "true", "team": "x"},
+            "labels": {
+                "virtualservice-operator/placeholder-service": "true",
+                INSTANCE: DEFAULT_INSTANCE,
+                "team": "x",
+            },
             "annotations": {"virtualservice-operator/source": "prod/web", "a/b": "c"},
         },
         "spec": {

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import SYSTEM_NAMESPACES
 from virtualservice_operator.desired import compute_desired
+from virtualservice_operator.instance import DEFAULT_INSTANCE
 from virtualservice_operator.model import ServiceInfo, ServicePort
 from virtualservice_operator.plan import Action, Plan, PlanWarning, plan, plan_orphan_sweep
 
 PH_LABEL = "virtualservice-operator/placeholder-service"
 SOURCE = "virtualservice-operator/source"
+INSTANCE = "virtualservice-operator/instance"
 
 
 def cfg(**kw: Any) -> OperatorConfig:
@@ -34,7 +36,7 @@ def ours(ns: str, source_ns: str = "prod", **kw: Any) -> ServiceInfo:
         ns,
         type="ExternalName",
         external_name=f"web.{source_ns}.svc.cluster.local",
-        labels={PH_LABEL: "true"},
+        labels={PH_LABEL: "true", INSTANCE: DEFAULT_INSTANCE},
         annotations={SOURCE: f"{source_ns}/web"},
         **kw,
     )
@@ -96,7 +98,11 @@ def test_changed_spec_updates_keeping_foreign_metadata(make_vs: Any) -> None:
     assert body["status"] == actual["status"]
     meta = body["metadata"]
     assert meta["resourceVersion"] == "5"
-    assert meta["labels"] == {"managed-by": "virtualservice-operator", "extra": "kept"}
+    assert meta["labels"] == {
+        "managed-by": "virtualservice-operator",
+        INSTANCE: DEFAULT_INSTANCE,
+        "extra": "kept",
+    }
     assert meta["annotations"] == {"kept": "yes"}
     assert [r["uid"] for r in meta["ownerReferences"]] == ["other", "uid-prod"]
     assert "spec differs" in action.reason
@@ -182,13 +188,20 @@ def test_stale_placeholder_is_updated_merging_metadata() -> None:
     assert (action.verb, action.namespace, action.resource_version) == ("update", "qa", "7")
     assert action.body is not None
     assert action.body["metadata"]["resourceVersion"] == "7"
-    assert action.body["metadata"]["labels"] == {PH_LABEL: "true", "mine": "1", "team": "x"}
+    assert action.body["metadata"]["labels"] == {
+        PH_LABEL: "true",
+        INSTANCE: DEFAULT_INSTANCE,
+        "mine": "1",
+        "team": "x",
+    }
     assert action.body["spec"]["externalName"] == "web.prod.svc.cluster.local"
     assert action.body["spec"]["ports"] == [{"port": 80, "protocol": "TCP", "name": "http"}]
 
 
 def test_real_service_over_placeholder_is_unmarked_never_deleted() -> None:
-    applied = svc("qa", labels={PH_LABEL: "true"}, annotations={SOURCE: "prod/web"})
+    applied = svc(
+        "qa", labels={PH_LABEL: "true", INSTANCE: DEFAULT_INSTANCE}, annotations={SOURCE: "prod/web"}
+    )
     config = cfg(enable_placeholder_services=True)
     services = [svc("prod"), applied, ours("dev")]
     [action] = run(config, services, [converged(config, services)]).actions
@@ -196,7 +209,7 @@ def test_real_service_over_placeholder_is_unmarked_never_deleted() -> None:
     assert action.body == {
         "metadata": {
             "resourceVersion": "7",
-            "labels": {PH_LABEL: None},
+            "labels": {PH_LABEL: None, INSTANCE: None},
             "annotations": {SOURCE: None},
         }
     }
@@ -243,8 +256,11 @@ def test_plan_properties(gen: Any, apply: Any, data: st.DataObject) -> None:
         if a.kind == "VirtualService" and a.verb != "create":
             labels = vss[(a.namespace, a.name)]["metadata"]["labels"]
             assert labels.get("managed-by") == "virtualservice-operator"
+            assert labels.get(INSTANCE) == world.config.instance  # never another's
         if a.kind == "Service" and a.verb in ("update", "delete"):
             assert world.services[a.namespace].is_placeholder
+        if a.kind == "Service" and a.verb != "create":
+            assert world.services[a.namespace].instance == world.config.instance
         if a.kind == "Service":
             assert a.namespace != world.config.default_namespace
     # Applying the plan converges: planning again finds nothing to do.

@@ -78,7 +78,7 @@ def tmp_kubeconfig_dir(tmp_path: Path) -> Path:
 
 # -- the operator under test ------------------------------------------------------------
 
-from tests.integration.harness import Api, OperatorProcess  # noqa: E402
+from tests.integration.harness import OPERATOR_NS, Api, OperatorProcess  # noqa: E402
 from virtualservice_operator_dev.controlplane import REPO_ROOT  # noqa: E402
 
 
@@ -121,6 +121,15 @@ class OperatorFactory:
     @property
     def config_map(self) -> str:
         return f"vso-config-{self.namespaces.suffix}"
+
+    @property
+    def instance(self) -> str:
+        """The operator's identity: by default its ConfigMap's namespace.name."""
+        return f"{OPERATOR_NS}.{self.config_map}"
+
+    def ours(self, **labels: str) -> dict[str, str]:
+        """Labels of an object this test's operator made (with `labels` besides)."""
+        return {"virtualservice-operator/instance": self.instance, **labels}
 
     def start(
         self,

@@ -161,7 +161,7 @@ def test_malformed_virtual_service_under_our_name_is_repaired(
             "kind": "VirtualService",
             "metadata": {
                 "name": "mal-virtual-service",
-                "labels": {"managed-by": "virtualservice-operator"},
+                "labels": operator.ours(**{"managed-by": "virtualservice-operator"}),
             },
             "spec": {
                 "gateways": ["nonsense"],

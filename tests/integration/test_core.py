@@ -436,7 +436,8 @@ def test_orphans_left_while_down_are_removed_at_start(
     unwatched = f"unwatched-{ns.suffix}"
     control_plane.kubectl("create", "namespace", elsewhere)
     control_plane.kubectl("create", "namespace", unwatched)
-    managed = {"managed-by": "virtualservice-operator"}
+    managed = operator.ours(**{"managed-by": "virtualservice-operator"})
+    theirs = {"managed-by": "virtualservice-operator", "virtualservice-operator/instance": "other"}
 
     def vs(namespace: str, service: str, labels: dict[str, str]) -> None:
         api.create(
@@ -452,7 +453,7 @@ def test_orphans_left_while_down_are_removed_at_start(
             },
         )
 
-    def placeholder(namespace: str, service: str) -> None:
+    def placeholder(namespace: str, service: str, owner: str = operator.instance) -> None:
         api.create(
             f"/api/v1/namespaces/{namespace}/services",
             {
@@ -460,7 +461,10 @@ def test_orphans_left_while_down_are_removed_at_start(
                 "kind": "Service",
                 "metadata": {
                     "name": service,
-                    "labels": {"virtualservice-operator/placeholder-service": "true"},
+                    "labels": {
+                        "virtualservice-operator/placeholder-service": "true",
+                        "virtualservice-operator/instance": owner,
+                    },
                     "annotations": {"virtualservice-operator/source": f"{ns.default}/{service}"},
                 },
                 "spec": {
@@ -474,6 +478,8 @@ def test_orphans_left_while_down_are_removed_at_start(
     vs(ns.default, "ghost", managed)  # its Service is gone
     vs(elsewhere, "moved", managed)  # left in an old default namespace
     vs(ns.default, "handmade", {})  # not ours: must stay
+    vs(elsewhere, "theirs", theirs)  # another instance's: must stay
+    placeholder(unwatched, "theirs", owner="other")  # another instance's: must stay
     placeholder(ns.developers[0], "ghost")  # placeholder for a Service that is gone
     placeholder(unwatched, "ghost")  # placeholder in a namespace no longer listed
     api.create_service(ns.default, "alive")
@@ -495,6 +501,8 @@ def test_orphans_left_while_down_are_removed_at_start(
     )
     wait_for(lambda: api.service(ns.developers[0], "alive"), what="placeholder for alive")
     assert api.vs(ns.default, "handmade-virtual-service") is not None
+    assert api.vs(elsewhere, "theirs-virtual-service") is not None
+    assert api.service(unwatched, "theirs") is not None
 
 
 def test_second_unmanaged_virtual_service_for_the_same_host_is_reported(

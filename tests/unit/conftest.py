@@ -149,9 +149,7 @@ class Gen:
             vss = []
             state = draw(st.sampled_from(["absent", "managed", "unmanaged", "foreign"]))
             if state != "absent":
-                vss.append(
-                    vs_dict(d, name, managed=state != "unmanaged", spec={"hosts": [s]})
-                )
+                vss.append(vs_dict(d, name, managed=state != "unmanaged", spec={"hosts": [s]}))
                 if state == "foreign":
                     vss[-1]["metadata"]["labels"][INSTANCE_LABEL] = OTHER
             if draw(st.booleans()):

@@ -200,7 +200,9 @@ def test_stale_placeholder_is_updated_merging_metadata() -> None:
 
 def test_real_service_over_placeholder_is_unmarked_never_deleted() -> None:
     applied = svc(
-        "qa", labels={PH_LABEL: "true", INSTANCE: DEFAULT_INSTANCE}, annotations={SOURCE: "prod/web"}
+        "qa",
+        labels={PH_LABEL: "true", INSTANCE: DEFAULT_INSTANCE},
+        annotations={SOURCE: "prod/web"},
     )
     config = cfg(enable_placeholder_services=True)
     services = [svc("prod"), applied, ours("dev")]

@@ -27,6 +27,7 @@ from virtualservice_operator.kube import (
     SERVICES,
     VIRTUAL_SERVICES,
     Conflict,
+    Forbidden,
     Kind,
     KubeClient,
     NotFound,
@@ -41,6 +42,23 @@ class WriteConflict(Conflict):
 
     def __init__(self, action: Action, error: Conflict | NotFound) -> None:
         message = f"{action.kind} {action.namespace}/{action.name}: {error.message}"
+        super().__init__(error.status, error.reason, message)
+        self.action = action
+
+
+class MissingPermission(Forbidden):
+    """A write the operator's RBAC does not allow (403): says which right, where, and how
+    to grant it. Retried with back-off: granting the right is all it takes."""
+
+    def __init__(self, action: Action, error: Forbidden) -> None:
+        verb = "patch" if action.verb == "unmark" else action.verb
+        resource = "services" if action.kind == "Service" else "virtualservices"
+        message = (
+            f"the operator may not {verb} {resource} in namespace {action.namespace} "
+            f"({action.kind} {action.name}): grant it in the operator's ClusterRole, or with "
+            f"the chart's rbac.scope=namespaced list {action.namespace} in the config's "
+            "namespaces and upgrade the release"
+        )
         super().__init__(error.status, error.reason, message)
         self.action = action
 
@@ -73,6 +91,9 @@ class Executor:
         except (Conflict, NotFound) as e:  # NotFound: what we were to change is gone
             self._metrics.conflicts.labels(action.kind).inc()
             raise WriteConflict(action, e) from e
+        except Forbidden as e:
+            self._metrics.forbidden.labels(action.verb, action.kind, action.namespace).inc()
+            raise MissingPermission(action, e) from e
         if not self._leading():
             raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
         if answer is None:

@@ -325,6 +325,12 @@ class OperatorMetrics:
             ["verb", "kind"],
             registry=r,
         )
+        self.forbidden = Counter(
+            "virtualservice_operator_forbidden_writes_total",
+            "Writes the operator's RBAC does not allow (403), by verb, kind and namespace",
+            ["verb", "kind", "namespace"],
+            registry=r,
+        )
         self.conflicts = Counter(
             "virtualservice_operator_conflicts_total",
             "409 Conflict answers from the API server, by kind",

@@ -33,7 +33,7 @@ from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import virtual_service_name
 from virtualservice_operator.desired import compute_desired
 from virtualservice_operator.events import EventRecorder, ObjectRef
-from virtualservice_operator.executor import Executor, WriteConflict
+from virtualservice_operator.executor import Executor, MissingPermission, WriteConflict
 from virtualservice_operator.model import ServiceInfo
 from virtualservice_operator.plan import Action, PlanWarning, plan
 from virtualservice_operator.template import TemplateError
@@ -111,6 +111,14 @@ class VirtualServiceReconciler:
         self._record_events(source, done)
         if isinstance(error, WriteConflict):
             return self._conflict(name, config, error)
+        if isinstance(error, MissingPermission):
+            log.error(
+                f"forbidden: {error.message}",
+                service=name,
+                namespace=error.action.namespace,
+                error=str(error),
+            )
+            self._events.warning(source, "MissingPermission", error.message)
         if error is not None:
             raise error
         self._conflicts.pop(name, None)

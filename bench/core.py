@@ -53,13 +53,7 @@ from virtualservice_operator.constants import (
     SOURCE_ANNOTATION,
 )
 from virtualservice_operator.desired import compute_desired
-from virtualservice_operator_dev.controlplane import (
-    REPO_ROOT,
-    ControlPlane,
-    ensure_binaries,
-    free_port,
-)
-from virtualservice_operator_dev.operator import spawn_operator
+from virtualservice_operator.instance import default_instance
 from virtualservice_operator.kube import (
     CONFIGMAPS,
     JSON,
@@ -72,6 +66,13 @@ from virtualservice_operator.kube import (
 )
 from virtualservice_operator.metrics import parse_exposition
 from virtualservice_operator.model import ServiceInfo
+from virtualservice_operator_dev.controlplane import (
+    REPO_ROOT,
+    ControlPlane,
+    ensure_binaries,
+    free_port,
+)
+from virtualservice_operator_dev.operator import spawn_operator
 
 NAMESPACES = Kind("", "v1", "namespaces", "Namespace")
 OPERATOR_NS = "virtualservice-operator-system"
@@ -621,7 +622,10 @@ async def _setup(ctx: Ctx) -> dict[str, Any]:
             NAMESPACES, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
         )
     text = config_text(ctx.default, ctx.devs)
-    ctx.config = parse_config(text).config
+    # The operator's identity follows its ConfigMap: what it makes carries that label.
+    ctx.config = parse_config(text).config.with_instance(
+        default_instance(OPERATOR_NS, ctx.config_map)
+    )
     await ctx.client.create(
         CONFIGMAPS,
         OPERATOR_NS,

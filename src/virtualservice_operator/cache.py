@@ -29,6 +29,7 @@ from virtualservice_operator.constants import (
 from virtualservice_operator.informer import Informer
 from virtualservice_operator.kube import JSON, SERVICES, VIRTUAL_SERVICES, KubeClient, NotFound
 from virtualservice_operator.model import ServiceInfo, VirtualServiceInfo
+from virtualservice_operator.plan import is_managed
 
 
 def _vs_names(vs: VirtualServiceInfo) -> list[str]:
@@ -190,7 +191,7 @@ class ClusterCache:
             informer = self.services.get(obj["metadata"]["namespace"])
             if informer is not None:
                 informer.upsert(obj)
-        elif VirtualServiceInfo.from_dict(obj).managed:
+        elif is_managed(obj):
             self.managed_vs.upsert(obj)
 
     def record_delete(self, kind: str, namespace: str, name: str) -> None:

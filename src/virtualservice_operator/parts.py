@@ -51,6 +51,7 @@ class HttpServers:
             registry=self._registry,
             profiling=self._profiling,
         )
+        log.info("serving", ports=self.ports)
 
     async def stop(self) -> None:
         if self._servers is not None:

@@ -63,6 +63,7 @@ class ClusterCache:
         )
         self.unmanaged_vs: Informer[VirtualServiceInfo] | None = None
         self._default_namespace: str | None = None
+        self._reconfiguring = asyncio.Lock()
 
     # -- informers ----------------------------------------------------------------------
 
@@ -101,6 +102,11 @@ class ClusterCache:
 
     async def reconfigure(self, config: OperatorConfig) -> None:
         """Watch exactly the namespaces `config` names; wait until every informer is synced."""
+        # One at a time: a reload may come while the first fill is still going on.
+        async with self._reconfiguring:
+            await self._reconfigure(config)
+
+    async def _reconfigure(self, config: OperatorConfig) -> None:
         wanted = set(config.watched_namespaces)
         for ns in sorted(set(self.services) - wanted):
             await self.services.pop(ns).stop()

@@ -13,7 +13,8 @@ reported done: the process is ending and another replica may be acting.
 After each write the API server's answer is recorded in the cache, so that the next
 reconcile sees it before the watch brings it. A write refused because the object
 changed since it was read (409, a create that finds the object there, an update that
-finds it gone) raises `WriteConflict`: the caller re-reads and plans again.
+finds it gone) raises `WriteConflict`: the reconciler requeues the name, and its next
+pass reads it afresh and plans again.
 """
 
 from __future__ import annotations

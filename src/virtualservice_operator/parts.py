@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import structlog
 from prometheus_client import CollectorRegistry
 
 from virtualservice_operator.cache import ClusterCache
@@ -12,6 +13,8 @@ from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.desired import developer_route_names
 from virtualservice_operator.httpserver import Servers, start_servers
 from virtualservice_operator.metrics import OperatorMetrics
+
+log = structlog.get_logger("manager")
 
 
 class HttpServers:
@@ -48,6 +51,7 @@ class HttpServers:
             registry=self._registry,
             profiling=self._profiling,
         )
+        log.info("serving", ports=self.ports)
 
     async def stop(self) -> None:
         if self._servers is not None:
@@ -80,7 +84,8 @@ class CachePart:
         )
 
     async def start(self) -> None:
-        await self._cache.reconfigure(self._config())
+        await self._cache.reconfigure(self._config())  # returns once synced
+        log.info("caches synced", informers=[i.description for i in self._cache.informers()])
 
     async def wait_synced(self) -> None:
         await self._cache.wait_synced()

@@ -23,7 +23,10 @@ def placeholder(ns: str) -> dict[str, Any]:
             "name": "web",
             "uid": f"uid-{ns}",
             "resourceVersion": "4",
-            "labels": {"virtualservice-operator/placeholder-service": "true"},
+            "labels": {
+                "virtualservice-operator/placeholder-service": "true",
+                "virtualservice-operator/instance": CONFIG.instance,
+            },
             "annotations": {"virtualservice-operator/source": "prod/web"},
         },
         "spec": {"type": "ExternalName", "externalName": "web.prod.svc.cluster.local"},
@@ -75,7 +78,8 @@ async def test_sweep_deletes_placeholders_outside_the_config_through_the_executo
     ]
     assert client.selectors == [
         (
-            "virtualservice-operator/placeholder-service=true",
+            "virtualservice-operator/placeholder-service=true,"
+            f"virtualservice-operator/instance={CONFIG.instance}",
             "metadata.namespace!=prod,metadata.namespace!=dev",
         )
     ]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from virtualservice_operator.commands import CommandError
-from virtualservice_operator.config import ConfigError, OperatorConfig, parse_config
+from virtualservice_operator.config import ConfigError, OperatorConfig, config_from_configmap
 from virtualservice_operator.constants import (
     CONFIG_KEY,
     CONFIG_MAP_NAME,
@@ -93,18 +93,18 @@ def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T
 async def load_config(client: KubeClient, namespace: str, name: str) -> OperatorConfig:
     where = f"ConfigMap {namespace}/{name}"
     try:
-        obj = await client.get(CONFIGMAPS, namespace, name)
-    except NotFound as e:
-        raise CommandError(f"{where} not found: is the operator installed?") from e
-    text = (obj.get("data") or {}).get(CONFIG_KEY)
-    if not isinstance(text, str):
-        raise CommandError(f"{where} has no key {CONFIG_KEY!r}")
+        obj: JSON | None = await client.get(CONFIGMAPS, namespace, name)
+    except NotFound:
+        obj = None
     try:
-        return parse_config(text).config
+        return config_from_configmap(obj, where).config
     except ConfigError as e:
+        if obj is None:
+            raise CommandError(f"{e.problems[0].format('')} Is the operator installed?") from e
+        # Name config.yaml only where a line number in it is given.
+        problems = "; ".join(p.format(CONFIG_KEY if p.line else "") for p in e.problems)
         raise CommandError(
-            f"{where} holds an invalid config (the operator keeps its last good one): "
-            f"{'; '.join(str(p) for p in e.problems)}"
+            f"{where} holds an invalid config (the operator keeps its last good one): {problems}"
         ) from e
 
 

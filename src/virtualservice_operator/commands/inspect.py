@@ -1,12 +1,16 @@
 """What explain and status share: read the cluster as the operator sees it, then judge.
 
-1. `load_config`: the operator's ConfigMap, parsed with the operator's own parser;
-2. `load_view`: one read of the cluster: the Services the operator would watch (or, for
-   one name, that name in every namespace, to say why some are not watched), managed
-   VirtualServices anywhere and every VirtualService in the default namespace;
+1. `load_config`: the operator's ConfigMap, read by `config.config_from_configmap` as
+   the operator reads it;
+2. `load_view`: the operator's own cache (`cache.ClusterCache`), filled by one list per
+   informer and no watch: the Services of the watched namespaces, managed
+   VirtualServices anywhere, the others in the default namespace, indexed as the
+   reconciler's are. For one name, only what that name needs, and its Services in
+   every namespace (to say why some are not watched);
 3. `evaluate`: for one Service name, desired state (`desired.compute_desired`) and the
-   actions a reconcile would take (`plan.plan`), from the same inputs the reconciler
-   uses. No action means the name is in sync.
+   actions a reconcile would take (`plan.plan`), from `ClusterCache.snapshot`, the
+   reconciler's own read. No action means the name is in sync. A name costs a constant
+   number of index look-ups, so `status` is linear in the cluster's size.
 
 Read-only: nothing here writes to the cluster.
 """
@@ -16,18 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from virtualservice_operator.cache import ClusterCache
 from virtualservice_operator.commands import CommandError
 from virtualservice_operator.config import ConfigError, OperatorConfig, config_from_configmap
 from virtualservice_operator.constants import (
     CONFIG_KEY,
     CONFIG_MAP_NAME,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
     OPERATOR_NAMESPACE,
-    service_for_virtual_service,
     virtual_service_name,
 )
 from virtualservice_operator.desired import Desired, compute_desired
@@ -35,7 +37,6 @@ from virtualservice_operator.kube import (
     CONFIGMAPS,
     JSON,
     SERVICES,
-    VIRTUAL_SERVICES,
     ApiError,
     KubeClient,
     NotFound,
@@ -110,45 +111,34 @@ async def load_config(client: KubeClient, namespace: str, name: str) -> Operator
 
 @dataclass(frozen=True)
 class ClusterView:
-    """One read of the cluster: Services by namespace then name, and VirtualServices."""
+    """The operator's cache filled by one list per informer (no watch), and for one name
+    the Services of that name in namespaces the operator does not watch."""
 
     config: OperatorConfig
-    services: Mapping[str, Mapping[str, ServiceInfo]]
-    virtual_services: tuple[JSON, ...]
+    cache: ClusterCache
+    elsewhere: Mapping[str, ServiceInfo] = field(default_factory=dict)  # namespace -> it
 
     def names(self) -> list[str]:
-        """Every Service name the operator would reconcile, sorted."""
-        names = {
-            s.name
-            for ns in self.config.watched_namespaces
-            for s in self.services.get(ns, {}).values()
-        }
-        for vs in self.virtual_services:
-            name = service_for_virtual_service(str(vs["metadata"]["name"]))
-            if name:
-                names.add(name)
-        return sorted(names)
+        """Every Service name the cache knows (the reconciler's keys), sorted."""
+        return sorted(self.cache.all_names())
 
 
 async def load_view(
     client: KubeClient, config: OperatorConfig, service: str | None = None
 ) -> ClusterView:
-    """Read the cluster; with `service`, only Services of that name, in every namespace."""
-    services: dict[str, dict[str, ServiceInfo]] = {}
+    """Read the cluster as the operator's cache does; with `service`, only that name (and
+    its Services in every namespace, to say why some are not watched)."""
+    cache = ClusterCache(client, on_name=lambda name: None)  # nothing to queue: no reconcile
     if service is None:
-        lists = [await client.list(SERVICES, ns) for ns in config.watched_namespaces]
-        items = [obj for found, _ in lists for obj in found]
-    else:
-        items, _ = await client.list(SERVICES, None, field_selector=f"metadata.name={service}")
-    for obj in items:
-        info = ServiceInfo.from_dict(obj)
-        services.setdefault(info.namespace, {})[info.name] = info
-    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-    managed, _ = await client.list(VIRTUAL_SERVICES, None, label_selector=selector)
-    local, _ = await client.list(VIRTUAL_SERVICES, config.default_namespace)
-    seen = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in managed}
-    others = [o for o in local if (o["metadata"]["namespace"], o["metadata"]["name"]) not in seen]
-    return ClusterView(config, services, (*managed, *others))
+        await cache.fill(config)
+        return ClusterView(config, cache)
+    watched = set(config.watched_namespaces)
+    _, (items, _) = await asyncio.gather(
+        cache.fill(config, service),
+        client.list(SERVICES, None, field_selector=f"metadata.name={service}"),
+    )
+    found = (ServiceInfo.from_dict(obj) for obj in items)
+    return ClusterView(config, cache, {s.namespace: s for s in found if s.namespace not in watched})
 
 
 @dataclass(frozen=True)
@@ -203,35 +193,17 @@ def _placeholder(services: Mapping[str, ServiceInfo], ns: str) -> bool:
 
 
 def evaluate(view: ClusterView, name: str) -> NameState:
-    """Desired state and the plan for `name`, from the view, as the reconciler makes them."""
+    """Desired state and the plan for `name`, from the cache's indexes, as the reconciler
+    makes them: a constant number of look-ups per name, whatever the cluster's size."""
     config = view.config
-    watched = set(config.watched_namespaces)
-    services: dict[str, ServiceInfo] = {}
-    elsewhere: dict[str, ServiceInfo] = {}
-    for ns, by_name in view.services.items():
-        if name in by_name:
-            (services if ns in watched else elsewhere)[ns] = by_name[name]
-    vss = [vs for vs in view.virtual_services if _concerns(vs, name, config.default_namespace)]
+    services, vss = view.cache.snapshot(config, name)
+    elsewhere = {ns: svc for ns, svc in view.elsewhere.items() if svc.name == name}
     try:
         desired = compute_desired(config, name, services)
     except TemplateError as e:
         return NameState(name, config, services, elsewhere, vss, None, Plan((), ()), str(e))
     the_plan = plan(desired, config=config, services=services, virtual_services=vss)
     return NameState(name, config, services, elsewhere, vss, desired, the_plan)
-
-
-def _concerns(vs: JSON, name: str, default_namespace: str) -> bool:
-    """What the operator's cache indexes under `name` (managed ones anywhere, any other in
-    the default namespace): by its own name, or by a host whose short name is `name`."""
-    meta = vs["metadata"]
-    if not is_managed(vs) and meta.get("namespace") != default_namespace:
-        return False
-    if meta["name"] == virtual_service_name(name):
-        return True
-    hosts = (vs.get("spec") or {}).get("hosts") or []
-    return isinstance(hosts, list) and any(
-        isinstance(h, str) and h.split(".", 1)[0] == name for h in hosts
-    )
 
 
 def describe_route(route: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -24,6 +24,7 @@ from virtualservice_operator.commands import (
     add_command,
 )
 from virtualservice_operator.commands.inspect import (
+    ClusterView,
     NameState,
     add_cluster_flags,
     evaluate,
@@ -68,9 +69,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     async def work(client: KubeClient) -> list[NameState]:
         config = await load_config(client, args.config_map_namespace, args.config_map_name)
-        view = await load_view(client, config)
-        states = [evaluate(view, name) for name in view.names()]
-        return [s for s in states if s.actions or s.error or s.managed_virtual_services()]
+        return collect(await load_view(client, config))
 
     states = with_client(args.kubeconfig, work)
     if args.output == "table":
@@ -79,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(dump([as_record(s) for s in states], args.output))
     drift = any(not s.in_sync for s in states)
     return EXIT_PROBLEM if args.check and drift else EXIT_OK
+
+
+def collect(view: ClusterView) -> list[NameState]:
+    """The names to show: those with a managed VirtualService or something to do."""
+    states = (evaluate(view, name) for name in view.names())
+    return [s for s in states if s.actions or s.error or s.managed_virtual_services()]
 
 
 def as_record(state: NameState) -> dict[str, Any]:

@@ -63,10 +63,13 @@ from virtualservice_operator.kube import (
     JSON,
     SERVICES,
     VIRTUAL_SERVICES,
+    AlreadyExists,
     ApiError,
     Kind,
     KubeClient,
     NotFound,
+    ServerError,
+    TooManyRequests,
     virtual_service_kind,
 )
 from virtualservice_operator.metrics import parse_exposition
@@ -1111,16 +1114,23 @@ async def _commands_only(ctx: Ctx) -> dict[str, Any]:
     expected = await compute_expected(ctx.client, ctx.config)
     res["needed_writes"] = len(expected)
     t = time.monotonic()
+
+    async def create(kind: str, ns: str, body: JSON) -> None:
+        api = virtual_service_kind(body["apiVersion"]) if kind == "VirtualService" else SERVICES
+        for attempt in range(5):
+            try:
+                await ctx.client.create(api, ns, body)
+                return
+            except AlreadyExists:
+                return  # a retried POST whose first attempt went through
+            except (ServerError, TooManyRequests):
+                # A loaded machine: a connection can take longer than the client allows.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+
     await gather_limited(
-        [
-            ctx.client.create(
-                virtual_service_kind(body["apiVersion"]) if kind == "VirtualService" else SERVICES,
-                ns,
-                body,
-            )
-            for (kind, ns, _), body in expected.items()
-        ],
-        SETUP_CONCURRENCY,
+        [create(kind, ns, body) for (kind, ns, _), body in expected.items()], SETUP_CONCURRENCY
     )
     ctx.log(f"created the {len(expected)} expected objects in {time.monotonic() - t:.1f}s")
     res.update(await _commands(ctx))

@@ -138,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             failed = True
-        if args.commands_only and "error" not in res:
+        if args.commands_only:
             # Only the commands' figures are new: keep the rest of the scale's last run.
-            res = {**results["scales"].get(name, {}), **res, "commands_date": res.pop("date")}
+            new = {"commands_error": res.pop("error")} if "error" in res else res
+            new["commands_date"] = res.pop("date")
+            res = {**results["scales"].get(name, {}), **new}
         results["scales"][name] = res
         latest.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
     report.write_all(results, out)

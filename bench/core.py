@@ -1065,18 +1065,22 @@ class Churn:
 
 
 def timed_command(argv: list[str], out: Path) -> tuple[float, float, float, int]:
-    """(wall s from spawn to exit, peak RSS MiB, CPU s, exit code) of one process."""
+    """(wall s from spawn to exit, peak RSS MiB, CPU s, exit code) of one process, as
+    `bench.timed` measures them; its output goes to `out`."""
     env = {**os.environ, "NO_COLOR": "1"}
     env.pop("KUBECONFIG", None)
+    figures = out.with_suffix(".json")
     with out.open("wb") as sink:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
-        # wait4, not wait: the rusage of this child alone (RUSAGE_CHILDREN mixes in the
-        # operator and the floor).
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - t0
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, code
+        code = subprocess.run(
+            [sys.executable, "-m", "bench.timed", str(figures), *argv],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+            check=False,
+        ).returncode
+    got = json.loads(figures.read_text())
+    return got["wall_s"], got["peak_rss_mib"], got["cpu_s"], code
 
 
 async def _commands(ctx: Ctx) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from virtualservice_operator.commands.inspect import (
     with_client,
 )
 from virtualservice_operator.commands.output import table
-from virtualservice_operator.commands.status import collect
+from virtualservice_operator.commands.status import judged
 from virtualservice_operator.constants import CONFIG_MAP_NAME, OPERATOR_NAMESPACE
 from virtualservice_operator.kube import KubeClient
 from virtualservice_operator_dev.controlplane import (
@@ -120,7 +120,7 @@ def _route_table(cp: ControlPlane) -> None:
 
     async def read(client: KubeClient) -> list[NameState]:
         config = await load_config(client, OPERATOR_NAMESPACE, CONFIG_MAP_NAME)
-        return collect(await load_view(client, config))
+        return list(judged(await load_view(client, config)))
 
     rows = []
     for state in with_client(str(cp.admin_kubeconfig), read):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from virtualservice_operator.commands.inspect import ClusterView, evaluate, load_view
-from virtualservice_operator.commands.status import collect
+from virtualservice_operator.commands.status import collect, judged
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from virtualservice_operator.desired import compute_desired
@@ -133,18 +133,19 @@ def test_status_work_is_linear_in_the_names(lookups: Counter[str]) -> None:
         view = _view(converged(names))
         known = len(view.names())  # the svc-i, and "example" (a host of the unmanaged one)
         lookups.clear()
-        states = collect(view)
-        assert [s.name for s in states] == sorted(f"svc-{i}" for i in range(names))
-        assert all(s.in_sync for s in states), [s.actions for s in states if not s.in_sync]
+        states = list(judged(view))
         # What the old code did per name (every VirtualService checked) shows here: each
         # name is handed its own VirtualService, and the unmanaged one naming its host.
-        assert sum(len(s.virtual_services) for s in states) == names + 1
+        assert sum(len(s.virtual_services) for s in states) == names + 2  # svc-1, example
         # Per name: one `get` per watched namespace, one index look-up per VirtualService
         # informer; the whole cache is walked once (the names), not once per name.
         assert lookups["get"] == known * len(CONFIG.watched_namespaces)
         assert lookups["by_index"] == known * 2
         assert lookups["values"] == len(view.cache.informers())
         work[known] = lookups["get"] + lookups["by_index"]
+        records = collect(view)
+        assert [r["service"] for r in records] == sorted(f"svc-{i}" for i in range(names))
+        assert all(r["inSync"] for r in records), [r for r in records if not r["inSync"]]
     # The same cost per name at every size: linear (the old code grew with names²).
     assert len({total / known for known, total in work.items()}) == 1
 
@@ -162,13 +163,16 @@ def test_status_reports_drift_from_the_cache() -> None:
         for s in cluster.objects["services"]
         if (s["metadata"]["namespace"], s["metadata"]["name"]) != ("dev-b", "svc-4")
     ]
-    states = {s.name: s for s in collect(_view(cluster))}
+    view = _view(cluster)
+    states = {s.name: s for s in judged(view)}
     assert [(a.verb, a.kind, a.name) for a in states["svc-2"].actions] == [
         ("update", "VirtualService", "svc-2-virtual-service")
     ]
     assert [(a.verb, a.namespace) for a in states["svc-4"].actions] == [("create", "dev-b")]
     assert sum(1 for s in states.values() if not s.in_sync) == 2
     assert states["svc-1"].plan.warnings  # the unmanaged VirtualService also naming svc-1
+    drift = [r for r in collect(view) if not r["inSync"]]
+    assert [(r["service"], len(r["actions"])) for r in drift] == [("svc-2", 1), ("svc-4", 1)]
 
 
 def test_explain_lists_only_the_name(lookups: Counter[str]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -88,7 +89,15 @@ def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T
         finally:
             await client.close()
 
-    return asyncio.run(main())
+    # A command's heap only grows until it exits: at 5,000 names the cyclic collector's
+    # walks over the cache took half of status's CPU and freed nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return asyncio.run(main())
+    finally:
+        if collecting:
+            gc.enable()
 
 
 async def load_config(client: KubeClient, namespace: str, name: str) -> OperatorConfig:

@@ -15,9 +15,14 @@ the operator's cluster-wide caches) and throw-away namespaces:
 4. churn: changes to Services at a fixed rate; per change, the time from the change's
    acknowledgement to the operator's first resulting write seen on a watch ("first"),
    and to the name being fully right again ("done"); workqueue_depth scraped meanwhile.
+5. commands: on the converged cluster, `virtualservice-operator status --check` and
+   `explain NAME`, each in its own process as a user runs them (admin credentials), from
+   spawn to exit; `status --check` must exit 0 (it finds every name in sync). With
+   `commands_only`, the end state is created directly (no operator) and only this runs.
 
 Figures: wall times and ratios from `time.monotonic`; write counts from the API server's
-`apiserver_request_total`; the operator's peak RSS (VmHWM) and CPU time from /proc.
+`apiserver_request_total`; the operator's peak RSS (VmHWM) and CPU time from /proc; a
+command's peak RSS and CPU time from wait4().
 """
 
 from __future__ import annotations
@@ -59,10 +64,14 @@ from virtualservice_operator.kube import (
     JSON,
     SERVICES,
     VIRTUAL_SERVICES,
+    AlreadyExists,
     ApiError,
     Kind,
     KubeClient,
     NotFound,
+    ServerError,
+    TooManyRequests,
+    virtual_service_kind,
 )
 from virtualservice_operator.metrics import parse_exposition
 from virtualservice_operator.model import ServiceInfo
@@ -111,6 +120,8 @@ class Options:
     log: Callable[[str], None] = print
     converge_timeout: float = 1800.0
     wide_max_objects: int = 20_000  # the wide floor is skipped above this (time)
+    commands_only: bool = False  # create the end state directly, time the commands, no more
+    command_runs: int = 3  # each command is timed this many times; the median is kept
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -1057,6 +1068,83 @@ class Churn:
         }
 
 
+def timed_command(argv: list[str], out: Path) -> tuple[float, float, float, int]:
+    """(wall s from spawn to exit, peak RSS MiB, CPU s, exit code) of one process, as
+    `bench.timed` measures them; its output goes to `out`."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("KUBECONFIG", None)
+    figures = out.with_suffix(".json")
+    with out.open("wb") as sink:
+        code = subprocess.run(
+            [sys.executable, "-m", "bench.timed", str(figures), *argv],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+            check=False,
+        ).returncode
+    got = json.loads(figures.read_text())
+    return got["wall_s"], got["peak_rss_mib"], got["cpu_s"], code
+
+
+async def _commands(ctx: Ctx) -> dict[str, Any]:
+    """`status --check` over every name and `explain` of one name, timed (median of
+    `command_runs`); status must find everything in sync."""
+    name = service_names(ctx.scale)[0]  # routed in half of the developer namespaces
+    base = [sys.executable, "-m", "virtualservice_operator.cli"]
+    flags = [f"--kubeconfig={ctx.cp.admin_kubeconfig}", f"--config-map-name={ctx.config_map}"]
+    res: dict[str, Any] = {"load_at_commands": loadavg(), "explain_name": name}
+    for command, args in (("status", ["status", "--check"]), ("explain", ["explain", name])):
+        runs = []
+        for i in range(ctx.options.command_runs):
+            out = ctx.tmp / f"{command}-{i}.out"
+            run = await asyncio.to_thread(timed_command, [*base, *args, *flags], out)
+            if run[3] != 0:
+                text = out.read_text()
+                raise RuntimeError(f"{command} exited {run[3]}: {text[-2000:]}")
+            runs.append(run)
+        wall, rss, cpu, _ = sorted(runs)[len(runs) // 2]
+        res[f"{command}_s"] = wall
+        res[f"{command}_peak_rss_mib"] = rss
+        res[f"{command}_cpu_s"] = cpu
+        res[f"{command}_runs_s"] = [round(r[0], 3) for r in runs]
+        ctx.log(f"{command}: {wall:.2f}s (runs {res[f'{command}_runs_s']}), {rss:.0f} MiB")
+    res["status_rows"] = sum(
+        1 for line in (ctx.tmp / "status-0.out").read_text().splitlines()[1:] if line.strip()
+    )
+    return res
+
+
+async def _commands_only(ctx: Ctx) -> dict[str, Any]:
+    """The converged end state, created directly as admin (no operator), then the commands."""
+    res = await _setup(ctx)
+    assert ctx.config is not None
+    expected = await compute_expected(ctx.client, ctx.config)
+    res["needed_writes"] = len(expected)
+    t = time.monotonic()
+
+    async def create(kind: str, ns: str, body: JSON) -> None:
+        api = virtual_service_kind(body["apiVersion"]) if kind == "VirtualService" else SERVICES
+        for attempt in range(5):
+            try:
+                await ctx.client.create(api, ns, body)
+                return
+            except AlreadyExists:
+                return  # a retried POST whose first attempt went through
+            except (ServerError, TooManyRequests):
+                # A loaded machine: a connection can take longer than the client allows.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+
+    await gather_limited(
+        [create(kind, ns, body) for (kind, ns, _), body in expected.items()], SETUP_CONCURRENCY
+    )
+    ctx.log(f"created the {len(expected)} expected objects in {time.monotonic() - t:.1f}s")
+    res.update(await _commands(ctx))
+    return res
+
+
 async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     o = ctx.options
     res: dict[str, Any] = {
@@ -1109,6 +1197,7 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     op, steady = await _steady(ctx, op, ctx.scale.services)
     res.update(steady)
     ctx.log(f"steady writes {res['steady_state_writes']}, resync {res['resync_s']:.2f}s")
+    res.update(await _commands(ctx))
 
     if o.churn_seconds > 0:
         ctx.log(f"churn {o.churn_rate}/s for {o.churn_seconds}s")
@@ -1150,6 +1239,8 @@ def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) ->
                 client = KubeClient.from_kubeconfig(str(cp.admin_kubeconfig))
                 try:
                     ctx = Ctx(cp, client, sa, scale, options, tmp)
+                    if options.commands_only:
+                        return await _commands_only(ctx)
                     return await _run_scale_async(ctx)
                 finally:
                     await client.close()

@@ -11,6 +11,8 @@ TARGETS = {
     "ratio_to_floor": 1.3,  # at M and L
     "peak_rss_mib": 150.0,  # at L
     "churn_p99_ms": 200.0,
+    "status_s": 2.0,  # at L, end to end
+    "explain_s": 0.5,  # at L, end to end
 }
 
 
@@ -45,6 +47,8 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in _scales(results):
+        if "error" not in r and "converge_s" not in r:
+            continue  # only the commands were run at this scale (below)
         if "error" in r:
             lines.append(
                 f"| {name} | {r.get('services')} × {r.get('dev_namespaces')} | "
@@ -81,6 +85,12 @@ def markdown(results: dict[str, Any]) -> str:
         if "error" in r:
             continue
         checks = []
+        if name == "L" and r.get("status_s") is not None:
+            checks.append(_target("status < 2 s", r["status_s"] < TARGETS["status_s"]))
+            checks.append(_target("explain < 0.5 s", r["explain_s"] < TARGETS["explain_s"]))
+        if "converge_s" not in r:
+            lines.append(f"- {name}: " + "; ".join(checks))
+            continue
         if name in ("M", "L"):
             checks.append(_target("converge within 1.3× floor", r["ratio_to_floor"] <= 1.3))
         checks.append(_target("writes = needed", r["writes"] == r["needed_writes"]))
@@ -93,6 +103,7 @@ def markdown(results: dict[str, Any]) -> str:
                 _target(f"churn p99 < 200 ms at {r.get('churn_rate')}/s", r["churn_p99_ms"] < 200)
             )
         lines.append(f"- {name}: " + "; ".join(checks))
+    lines += commands_table(results)
     lin = linearity(results)
     if lin:
         lines += ["", "Cost per needed object (linear in N if these stay flat):", ""]
@@ -105,6 +116,29 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def commands_table(results: dict[str, Any]) -> list[str]:
+    rows = [(n, r) for n, r in _scales(results) if r.get("status_s") is not None]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Read-only commands on the converged cluster, each its own process with admin "
+        "credentials, spawn to exit (median of the runs; load = 1-minute load average):",
+        "",
+        "| scale | names | status s | status peak RSS MiB | status CPU s | explain s | "
+        "explain CPU s | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r.get('status_rows', '–')} | {_f(r['status_s'])} | "
+            f"{_f(r['status_peak_rss_mib'], 0)} | {_f(r.get('status_cpu_s'))} | "
+            f"{_f(r['explain_s'])} | {_f(r.get('explain_cpu_s'))} | "
+            f"{_f(r.get('load_at_commands'), 1)} |"
+        )
+    return lines
+
+
 def _target(text: str, ok: bool) -> str:
     return f"{text}: {'met' if ok else 'MISSED'}"
 
@@ -112,7 +146,7 @@ def _target(text: str, ok: bool) -> str:
 def linearity(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     out = []
     for name, r in _scales(results):
-        if "error" in r or not r.get("needed_writes"):
+        if "error" in r or not r.get("needed_writes") or "converge_s" not in r:
             continue
         n = r["needed_writes"]
         out.append(
@@ -136,7 +170,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = [(n, r) for n, r in _scales(results) if "error" not in r]
+    rows = [(n, r) for n, r in _scales(results) if "error" not in r and "converge_s" in r]
     if not rows:
         return False
     names = [n for n, _ in rows]

@@ -1,6 +1,7 @@
 """Command line of the benchmark: runs the chosen scales and writes the results.
 
     python -m bench --scales "S M" [--churn-seconds 20] [--profile-seconds 10]
+    python -m bench --scales L --commands-only   # time status and explain at L only
 
 Writes <out>/latest.json (figures per scale, machine and date), latest.md (the table)
 and latest.png (the plot). Scales not run this time keep their last figures in
@@ -91,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn-seconds", type=float, default=20.0, help="0: skip churn")
     p.add_argument("--profile-seconds", type=int, default=0, help="CPU profile during convergence")
     p.add_argument("--fresh", action="store_true", help="forget scales not run this time")
+    p.add_argument(
+        "--commands-only",
+        action="store_true",
+        help="create the converged objects directly and time status/explain only "
+        "(a scale's other figures are kept)",
+    )
+    p.add_argument("--command-runs", type=int, default=3, help="runs per command (median kept)")
     args = p.parse_args(argv)
     scales = parse_scales(args.scales)
     out: Path = args.out
@@ -112,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         churn_rate=args.churn_rate,
         churn_seconds=args.churn_seconds,
         profile_seconds=args.profile_seconds,
+        commands_only=args.commands_only,
+        command_runs=args.command_runs,
         out_dir=out,
         log=lambda m: print(m, flush=True),
     )
@@ -128,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             failed = True
+        if args.commands_only:
+            # Only the commands' figures are new: keep the rest of the scale's last run.
+            new = {"commands_error": res.pop("error")} if "error" in res else res
+            new["commands_date"] = res.pop("date")
+            res = {**results["scales"].get(name, {}), **new}
         results["scales"][name] = res
         latest.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
     report.write_all(results, out)

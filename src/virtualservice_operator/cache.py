@@ -67,7 +67,9 @@ class ClusterCache:
 
     # -- informers ----------------------------------------------------------------------
 
-    def _service_informer(self, namespace: str) -> Informer[ServiceInfo]:
+    def _service_informer(
+        self, namespace: str, field_selector: str | None = None
+    ) -> Informer[ServiceInfo]:
         def handler(old: ServiceInfo | None, new: ServiceInfo | None) -> None:
             self._on_name((new or old).name)  # type: ignore[union-attr]
 
@@ -78,11 +80,14 @@ class ClusterCache:
             transform=ServiceInfo.from_dict,
             version_of=lambda s: s.resource_version,
             handler=handler,
+            field_selector=field_selector,
             watch_timeout=self._watch_timeout,
             idle_timeout=self._idle_timeout,
         )
 
-    def _vs_informer(self, namespace: str | None, selector: str) -> Informer[VirtualServiceInfo]:
+    def _vs_informer(
+        self, namespace: str | None, selector: str, field_selector: str | None = None
+    ) -> Informer[VirtualServiceInfo]:
         def handler(old: VirtualServiceInfo | None, new: VirtualServiceInfo | None) -> None:
             for name in {*(_vs_names(old) if old else ()), *(_vs_names(new) if new else ())}:
                 self._on_name(name)
@@ -95,6 +100,7 @@ class ClusterCache:
             version_of=lambda vs: vs.resource_version,
             handler=handler,
             label_selector=selector,
+            field_selector=field_selector,
             indexers={"service": _vs_names},
             watch_timeout=self._watch_timeout,
             idle_timeout=self._idle_timeout,
@@ -123,6 +129,25 @@ class ClusterCache:
             self._default_namespace = config.default_namespace
         self.managed_vs.start()
         await self.wait_synced()
+
+    async def fill(self, config: OperatorConfig, name: str | None = None) -> None:
+        """List once, without watching, what `config` makes a cache never started hold: a
+        snapshot for the read-only commands, read through the reconciler's own indexes.
+        With `name`, only what `snapshot(config, name)` reads: the Services of that name
+        and ours named after it (and, as `fresh`, the other VirtualServices in D)."""
+        services = f"metadata.name={name}" if name else None
+        self.services = {
+            ns: self._service_informer(ns, services) for ns in config.watched_namespaces
+        }
+        if name:
+            own = f"metadata.name={virtual_service_name(name)}"
+            self.managed_vs = self._vs_informer(None, own_selector(self.instance), own)
+        self.unmanaged_vs = self._vs_informer(
+            config.default_namespace, others_selector(self.instance)
+        )
+        self._default_namespace = config.default_namespace
+        # The informer's own list (store, indexes, resourceVersion), not its watch loop.
+        await asyncio.gather(*(informer._list() for informer in self.informers()))
 
     async def wait_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers()))

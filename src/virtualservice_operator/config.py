@@ -75,9 +75,17 @@ class Problem:
     line: int | None = None
 
     def __str__(self) -> str:
-        where = f"{CONFIG_KEY} line {self.line}" if self.line else CONFIG_KEY
+        return self.format(CONFIG_KEY)
+
+    def format(self, source: str) -> str:
+        """`<source> line N: path: what is wrong. Fix: how.`; the line and the path only
+        when known, `source` (e.g. config.yaml) left out when empty."""
+        where = " ".join(
+            part for part in (source, f"line {self.line}" if self.line else "") if part
+        )
         subject = f"{self.path}: " if self.path else ""
-        return f"{where}: {subject}{_sentence(self.message)} Fix: {_sentence(self.fix)}"
+        head = f"{where}: " if where else ""
+        return f"{head}{subject}{_sentence(self.message)} Fix: {_sentence(self.fix)}"
 
 
 class ConfigError(ValueError):
@@ -239,17 +247,32 @@ class LoadedConfig:
 
 def parse_config(text: str) -> LoadedConfig:
     """Validate a config.yaml body. Raises ConfigError only."""
-    return _guarded(_parse_config, text)
+    return _guarded(lambda: _validate(*_load(text)))
 
 
 def parse_config_file(text: str) -> LoadedConfig:
     """Validate a bare config.yaml or a whole ConfigMap manifest. Raises ConfigError only."""
-    return _guarded(_parse_config_file, text)
+    return _guarded(lambda: _parse_config_file(text))
 
 
-def _guarded(parse: Callable[[str], LoadedConfig], text: str) -> LoadedConfig:
+def config_from_configmap(obj: Mapping[str, Any] | None, where: str) -> LoadedConfig:
+    """The operator's config from a ConfigMap object (`where` names it in messages).
+    Raises ConfigError (problems naming the key and the fix) when the object is None,
+    has no data.config.yaml, or the config is invalid."""
+    if obj is None:
+        fix = "create it (see deployments/config.yaml)"
+        raise ConfigError([Problem("", f"{where} not found", fix)])
+    section = obj.get("data")
+    body = section.get(CONFIG_KEY) if isinstance(section, Mapping) else None
+    if not isinstance(body, str):
+        # "add it" and no more: the path already says where it goes.
+        raise ConfigError([Problem(f"data.{CONFIG_KEY}", f"is missing from {where}", "add it")])
+    return parse_config(body)
+
+
+def _guarded(parse: Callable[[], LoadedConfig]) -> LoadedConfig:
     try:
-        return parse(text)
+        return parse()
     except ConfigError:
         raise
     except Exception as e:  # the contract: whatever the input, only ConfigError escapes
@@ -258,26 +281,19 @@ def _guarded(parse: Callable[[str], LoadedConfig], text: str) -> LoadedConfig:
 
 
 def _parse_config_file(text: str) -> LoadedConfig:
-    data = _load(text)
+    data, root = _load(text)
     if isinstance(data, dict) and data.get("kind") == "ConfigMap":
-        section = data.get("data")
-        body = section.get(CONFIG_KEY) if isinstance(section, dict) else None
-        if not isinstance(body, str):
-            raise ConfigError(
-                [Problem(f"data.{CONFIG_KEY}", "is missing from the ConfigMap", "add it")]
-            )
-        return _parse_config(body)
-    return _parse_config(text)
+        return config_from_configmap(data, "the ConfigMap")
+    return _validate(data, root)
 
 
-def _parse_config(text: str) -> LoadedConfig:
-    data = _load(text)
+def _validate(data: Any, root: yaml.Node | None) -> LoadedConfig:
+    """The config from the parsed YAML (`root`, its node tree, gives the line numbers)."""
     if data is None:
         raise ConfigError([Problem("", "is empty", "set at least defaultNamespace")])
     if not isinstance(data, dict):
         fix = "write 'defaultNamespace: <namespace>' and the other settings as keys"
         raise ConfigError([Problem("", f"must be a mapping, got {_kind(data)}", fix, 1)])
-    root = _compose(text)
     warnings = _unknown_keys(data, OperatorConfig, (), root)
     try:
         # camelCase only in YAML: snake_case names are for Python callers.
@@ -288,11 +304,14 @@ def _parse_config(text: str) -> LoadedConfig:
     return LoadedConfig(config, tuple(warnings))
 
 
-def _load(text: str) -> Any:
+def _load(text: str) -> tuple[Any, yaml.Node | None]:
+    """The YAML document and its node tree, from one parse (the nodes carry the lines)."""
     if not isinstance(text, str):
         raise ConfigError([Problem("", "is not text", "pass the config.yaml text")])
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        root = loader.get_single_node()
+        return (loader.construct_document(root) if root is not None else None), root
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -300,6 +319,8 @@ def _load(text: str) -> Any:
         raise ConfigError(
             [Problem("", f"is not valid YAML: {problem}", "check indentation and quoting", line)]
         ) from None
+    finally:
+        loader.dispose()
 
 
 def _kind(value: object) -> str:
@@ -345,13 +366,6 @@ def _path(loc: Sequence[Any]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-def _compose(text: str) -> yaml.Node | None:
-    try:
-        return yaml.compose(text)
-    except Exception:  # only used for line numbers: a failure just means none
-        return None
 
 
 def _line(node: yaml.Node | None, path: Sequence[str | int]) -> int | None:
@@ -430,18 +444,3 @@ def diff_configs(old: OperatorConfig, new: OperatorConfig) -> list[str]:
     members("placeholder.labels", old.placeholder.labels, new.placeholder.labels)
     members("placeholder.annotations", old.placeholder.annotations, new.placeholder.annotations)
     return changes
-
-
-def config_from_configmap(obj: Mapping[str, Any] | None, where: str) -> LoadedConfig:
-    """The operator's config from a ConfigMap object (`where` names it in messages).
-    Raises ConfigError (problems naming the key and the fix) when the object is None,
-    has no data.config.yaml, or the config is invalid."""
-    if obj is None:
-        fix = "create it (see deployments/config.yaml)"
-        raise ConfigError([Problem("", f"{where} not found", fix)])
-    data = obj.get("data")
-    text = data.get(CONFIG_KEY) if isinstance(data, Mapping) else None
-    if not isinstance(text, str):
-        fix = f"put the operator's config.yaml under data.{CONFIG_KEY}"
-        raise ConfigError([Problem(f"data.{CONFIG_KEY}", f"is missing from {where}", fix)])
-    return parse_config(text)

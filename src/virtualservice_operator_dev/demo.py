@@ -23,6 +23,17 @@ from typing import Any
 
 import yaml
 
+from virtualservice_operator.commands.inspect import (
+    NameState,
+    describe_route,
+    load_config,
+    load_view,
+    with_client,
+)
+from virtualservice_operator.commands.output import table
+from virtualservice_operator.commands.status import judged
+from virtualservice_operator.constants import CONFIG_MAP_NAME, OPERATOR_NAMESPACE
+from virtualservice_operator.kube import KubeClient
 from virtualservice_operator_dev.controlplane import (
     REPO_ROOT,
     ControlPlane,
@@ -104,30 +115,19 @@ def _routes(cp: ControlPlane, name: str) -> list[str]:
 
 
 def _route_table(cp: ControlPlane) -> None:
-    out = cp.kubectl(
-        "get",
-        "virtualservices",
-        "-n",
-        "production",
-        "-l",
-        "managed-by=virtualservice-operator",
-        "-o",
-        "yaml",
-    ).stdout
-    print(f"{'VIRTUALSERVICE':<28} {'ROUTE':<22} {'MATCH':<36} DESTINATION")
-    for vs in yaml.safe_load(out)["items"]:
-        for route in vs["spec"].get("http", []):
-            match = route.get("match", [{}])[0] if route.get("match") else {}
-            headers = ",".join(
-                f"{k}={next(iter(v.values()))}" for k, v in (match.get("headers") or {}).items()
-            )
-            port = f" port={match['port']}" if "port" in match else ""
-            dest = route["route"][0]["destination"]
-            dport = f":{dest['port']['number']}" if "port" in dest else ""
-            name, route_name = vs["metadata"]["name"], route.get("name", "(template)")
-            match_text = (headers + port) or "*"
-            print(f"{name:<28} {route_name:<22} {match_text:<36} {dest['host']}{dport}")
-    sys.stdout.flush()
+    """The routes of every managed VirtualService, read as `status` reads the cluster (the
+    operator's cache, filled by one list) and described as `explain` describes them."""
+
+    async def read(client: KubeClient) -> list[NameState]:
+        config = await load_config(client, OPERATOR_NAMESPACE, CONFIG_MAP_NAME)
+        return list(judged(await load_view(client, config)))
+
+    rows = []
+    for state in with_client(str(cp.admin_kubeconfig), read):
+        for vs in state.managed_virtual_services():
+            for route in (vs.get("spec") or {}).get("http") or []:
+                rows.append([vs["metadata"]["name"], *describe_route(route)])
+    print("\n".join(table(["VIRTUALSERVICE", "ROUTE", "MATCH", "DESTINATION"], rows)), flush=True)
 
 
 def _status(cp: ControlPlane, *extra: str) -> subprocess.CompletedProcess[str]:

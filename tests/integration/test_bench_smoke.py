@@ -44,6 +44,9 @@ def test_bench_smoke_xs(tmp_path: Path) -> None:
         "cpu_s",
         "churn_p50_ms",
         "churn_p99_ms",
+        "status_s",
+        "explain_s",
+        "status_peak_rss_mib",
     ):
         assert res.get(key) is not None, key
     assert (res["services"], res["dev_namespaces"]) == (20, 2)
@@ -52,8 +55,22 @@ def test_bench_smoke_xs(tmp_path: Path) -> None:
     assert res["verify"] == {"wrong_or_missing": 0, "extra": 0}
     assert res["steady_state_writes"] == 0  # the design's contract: converged = no request
     assert res["churn_changes"] > 0 and res["churn_failed"] == 0
+    assert res["status_rows"] == 20  # status --check exited 0: every name in sync
 
     results = {"machine": {}, "date": "", "scales": {"XS": res}}
     report.write_all(results, tmp_path)
     assert "| XS |" in (tmp_path / "latest.md").read_text()
     print(f"\nXS bench took {elapsed:.1f}s")  # reported, not judged: timing is the benchmark's job
+
+
+def test_bench_commands_only_xs(tmp_path: Path) -> None:
+    """`--commands-only`: the end state created directly, then only status and explain."""
+    options = Options(out_dir=tmp_path, log=print, commands_only=True, command_runs=1)
+    res = run_scale(SCALES["XS"], options)
+    assert res["status_rows"] == 20  # status --check exited 0: what was made is in sync
+    assert res["needed_writes"] == 20 + 20 * 2 - res["dev_services"]
+    assert res["status_s"] > 0 and res["explain_s"] > 0 and res["status_peak_rss_mib"] > 0
+    assert "converge_s" not in res
+    results = {"machine": {}, "date": "", "scales": {"XS": res}}
+    report.write_all(results, tmp_path)
+    assert "| XS | 20 |" in (tmp_path / "latest.md").read_text()

@@ -159,9 +159,14 @@ def test_explain_says_why_nothing_happens(
         f"{other} is neither defaultNamespace nor in developerNamespaces: not watched"
         in reasons("elsewhere")
     )
-    assert f"{d}/excl is excluded by label virtualservice-operator/exclude=true" in reasons("excl")
-    assert "'kubernetes' is the API server's own Service: never acted on" in reasons("kubernetes")
-    assert f"not in the default namespace: no Service devonly in {d}" in reasons("devonly")
+    # The reasons desired state gives (Desired.notes), as the operator's logs give them.
+    nothing = ": nothing is made for this name"
+    excluded = f"excluded by label virtualservice-operator/exclude=true on {d}/excl{nothing}"
+    assert excluded in reasons("excl")
+    assert f"ignored: 'kubernetes' is the API server's own Service{nothing}" in reasons(
+        "kubernetes"
+    )
+    assert f"dev-only: no Service devonly in default namespace {d}{nothing}" in reasons("devonly")
     assert "placeholders are off (enablePlaceholderServices: false): none in" in reasons("plain")
     unmanaged = reasons("unm")
     assert f"VirtualService {d}/unm-virtual-service is unmanaged" in unmanaged

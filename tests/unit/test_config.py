@@ -14,6 +14,7 @@ from virtualservice_operator.config import (
     ConfigError,
     OperatorConfig,
     Problem,
+    config_from_configmap,
     diff_configs,
     parse_config,
     parse_config_file,
@@ -228,6 +229,64 @@ def test_config_map_manifest_is_unwrapped() -> None:
         parse_config_file(
             yaml.safe_dump({**manifest, "data": {"config.yaml": "defaultNamespace: A"}})
         )
+
+
+def test_config_from_configmap() -> None:
+    where = "ConfigMap ops/vso-config"
+    loaded = config_from_configmap({"data": {"config.yaml": GUIDE}}, where)
+    assert loaded.config == parse_config(GUIDE).config
+    with pytest.raises(ConfigError) as info:
+        config_from_configmap(None, where)
+    assert str(info.value) == (
+        "config.yaml: ConfigMap ops/vso-config not found. "
+        "Fix: create it (see deployments/config.yaml)."
+    )
+    for obj in ({}, {"data": None}, {"data": {"other": "x"}}, {"data": {"config.yaml": 1}}):
+        with pytest.raises(ConfigError) as info:
+            config_from_configmap(obj, where)
+        [problem] = info.value.problems
+        assert (problem.path, problem.message) == (
+            "data.config.yaml",
+            "is missing from ConfigMap ops/vso-config",
+        )
+    with pytest.raises(ConfigError) as info:
+        config_from_configmap({"data": {"config.yaml": "defaultNamespace: A\n"}}, where)
+    assert [(p.path, p.line) for p in info.value.problems] == [("defaultNamespace", 1)]
+
+
+class _CountingLoader(yaml.SafeLoader):
+    made = 0
+
+    def __init__(self, stream: str) -> None:
+        type(self).made += 1
+        super().__init__(stream)
+
+
+@pytest.mark.parametrize("as_manifest", [False, True])
+def test_a_file_is_parsed_once(monkeypatch: pytest.MonkeyPatch, as_manifest: bool) -> None:
+    # Each text is parsed once (values and line numbers from the same node tree): a
+    # bare config.yaml once, a ConfigMap manifest once and its config.yaml body once.
+    monkeypatch.setattr(yaml, "SafeLoader", _CountingLoader)
+    monkeypatch.setattr(_CountingLoader, "made", 0)
+    for name in ("safe_load", "compose", "load"):
+        monkeypatch.setattr(yaml, name, lambda *a, **k: pytest.fail("a second parse"))
+    text = "defaultNamespace: Prod\ndeveloperNamespaces: [dev]\nzzz: 1\n"
+    if as_manifest:
+        text = yaml.dump({"kind": "ConfigMap", "data": {"config.yaml": text}})
+    with pytest.raises(ConfigError) as info:
+        parse_config_file(text)
+    assert [p.line for p in info.value.problems] == [1]
+    assert _CountingLoader.made == (2 if as_manifest else 1)
+
+
+def test_problem_format() -> None:
+    problem = Problem("routing.match", "is 'cookie'", "use one of 'header', 'baggage'", 7)
+    assert (
+        problem.format("")
+        == "line 7: routing.match: is 'cookie'. Fix: use one of 'header', 'baggage'."
+    )
+    assert str(problem) == "config.yaml " + problem.format("")
+    assert Problem("", "is empty", "set it").format("") == "is empty. Fix: set it."
 
 
 def test_config_error_lists_every_problem_one_per_line() -> None:

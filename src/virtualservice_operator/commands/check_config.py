@@ -19,7 +19,7 @@ from virtualservice_operator.commands import (
 )
 from virtualservice_operator.commands.configfile import load_config_file
 from virtualservice_operator.commands.output import Style
-from virtualservice_operator.config import ConfigError, OperatorConfig, Problem
+from virtualservice_operator.config import ConfigError, OperatorConfig
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,20 +51,12 @@ def run(args: argparse.Namespace) -> int:
         count = len(e.problems)
         print(style.bad(f"{args.file}: {count} problem{'s' if count != 1 else ''}"))
         for problem in e.problems:
-            print(f"  - {format_problem(problem)}")
+            print(f"  - {problem.format('')}")  # the file is named above
         return EXIT_PROBLEM
     for warning in loaded.warnings:
         print(style.warn(f"warning: {warning}"))
     print(f"{style.ok('config OK')}: {summary(loaded.config)}")
     return EXIT_OK
-
-
-def format_problem(problem: Problem) -> str:
-    """`line N: path: what is wrong. Fix: how` (line and path only when known)."""
-    where = f"line {problem.line}: " if problem.line else ""
-    subject = f"{problem.path}: " if problem.path else ""
-    message = problem.message.rstrip(".")
-    return f"{where}{subject}{message}. Fix: {problem.fix.rstrip('.')}."
 
 
 def summary(config: OperatorConfig) -> str:

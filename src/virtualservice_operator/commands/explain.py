@@ -42,13 +42,9 @@ from virtualservice_operator.commands.inspect import (
 from virtualservice_operator.commands.output import Style, table
 from virtualservice_operator.constants import (
     EXCLUDE_LABEL,
-    IGNORED_SERVICES,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
     SYSTEM_NAMESPACES,
     virtual_service_name,
 )
-from virtualservice_operator.desired import is_http_port
 from virtualservice_operator.kube import EVENTS, JSON, Forbidden, KubeClient
 from virtualservice_operator.model import ServiceInfo, is_dns_label
 
@@ -83,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def work(client: KubeClient) -> tuple[NameState, list[JSON] | None]:
-        config = await load_config(client, args.config_map_namespace, args.config_map_name)
+        config = await load_config(
+            client, args.config_map_namespace, args.config_map_name, args.instance
+        )
         state = evaluate(await load_view(client, config, name), name)
         try:
             found, _ = await client.list(EVENTS, None, field_selector=f"involvedObject.name={name}")
@@ -115,8 +113,7 @@ def report(state: NameState, events: list[JSON] | None, where: str, style: Style
     if vs is None:
         lines.append("  absent")
     else:
-        label = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-        managed = "managed" if state.managed else f"NOT managed (no label {label})"
+        managed = "managed" if state.managed else f"NOT managed ({state.unmanaged_reason()})"
         lines.append(f"  {managed}")
         routes = [describe_route(r) for r in (vs.get("spec") or {}).get("http") or []]
         lines += ["  " + line for line in table(["ROUTE", "MATCH", "DESTINATION"], routes)]
@@ -154,7 +151,7 @@ def _namespaces(state: NameState) -> list[tuple[str, str]]:
 
 
 def describe_service(state: NameState, ns: str) -> str:
-    config, desired = state.config, state.desired
+    desired = state.desired
     if ns in state.elsewhere:
         return (
             "system namespace: never acted on"
@@ -170,13 +167,21 @@ def describe_service(state: NameState, ns: str) -> str:
         return f"real, excluded by label {EXCLUDE_LABEL}=true"
     if svc.is_placeholder:
         return f"placeholder -> {svc.external_name}"
-    if ns == config.default_namespace:
-        return f"real ({svc.type}, ports {_ports(svc)})"
+    real = f"real ({svc.type}, ports {_ports(svc)})"
     if desired is not None and ns in desired.routed_namespaces:
-        return f"real ({svc.type}, ports {_ports(svc)}): routed"
-    if svc.ports and not any(is_http_port(p) for p in svc.ports):
-        return f"real ({svc.type}, ports {_ports(svc)}): no HTTP port, no route"
-    return f"real ({svc.type}, ports {_ports(svc)})"
+        return f"{real}: routed"
+    why = _namespace_notes(state).get(ns)  # e.g. no HTTP port, no route
+    return f"{real}: {why}" if why else real
+
+
+def _namespace_notes(state: NameState) -> dict[str, str]:
+    """`Desired.notes` about one developer namespace (written "namespace: why")."""
+    notes: dict[str, str] = {}
+    for note in state.desired.notes if state.desired else ():
+        ns, sep, why = note.partition(": ")
+        if sep and ns in state.config.developer_namespaces:
+            notes[ns] = why
+    return notes
 
 
 def _ports(svc: ServiceInfo) -> str:
@@ -184,12 +189,12 @@ def _ports(svc: ServiceInfo) -> str:
 
 
 def why_nothing_happens(state: NameState) -> list[str]:
-    """Every reason the operator leaves something about this name alone."""
-    name, config = state.name, state.config
+    """Every reason the operator leaves something about this name alone: the namespaces
+    it does not watch, then the reasons desired state gives (`Desired.notes`, but for
+    the placeholders it makes), the unmanaged VirtualService, placeholders off."""
+    name, config, desired = state.name, state.config, state.desired
     d = config.default_namespace
     reasons = []
-    if name in IGNORED_SERVICES:
-        reasons.append(f"{name!r} is the API server's own Service: never acted on")
     for ns in sorted(state.elsewhere):
         if ns in SYSTEM_NAMESPACES:
             reasons.append(f"{ns} is a system namespace: its Services are never acted on")
@@ -197,25 +202,20 @@ def why_nothing_happens(state: NameState) -> list[str]:
             reasons.append(
                 f"{ns} is neither defaultNamespace nor in developerNamespaces: not watched"
             )
-    source = state.services.get(d)
-    if source is None and name not in IGNORED_SERVICES:
-        reasons.append(
-            f"not in the default namespace: no Service {name} in {d}, so nothing is made "
-            "for this name (dev-only)"
-        )
-    for ns in config.watched_namespaces:
-        svc = state.services.get(ns)
-        if svc is not None and svc.excluded:
-            reasons.append(f"{ns}/{name} is excluded by label {EXCLUDE_LABEL}=true")
+    if desired is not None and desired.virtual_service is None:
+        reasons += [f"{note}: nothing is made for this name" for note in desired.notes]
+    elif desired is not None:
+        notes = _namespace_notes(state)
+        reasons += [f"{ns}: {why}" for ns, why in notes.items() if ns not in desired.placeholders]
     vs = state.virtual_service
     if vs is not None and not state.managed:
         reasons.append(
-            f"VirtualService {d}/{virtual_service_name(name)} is unmanaged (no label "
-            f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}): never changed or deleted; "
-            "put the label back to hand it over"
+            f"VirtualService {d}/{virtual_service_name(name)} is unmanaged "
+            f"({state.unmanaged_reason()}): never changed or deleted; "
+            "label it back to hand it over (docs/operations.md)"
         )
     lacking = [ns for ns in config.developer_namespaces if ns not in state.services]
-    if source is not None and lacking and not config.enable_placeholder_services:
+    if d in state.services and lacking and not config.enable_placeholder_services:
         reasons.append(
             f"placeholders are off (enablePlaceholderServices: false): none in {', '.join(lacking)}"
         )

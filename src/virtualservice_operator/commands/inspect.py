@@ -1,12 +1,16 @@
 """What explain and status share: read the cluster as the operator sees it, then judge.
 
-1. `load_config`: the operator's ConfigMap, parsed with the operator's own parser;
-2. `load_view`: one read of the cluster: the Services the operator would watch (or, for
-   one name, that name in every namespace, to say why some are not watched), managed
-   VirtualServices anywhere and every VirtualService in the default namespace;
+1. `load_config`: the operator's ConfigMap, read by `config.config_from_configmap` as
+   the operator reads it;
+2. `load_view`: the operator's own cache (`cache.ClusterCache`), filled by one list per
+   informer and no watch: the Services of the watched namespaces, managed
+   VirtualServices anywhere, the others in the default namespace, indexed as the
+   reconciler's are. For one name, only what that name needs, and its Services in
+   every namespace (to say why some are not watched);
 3. `evaluate`: for one Service name, desired state (`desired.compute_desired`) and the
-   actions a reconcile would take (`plan.plan`), from the same inputs the reconciler
-   uses. No action means the name is in sync.
+   actions a reconcile would take (`plan.plan`), from `ClusterCache.snapshot`, the
+   reconciler's own read. No action means the name is in sync. A name costs a constant
+   number of index look-ups, so `status` is linear in the cluster's size.
 
 Read-only: nothing here writes to the cluster.
 """
@@ -15,33 +19,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from virtualservice_operator.cache import ClusterCache
 from virtualservice_operator.commands import CommandError
-from virtualservice_operator.config import ConfigError, OperatorConfig, parse_config
+from virtualservice_operator.config import ConfigError, OperatorConfig, config_from_configmap
 from virtualservice_operator.constants import (
     CONFIG_KEY,
     CONFIG_MAP_NAME,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     OPERATOR_NAMESPACE,
-    service_for_virtual_service,
     virtual_service_name,
 )
 from virtualservice_operator.desired import Desired, compute_desired
+from virtualservice_operator.instance import default_instance
 from virtualservice_operator.kube import (
     CONFIGMAPS,
     JSON,
     SERVICES,
-    VIRTUAL_SERVICES,
     ApiError,
     KubeClient,
     NotFound,
 )
-from virtualservice_operator.model import ServiceInfo
-from virtualservice_operator.plan import Action, Plan, is_managed, plan
+from virtualservice_operator.model import ServiceInfo, VirtualServiceInfo
+from virtualservice_operator.plan import Action, Plan, plan
 from virtualservice_operator.template import TemplateError
 
 T = TypeVar("T")
@@ -70,6 +75,14 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NAMESPACE",
         help="namespace of that ConfigMap (default: %(default)s)",
     )
+    parser.add_argument(
+        "--instance",
+        "-instance",
+        default=None,
+        metavar="NAME",
+        help="the operator instance's identity, if `run` was given one "
+        "(default: <config-map-namespace>.<config-map-name>)",
+    )
 
 
 def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T]]) -> T:
@@ -87,68 +100,71 @@ def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T
         finally:
             await client.close()
 
-    return asyncio.run(main())
+    # A command's heap only grows until it exits: at 5,000 names the cyclic collector's
+    # walks over the cache took half of status's CPU and freed nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return asyncio.run(main())
+    finally:
+        if collecting:
+            gc.enable()
 
 
-async def load_config(client: KubeClient, namespace: str, name: str) -> OperatorConfig:
+async def load_config(
+    client: KubeClient, namespace: str, name: str, instance: str | None = None
+) -> OperatorConfig:
+    """The config as the operator instance reading this ConfigMap holds it (identity
+    included: only that instance's objects are its own)."""
     where = f"ConfigMap {namespace}/{name}"
     try:
-        obj = await client.get(CONFIGMAPS, namespace, name)
-    except NotFound as e:
-        raise CommandError(f"{where} not found: is the operator installed?") from e
-    text = (obj.get("data") or {}).get(CONFIG_KEY)
-    if not isinstance(text, str):
-        raise CommandError(f"{where} has no key {CONFIG_KEY!r}")
+        obj: JSON | None = await client.get(CONFIGMAPS, namespace, name)
+    except NotFound:
+        obj = None
     try:
-        return parse_config(text).config
+        config = config_from_configmap(obj, where).config
+        return config.with_instance(instance or default_instance(namespace, name))
     except ConfigError as e:
+        if obj is None:
+            raise CommandError(f"{e.problems[0].format('')} Is the operator installed?") from e
+        # Name config.yaml only where a line number in it is given.
+        problems = "; ".join(p.format(CONFIG_KEY if p.line else "") for p in e.problems)
         raise CommandError(
-            f"{where} holds an invalid config (the operator keeps its last good one): "
-            f"{'; '.join(str(p) for p in e.problems)}"
+            f"{where} holds an invalid config (the operator keeps its last good one): {problems}"
         ) from e
 
 
 @dataclass(frozen=True)
 class ClusterView:
-    """One read of the cluster: Services by namespace then name, and VirtualServices."""
+    """The operator's cache filled by one list per informer (no watch), and for one name
+    the Services of that name in namespaces the operator does not watch."""
 
     config: OperatorConfig
-    services: Mapping[str, Mapping[str, ServiceInfo]]
-    virtual_services: tuple[JSON, ...]
+    cache: ClusterCache
+    elsewhere: Mapping[str, ServiceInfo] = field(default_factory=dict)  # namespace -> it
 
     def names(self) -> list[str]:
-        """Every Service name the operator would reconcile, sorted."""
-        names = {
-            s.name
-            for ns in self.config.watched_namespaces
-            for s in self.services.get(ns, {}).values()
-        }
-        for vs in self.virtual_services:
-            name = service_for_virtual_service(str(vs["metadata"]["name"]))
-            if name:
-                names.add(name)
-        return sorted(names)
+        """Every Service name the cache knows (the reconciler's keys), sorted."""
+        return sorted(self.cache.all_names())
 
 
 async def load_view(
     client: KubeClient, config: OperatorConfig, service: str | None = None
 ) -> ClusterView:
-    """Read the cluster; with `service`, only Services of that name, in every namespace."""
-    services: dict[str, dict[str, ServiceInfo]] = {}
+    """Read the cluster as the operator's cache does; with `service`, only that name (and
+    its Services in every namespace, to say why some are not watched)."""
+    # Nothing to queue: no reconcile.
+    cache = ClusterCache(client, on_name=lambda name: None, instance=config.instance)
     if service is None:
-        lists = [await client.list(SERVICES, ns) for ns in config.watched_namespaces]
-        items = [obj for found, _ in lists for obj in found]
-    else:
-        items, _ = await client.list(SERVICES, None, field_selector=f"metadata.name={service}")
-    for obj in items:
-        info = ServiceInfo.from_dict(obj)
-        services.setdefault(info.namespace, {})[info.name] = info
-    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-    managed, _ = await client.list(VIRTUAL_SERVICES, None, label_selector=selector)
-    local, _ = await client.list(VIRTUAL_SERVICES, config.default_namespace)
-    seen = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in managed}
-    others = [o for o in local if (o["metadata"]["namespace"], o["metadata"]["name"]) not in seen]
-    return ClusterView(config, services, (*managed, *others))
+        await cache.fill(config)
+        return ClusterView(config, cache)
+    watched = set(config.watched_namespaces)
+    _, (items, _) = await asyncio.gather(
+        cache.fill(config, service),
+        client.list(SERVICES, None, field_selector=f"metadata.name={service}"),
+    )
+    found = (ServiceInfo.from_dict(obj) for obj in items)
+    return ClusterView(config, cache, {s.namespace: s for s in found if s.namespace not in watched})
 
 
 @dataclass(frozen=True)
@@ -159,7 +175,7 @@ class NameState:
     config: OperatorConfig
     services: dict[str, ServiceInfo]  # watched namespace -> the Service named `name`
     elsewhere: dict[str, ServiceInfo]  # other namespaces (not watched) -> that Service
-    virtual_services: list[JSON]  # those that concern the name (as the reconciler's)
+    virtual_services: list[VirtualServiceInfo]  # those that concern the name (the reconciler's)
     desired: Desired | None
     plan: Plan
     error: str = ""  # why desired state cannot be computed
@@ -172,29 +188,45 @@ class NameState:
     def in_sync(self) -> bool:
         return not self.error and not self.actions
 
+    def _record(self) -> VirtualServiceInfo | None:
+        want, d = virtual_service_name(self.name), self.config.default_namespace
+        return next((v for v in self.virtual_services if v.name == want and v.namespace == d), None)
+
     @property
-    def virtual_service(self) -> JSON | None:
+    def virtual_service(self) -> Mapping[str, Any] | None:
         """The VirtualService `name-virtual-service` in the default namespace, if any."""
-        want = virtual_service_name(self.name)
-        for vs in self.virtual_services:
-            meta = vs["metadata"]
-            if meta["name"] == want and meta.get("namespace") == self.config.default_namespace:
-                return vs
-        return None
+        vs = self._record()
+        return vs.body if vs is not None else None
 
     @property
     def managed(self) -> bool:
-        vs = self.virtual_service
-        return vs is not None and is_managed(vs)
+        """That VirtualService is this instance's to manage."""
+        vs = self._record()
+        return vs is not None and _ours(vs, self.config)
 
-    def managed_virtual_services(self) -> list[JSON]:
-        """Managed `name-virtual-service` VirtualServices: one, or more if orphans are left."""
+    def unmanaged_reason(self) -> str:
+        """Why the operator leaves that VirtualService alone ("" if it does not)."""
+        vs = self._record()
+        if vs is None or _ours(vs, self.config):
+            return ""
+        if not vs.managed:
+            return f"no label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+        owner = f"instance {vs.instance}" if vs.instance else "no instance label"
+        return f"belongs to {owner}, not to this one ({self.config.instance})"
+
+    def managed_virtual_services(self) -> list[Mapping[str, Any]]:
+        """This instance's `name-virtual-service` VirtualServices: one, or more if orphans
+        are left."""
         want = virtual_service_name(self.name)
-        return [v for v in self.virtual_services if v["metadata"]["name"] == want and is_managed(v)]
+        return [v.body for v in self.virtual_services if v.name == want and _ours(v, self.config)]
 
     def placeholders(self) -> list[str]:
         """Developer namespaces holding a placeholder of this name, in config order."""
         return [ns for ns in self.config.developer_namespaces if _placeholder(self.services, ns)]
+
+
+def _ours(vs: VirtualServiceInfo, config: OperatorConfig) -> bool:
+    return vs.managed and vs.instance == config.instance
 
 
 def _placeholder(services: Mapping[str, ServiceInfo], ns: str) -> bool:
@@ -203,35 +235,17 @@ def _placeholder(services: Mapping[str, ServiceInfo], ns: str) -> bool:
 
 
 def evaluate(view: ClusterView, name: str) -> NameState:
-    """Desired state and the plan for `name`, from the view, as the reconciler makes them."""
+    """Desired state and the plan for `name`, from the cache's indexes, as the reconciler
+    makes them: a constant number of look-ups per name, whatever the cluster's size."""
     config = view.config
-    watched = set(config.watched_namespaces)
-    services: dict[str, ServiceInfo] = {}
-    elsewhere: dict[str, ServiceInfo] = {}
-    for ns, by_name in view.services.items():
-        if name in by_name:
-            (services if ns in watched else elsewhere)[ns] = by_name[name]
-    vss = [vs for vs in view.virtual_services if _concerns(vs, name, config.default_namespace)]
+    services, vss = view.cache.snapshot(config, name)
+    elsewhere = {ns: svc for ns, svc in view.elsewhere.items() if svc.name == name}
     try:
         desired = compute_desired(config, name, services)
     except TemplateError as e:
         return NameState(name, config, services, elsewhere, vss, None, Plan((), ()), str(e))
     the_plan = plan(desired, config=config, services=services, virtual_services=vss)
     return NameState(name, config, services, elsewhere, vss, desired, the_plan)
-
-
-def _concerns(vs: JSON, name: str, default_namespace: str) -> bool:
-    """What the operator's cache indexes under `name` (managed ones anywhere, any other in
-    the default namespace): by its own name, or by a host whose short name is `name`."""
-    meta = vs["metadata"]
-    if not is_managed(vs) and meta.get("namespace") != default_namespace:
-        return False
-    if meta["name"] == virtual_service_name(name):
-        return True
-    hosts = (vs.get("spec") or {}).get("hosts") or []
-    return isinstance(hosts, list) and any(
-        isinstance(h, str) and h.split(".", 1)[0] == name for h in hosts
-    )
 
 
 def describe_route(route: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -20,7 +20,6 @@ from virtualservice_operator.commands import (
     EXIT_PROBLEM,
     add_command,
 )
-from virtualservice_operator.commands.check_config import format_problem
 from virtualservice_operator.commands.configfile import load_config_file
 from virtualservice_operator.commands.output import dump_all
 from virtualservice_operator.config import ConfigError
@@ -100,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {args.config} is not a valid config:", file=sys.stderr)
         for problem in e.problems:
-            print(f"  - {format_problem(problem)}", file=sys.stderr)
+            print(f"  - {problem.format('')}", file=sys.stderr)
         return EXIT_PROBLEM
     config = loaded.config
     if args.placeholders:

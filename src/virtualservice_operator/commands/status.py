@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from virtualservice_operator.commands import (
@@ -24,6 +25,7 @@ from virtualservice_operator.commands import (
     add_command,
 )
 from virtualservice_operator.commands.inspect import (
+    ClusterView,
     NameState,
     add_cluster_flags,
     evaluate,
@@ -66,19 +68,32 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    async def work(client: KubeClient) -> list[NameState]:
-        config = await load_config(client, args.config_map_namespace, args.config_map_name)
-        view = await load_view(client, config)
-        states = [evaluate(view, name) for name in view.names()]
-        return [s for s in states if s.actions or s.error or s.managed_virtual_services()]
+    async def work(client: KubeClient) -> list[dict[str, Any]]:
+        config = await load_config(
+            client, args.config_map_namespace, args.config_map_name, args.instance
+        )
+        return collect(await load_view(client, config))
 
-    states = with_client(args.kubeconfig, work)
+    records = with_client(args.kubeconfig, work)
     if args.output == "table":
-        print("\n".join(render_table(states, Style())))
+        print("\n".join(render_table(records, Style())))
     else:
-        sys.stdout.write(dump([as_record(s) for s in states], args.output))
-    drift = any(not s.in_sync for s in states)
+        sys.stdout.write(dump(records, args.output))
+    drift = any(not r["inSync"] for r in records)
     return EXIT_PROBLEM if args.check and drift else EXIT_OK
+
+
+def judged(view: ClusterView) -> Iterator[NameState]:
+    """Every name the cache knows, judged as the reconciler judges it, one at a time."""
+    return (evaluate(view, name) for name in view.names())
+
+
+def collect(view: ClusterView) -> list[dict[str, Any]]:
+    """A record per name to show: those with a managed VirtualService or something to do.
+    Only the record is kept: a name's desired state goes once it is judged."""
+    return [
+        as_record(s) for s in judged(view) if s.actions or s.error or s.managed_virtual_services()
+    ]
 
 
 def as_record(state: NameState) -> dict[str, Any]:
@@ -95,25 +110,21 @@ def as_record(state: NameState) -> dict[str, Any]:
     }
 
 
-def render_table(states: list[NameState], style: Style) -> list[str]:
-    if not states:
+def render_table(records: list[dict[str, Any]], style: Style) -> list[str]:
+    if not records:
         return ["no managed VirtualServices"]
     rows = []
-    for state in states:
-        record = as_record(state)
-        actions = len(state.actions)
-        sync = (
-            "in sync"
-            if state.in_sync
-            else (
-                f"drift ({actions} action{'s' if actions != 1 else ''})"
-                if not state.error
-                else "error"
-            )
-        )
+    for record in records:
+        actions = len(record["actions"])
+        if record["inSync"]:
+            sync = "in sync"
+        elif "error" in record:
+            sync = "error"
+        else:
+            sync = f"drift ({actions} action{'s' if actions != 1 else ''})"
         rows.append(
             [
-                state.name,
+                record["service"],
                 ",".join(record["virtualServices"]) or "(missing)",
                 ",".join(record["developerRoutes"]) or "-",
                 ",".join(record["placeholders"]) or "-",

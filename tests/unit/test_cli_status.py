@@ -15,7 +15,11 @@ import pytest
 from virtualservice_operator.commands.inspect import ClusterView, evaluate, load_view
 from virtualservice_operator.commands.status import collect, judged
 from virtualservice_operator.config import OperatorConfig
-from virtualservice_operator.constants import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from virtualservice_operator.constants import (
+    INSTANCE_LABEL,
+    others_selector,
+    own_selector,
+)
 from virtualservice_operator.desired import compute_desired
 from virtualservice_operator.informer import Informer
 from virtualservice_operator.model import ServiceInfo
@@ -62,13 +66,14 @@ class FakeCluster:
 
 
 def _labels_match(obj: JSON, selector: str | None) -> bool:
+    """The two selectors the cache uses: this instance's objects, and the rest."""
     if not selector:
         return True
-    value = (obj["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL)
-    if selector == f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}":
-        return value == MANAGED_BY_VALUE
-    assert selector == f"{MANAGED_BY_LABEL}!={MANAGED_BY_VALUE}", selector
-    return value != MANAGED_BY_VALUE
+    value = (obj["metadata"].get("labels") or {}).get(INSTANCE_LABEL)
+    if selector == own_selector(CONFIG.instance):
+        return value == CONFIG.instance
+    assert selector == others_selector(CONFIG.instance), selector
+    return value != CONFIG.instance
 
 
 _uids = itertools.count()

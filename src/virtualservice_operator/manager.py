@@ -73,7 +73,9 @@ class Options:
     config_map_namespace: str = OPERATOR_NAMESPACE
     metrics_bind_address: str = ":8080"
     health_probe_bind_address: str = ":8081"
-    profiling: bool = True
+    profiling: bool = False
+    metrics_secure: bool = False
+    metrics_cert_path: str = ""
     leader_elect: bool = False
     leader_election_namespace: str = ""
     leader_election_id: str = LEASE_NAME
@@ -189,6 +191,9 @@ class Manager:
             ready=self.ready,
             registry=self.metrics.registry,
             profiling=o.profiling,
+            secure=o.metrics_secure,
+            cert_path=o.metrics_cert_path or None,
+            review_client=self.client,
         )
         self.events.start()
         log.info(

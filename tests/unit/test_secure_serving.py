@@ -9,6 +9,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -64,21 +65,26 @@ def test_a_changed_pair_is_reloaded_and_a_broken_one_keeps_the_old(tmp_path: Pat
     assert reloader.reload_if_changed() is False
 
 
+async def _start_secure(**kwargs: Any) -> Servers:
+    """Secure servers on free loopback ports; `kwargs` adds or overrides arguments."""
+    arguments: dict[str, Any] = {
+        "health_address": "127.0.0.1:0",
+        "metrics_address": "127.0.0.1:0",
+        "ready": lambda: (True, ""),
+        "registry": OperatorMetrics().registry,
+        "secure": True,
+        **kwargs,
+    }
+    return await start_servers(**arguments)
+
+
 @pytest.fixture
 async def secure_servers(tmp_path: Path) -> AsyncIterator[tuple[Servers, FakeApiServer]]:
     user = PROMETHEUS["username"]
     api = FakeApiServer(
         tokens={"scraper": PROMETHEUS}, allowed={(user, "/metrics"), (user, "/debug/pprof/heap")}
     )
-    servers = await start_servers(
-        health_address="127.0.0.1:0",
-        metrics_address="127.0.0.1:0",
-        ready=lambda: (True, ""),
-        registry=OperatorMetrics().registry,
-        profiling=True,
-        secure=True,
-        review_client=api,
-    )
+    servers = await _start_secure(profiling=True, review_client=api)
     yield servers, api
     await servers.stop()
 
@@ -124,15 +130,7 @@ async def test_secure_metrics_port_refuses_plain_http(
 
 async def test_a_certificate_directory_is_served_and_verifiable(tmp_path: Path) -> None:
     cert = _write_pair(tmp_path, "localhost")
-    servers = await start_servers(
-        health_address="0",
-        metrics_address="127.0.0.1:0",
-        ready=lambda: (True, ""),
-        registry=OperatorMetrics().registry,
-        secure=True,
-        cert_path=str(tmp_path),
-        review_client=FakeApiServer(),
-    )
+    servers = await _start_secure(cert_path=str(tmp_path), review_client=FakeApiServer())
     try:
         trust = ssl.create_default_context(cadata=cert.decode())
         url = f"https://localhost:{servers.ports['metrics']}/metrics"
@@ -144,10 +142,4 @@ async def test_a_certificate_directory_is_served_and_verifiable(tmp_path: Path) 
 
 async def test_secure_serving_needs_a_review_client() -> None:
     with pytest.raises(ValueError, match="client"):
-        await start_servers(
-            health_address="0",
-            metrics_address="127.0.0.1:0",
-            ready=lambda: (True, ""),
-            registry=OperatorMetrics().registry,
-            secure=True,
-        )
+        await _start_secure()

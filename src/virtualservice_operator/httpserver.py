@@ -156,9 +156,15 @@ async def start_servers(
 ) -> Servers:
     """Serve health and metrics. With `secure`, metrics over HTTPS (the key pair in
     `cert_path`, else a self-signed one) behind reviews sent through `review_client`.
-    Raises `ValueError` (`servingcert.CertificateError`) for a key pair that does not load."""
+    Raises `ValueError` for a key pair that does not load (`servingcert.CertificateError`)
+    or a `cert_path` without `secure`."""
     servers = Servers([], {})
     tls: ssl.SSLContext | None = None
+    if cert_path and not secure:  # a certificate given but plain HTTP served: surely a slip
+        raise ValueError(
+            f"-metrics-cert-path={cert_path} is set but -metrics-secure is not: "
+            "add -metrics-secure=true to serve /metrics over HTTPS with it"
+        )
     if secure:
         if review_client is None:
             raise ValueError("secure serving needs a client for the access reviews")

@@ -143,3 +143,8 @@ async def test_a_certificate_directory_is_served_and_verifiable(tmp_path: Path) 
 async def test_secure_serving_needs_a_review_client() -> None:
     with pytest.raises(ValueError, match="client"):
         await _start_secure()
+
+
+async def test_a_certificate_without_secure_serving_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="-metrics-secure=true"):
+        await _start_secure(secure=False, cert_path=str(tmp_path))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ssl
 import tracemalloc
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -46,7 +46,6 @@ class Servers:
     runners: list[web.AppRunner]
     ports: dict[str, int]
     reloader: CertificateReloader | None = None
-    review: AccessReview | None = field(default=None, repr=False)
 
     async def stop(self) -> None:
         if self.reloader is not None:
@@ -160,6 +159,7 @@ async def start_servers(
     or a `cert_path` without `secure`."""
     servers = Servers([], {})
     tls: ssl.SSLContext | None = None
+    review: AccessReview | None = None
     if cert_path and not secure:  # a certificate given but plain HTTP served: surely a slip
         raise ValueError(
             f"-metrics-cert-path={cert_path} is set but -metrics-secure is not: "
@@ -168,7 +168,7 @@ async def start_servers(
     if secure:
         if review_client is None:
             raise ValueError("secure serving needs a client for the access reviews")
-        servers.review = AccessReview(review_client)
+        review = AccessReview(review_client)
         if cert_path:
             servers.reloader = CertificateReloader(cert_path)
             tls = servers.reloader.context
@@ -176,7 +176,7 @@ async def start_servers(
             tls = self_signed_context()
     for label, address, app, context in (
         ("health", health_address, _health_app(ready), None),
-        ("metrics", metrics_address, _metrics_app(registry, profiling, servers.review), tls),
+        ("metrics", metrics_address, _metrics_app(registry, profiling, review), tls),
     ):
         host, port = parse_bind_address(address)
         if port < 0:

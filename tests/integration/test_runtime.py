@@ -485,6 +485,7 @@ def test_pprof_profiles_are_read_by_go_tool_pprof(
     top = _go_pprof_top(tmp_path / "heap.prof")
     assert "Type: inuse_space" in top, top
 
+
 # Off by default, and the locked-down endpoints: test_secure_metrics.py.
 
 

@@ -117,15 +117,13 @@ class AccessReview:
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._tokens: TLRUCache[bytes, _Authn] = TLRUCache(
-            max_entries,
-            lambda _key, value, now: now + (allow_ttl if value[0] else deny_ttl),
-            timer,
-        )
+
+        def expiry(_key: object, answer: tuple[object, str], now: float) -> float:
+            return now + (allow_ttl if answer[0] else deny_ttl)  # a user, or True: allowed
+
+        self._tokens: TLRUCache[bytes, _Authn] = TLRUCache(max_entries, expiry, timer)
         self._decisions: TLRUCache[tuple[User, str, str], _Authz] = TLRUCache(
-            max_entries,
-            lambda _key, value, now: now + (allow_ttl if value[0] else deny_ttl),
-            timer,
+            max_entries, expiry, timer
         )
 
     async def check(self, authorization: str | None, method: str, path: str) -> Decision:

@@ -4,6 +4,7 @@ served path. The same flows against a real API server: tests/integration/test_se
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import ssl
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.unit.test_authz import PROMETHEUS, FakeApiServer
 from virtualservice_operator.httpserver import Servers, start_servers
@@ -148,3 +150,31 @@ async def test_secure_serving_needs_a_review_client() -> None:
 async def test_a_certificate_without_secure_serving_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="-metrics-secure=true"):
         await _start_secure(secure=False, cert_path=str(tmp_path))
+
+
+async def _served_certificate(port: int) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only reading what the server presents
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return bytes(der)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    first = x509.load_pem_x509_certificate(_write_pair(tmp_path, "first.example"))
+    servers = await _start_secure(cert_path=str(tmp_path), review_client=FakeApiServer())
+    try:
+        port = servers.ports["metrics"]
+        assert await _served_certificate(port) == first.public_bytes(Encoding.DER)
+        second = x509.load_pem_x509_certificate(_write_pair(tmp_path, "second.example"))
+        os.utime(tmp_path / "tls.crt", (1, 1))
+        assert servers.reloader is not None
+        assert servers.reloader.reload_if_changed()  # what the 10 s poll does
+        assert await _served_certificate(port) == second.public_bytes(Encoding.DER)
+    finally:
+        await servers.stop()

@@ -168,3 +168,18 @@ def test_plain_http_without_secure_serving_and_pprof_off_by_default(
     assert "controller_runtime_reconcile_total" in proc.metrics()
     assert proc.get("metrics", "/debug/pprof/profile?seconds=1")[0] == 404
     assert proc.get("metrics", "/debug/pprof/heap")[0] == 404
+
+
+def test_a_certificate_directory_without_the_pair_stops_the_start_with_the_fix(
+    operator: OperatorFactory, tmp_path: Path
+) -> None:
+    proc = operator.start(
+        extra_args=["-metrics-secure=true", f"-metrics-cert-path={tmp_path}"], wait_ready=False
+    )
+    assert proc.proc is not None
+    assert proc.proc.wait(timeout=60) == 1
+    line = next(
+        entry for entry in proc.log_lines() if str(entry.get("msg", "")).startswith("cannot start")
+    )
+    assert f"-metrics-cert-path={tmp_path}: cannot load tls.crt and tls.key" in line["msg"]
+    assert "kubernetes.io/tls Secret" in line["msg"]

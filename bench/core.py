@@ -423,6 +423,7 @@ class Operator:
             f"-config-map-name={self.config_map}",
             f"-max-concurrent-reconciles={self.workers}",
             "-zap-log-level=info",
+            "-enable-profiling=true",  # for --profile-seconds; idle until asked
         )
         return self.spawned_at
 

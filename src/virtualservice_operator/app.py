@@ -65,7 +65,9 @@ class Options:
     instance: str = ""  # "": derived from the ConfigMap's location (instance.py)
     metrics_bind_address: str = METRICS_BIND_ADDRESS
     health_probe_bind_address: str = HEALTH_PROBE_BIND_ADDRESS
-    profiling: bool = True
+    profiling: bool = False  # -enable-profiling
+    metrics_secure: bool = False  # -metrics-secure
+    metrics_cert_path: str = ""  # -metrics-cert-path
     leader_elect: bool = False
     leader_election_namespace: str = ""
     leader_election_id: str = LEASE_NAME
@@ -143,6 +145,9 @@ class Operator:
                 ready=self.ready,
                 registry=metrics.registry,
                 profiling=o.profiling,
+                secure=o.metrics_secure,
+                cert_path=o.metrics_cert_path or None,
+                review_client=client,
             ),
             self.config,
             CachePart(self.cache, self.config.config, metrics),

@@ -151,8 +151,22 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _bool_flag(
         p,
         "enable-profiling",
-        True,
+        False,
         "serve /debug/pprof/profile and /debug/pprof/heap on the metrics address",
+    )
+    _bool_flag(
+        p,
+        "metrics-secure",
+        False,
+        "serve the metrics address over HTTPS, only to callers whose bearer token a "
+        "TokenReview authenticates and a SubjectAccessReview allows to get the URL path",
+    )
+    _flag(
+        p,
+        "metrics-cert-path",
+        default="",
+        help="with -metrics-secure: directory holding tls.crt and tls.key (reloaded when "
+        "they change); default: a self-signed certificate made at start",
     )
     _bool_flag(
         p, "leader-elect", False, "elect a leader through a Lease, so that only one replica writes"
@@ -251,6 +265,8 @@ def _run(args: argparse.Namespace) -> int:
         metrics_bind_address=args.metrics_bind_address,
         health_probe_bind_address=args.health_probe_bind_address,
         profiling=args.enable_profiling,
+        metrics_secure=args.metrics_secure,
+        metrics_cert_path=args.metrics_cert_path,
         leader_elect=args.leader_elect,
         leader_election_namespace=args.leader_election_namespace,
         leader_election_id=args.leader_election_id,

@@ -3,23 +3,32 @@
 - health (default :8081): `/healthz` answers while the event loop turns; `/readyz`
   answers 200 once the config is loaded and the caches are synced (a standby that is
   not the leader is ready too: a rolling update must not stall on it).
-- metrics (default :8080): `/metrics` (Prometheus text), and unless disabled
+- metrics (default :8080): `/metrics` (Prometheus text), and with profiling on
   `/debug/pprof/profile?seconds=N` (CPU) and `/debug/pprof/heap?seconds=N` (allocations
   traced for N seconds, default 30, and still live), in the pprof format that
   `go tool pprof` reads.
+
+Secure serving (`secure=True`) makes the metrics port HTTPS (see `servingcert`) and lets
+a request to a served path through only when `authz.AccessReview` allows it; a path that
+is not served answers 404 without asking the API server, as controller-runtime does.
+The health port stays plain HTTP: the kubelet probes it without credentials.
 """
 
 from __future__ import annotations
 
+import ssl
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from virtualservice_operator import pprof
+from virtualservice_operator.authz import AccessReview, ReviewClient
 from virtualservice_operator.metrics import exposition
+from virtualservice_operator.servingcert import CertificateReloader, self_signed_context
 
 
 def parse_bind_address(address: str) -> tuple[str, int]:
@@ -36,8 +45,11 @@ def parse_bind_address(address: str) -> tuple[str, int]:
 class Servers:
     runners: list[web.AppRunner]
     ports: dict[str, int]
+    reloader: CertificateReloader | None = None
 
     async def stop(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.stop()
         for runner in self.runners:
             await runner.cleanup()
 
@@ -56,13 +68,30 @@ def _health_app(ready: Callable[[], tuple[bool, str]]) -> web.Application:
     return app
 
 
-def _metrics_app(registry: CollectorRegistry, profiling: bool) -> web.Application:
+def _access_middleware(review: AccessReview) -> Middleware:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.http_exception is not None:  # 404/405: nothing to guard
+            return await handler(request)
+        decision = await review.check(
+            request.headers.get("Authorization"), request.method, request.path
+        )
+        if not decision.allowed:
+            return web.Response(status=decision.status, text=f"{decision.message}\n")
+        return await handler(request)
+
+    return check
+
+
+def _metrics_app(
+    registry: CollectorRegistry, profiling: bool, review: AccessReview | None
+) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
             body=exposition(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    app = web.Application()
+    app = web.Application(middlewares=[_access_middleware(review)] if review else [])
     app.router.add_get("/metrics", metrics)
     if profiling:
         app.router.add_get(
@@ -119,21 +148,46 @@ async def start_servers(
     metrics_address: str,
     ready: Callable[[], tuple[bool, str]],
     registry: CollectorRegistry,
-    profiling: bool = True,
+    profiling: bool = False,
+    secure: bool = False,
+    cert_path: str | None = None,
+    review_client: ReviewClient | None = None,
 ) -> Servers:
+    """Serve health and metrics. With `secure`, metrics over HTTPS (the key pair in
+    `cert_path`, else a self-signed one) behind reviews sent through `review_client`.
+    Raises `ValueError` for a key pair that does not load (`servingcert.CertificateError`)
+    or a `cert_path` without `secure`."""
     servers = Servers([], {})
-    for label, address, app in (
-        ("health", health_address, _health_app(ready)),
-        ("metrics", metrics_address, _metrics_app(registry, profiling)),
+    tls: ssl.SSLContext | None = None
+    review: AccessReview | None = None
+    if cert_path and not secure:  # a certificate given but plain HTTP served: surely a slip
+        raise ValueError(
+            f"-metrics-cert-path={cert_path} is set but -metrics-secure is not: "
+            "add -metrics-secure=true to serve /metrics over HTTPS with it"
+        )
+    if secure:
+        if review_client is None:
+            raise ValueError("secure serving needs a client for the access reviews")
+        review = AccessReview(review_client)
+        if cert_path:
+            servers.reloader = CertificateReloader(cert_path)
+            tls = servers.reloader.context
+        else:
+            tls = self_signed_context()
+    for label, address, app, context in (
+        ("health", health_address, _health_app(ready), None),
+        ("metrics", metrics_address, _metrics_app(registry, profiling, review), tls),
     ):
         host, port = parse_bind_address(address)
         if port < 0:
             continue
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
         await site.start()
         servers.runners.append(runner)
         sockets = getattr(site._server, "sockets", None) or []
         servers.ports[label] = sockets[0].getsockname()[1] if sockets else port
+    if servers.reloader is not None:
+        servers.reloader.start()
     return servers

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import structlog
 from prometheus_client import CollectorRegistry
 
+from virtualservice_operator.authz import ReviewClient
 from virtualservice_operator.cache import ClusterCache
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.desired import developer_route_names
@@ -30,12 +31,18 @@ class HttpServers:
         ready: Callable[[], tuple[bool, str]],
         registry: CollectorRegistry,
         profiling: bool,
+        secure: bool = False,
+        cert_path: str | None = None,
+        review_client: ReviewClient | None = None,
     ) -> None:
         self._health_address = health_address
         self._metrics_address = metrics_address
         self._ready = ready
         self._registry = registry
         self._profiling = profiling
+        self._secure = secure
+        self._cert_path = cert_path
+        self._review_client = review_client
         self._servers: Servers | None = None
 
     @property
@@ -50,6 +57,9 @@ class HttpServers:
             ready=self._ready,
             registry=self._registry,
             profiling=self._profiling,
+            secure=self._secure,
+            cert_path=self._cert_path,
+            review_client=self._review_client,
         )
         log.info("serving", ports=self.ports)
 

@@ -741,6 +741,8 @@ def test_rbac_review_leader_lease_and_served_ports(
         "virtualservices.networking.istio.io",
         "events",
         "events.events.k8s.io",
+        "tokenreviews.authentication.k8s.io",  # -metrics-secure
+        "subjectaccessreviews.authorization.k8s.io",
     }, described
     assert "*" not in described and "secrets" not in described
     assert "[get list watch create update patch delete]" in rules["services"]

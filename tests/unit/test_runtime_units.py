@@ -97,7 +97,9 @@ RUN_FLAGS: list[tuple[str, str, str, object]] = [
     ("lease-duration", "4s", "lease_duration", 4.0),
     ("renew-deadline", "3s", "renew_deadline", 3.0),
     ("retry-period", "500ms", "retry_period", 0.5),
-    ("enable-profiling", "false", "enable_profiling", False),
+    ("enable-profiling", "true", "enable_profiling", True),
+    ("metrics-secure", "true", "metrics_secure", True),
+    ("metrics-cert-path", "/certs", "metrics_cert_path", "/certs"),
     ("zap-log-level", "error", "zap_log_level", "error"),
     ("zap-development", "true", "zap_development", True),
     ("max-concurrent-reconciles", "3", "max_concurrent_reconciles", 3),
@@ -127,7 +129,12 @@ def test_run_defaults_are_the_guides_and_controller_runtimes() -> None:
     assert args.leader_elect is False
     assert args.leader_election_id == "virtualservice-operator-leader"
     assert (args.lease_duration, args.renew_deadline, args.retry_period) == (15.0, 10.0, 2.0)
-    assert args.enable_profiling is True
+    # Profiling and secure serving are opt-in; the guide's plain /metrics works as is.
+    assert (args.enable_profiling, args.metrics_secure, args.metrics_cert_path) == (
+        False,
+        False,
+        "",
+    )
     assert (args.zap_log_level, args.zap_development) == ("info", False)
     assert args.kubeconfig is None
 

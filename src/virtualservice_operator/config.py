@@ -30,6 +30,7 @@ from virtualservice_operator.constants import (
     SYSTEM_NAMESPACES,
 )
 from virtualservice_operator.model import is_dns_label
+from virtualservice_operator.schema import validate_virtual_service
 from virtualservice_operator.template import TemplateError, render_virtual_service
 
 # The template of the operations guide, section "2. Configuration Setup".
@@ -191,7 +192,7 @@ class OperatorConfig(_Model):
             if key in getattr(self.placeholder, section):
                 found.append((("placeholder", section, key), "is the operator's own", "remove it"))
         try:
-            render_virtual_service(
+            sample = render_virtual_service(
                 self.virtual_service_template,
                 service=SAMPLE_SERVICE,
                 default_namespace=self.default_namespace,
@@ -199,6 +200,11 @@ class OperatorConfig(_Model):
         except TemplateError as e:
             message = f"{e.field}: {e.message}" if e.field else e.message
             found.append((("virtualServiceTemplate",), message, e.fix))
+        else:  # Istio's own schema: what the API server (and Istio) would refuse or drop
+            found += [
+                (("virtualServiceTemplate",), f"{v.path}: {v.message}", v.fix)
+                for v in validate_virtual_service(sample)
+            ]
         if found:
             raise PydanticCustomError(
                 "vso_many",

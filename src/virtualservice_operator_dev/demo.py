@@ -1,7 +1,8 @@
 """`make demo`: the whole story on a local control plane, in about a minute.
 
-1. start etcd + kube-apiserver (built once, cached), install the CRD and the operator's
-   manifests (its ServiceAccount and RBAC) and the guide's ConfigMap;
+1. start etcd + kube-apiserver (built once, cached), install Istio's VirtualService CRD
+   (from the istio.io/api Go module pinned in hack/istio), the operator's manifests (its
+   ServiceAccount and RBAC) and the guide's ConfigMap;
 2. create the sample: namespaces production, staging, dev-team-a, dev-team-b and a few
    Services (one of them in a developer namespace);
 3. run the operator with its ServiceAccount's token (the RBAC we ship, nothing more);
@@ -29,6 +30,7 @@ from virtualservice_operator_dev.controlplane import (
     ensure_binaries,
     free_port,
 )
+from virtualservice_operator_dev.istio import istio_api_version
 from virtualservice_operator_dev.operator import spawn_operator
 
 NAMESPACES = ("production", "staging", "dev-team-a", "dev-team-b")
@@ -163,6 +165,7 @@ def main() -> int:
     with ControlPlane(bin_dir=ensure_binaries()) as cp:
         print(f"kube-apiserver at {cp.url}, ready in {cp.start_seconds:.1f}s")
         print(f"admin kubeconfig: {cp.admin_kubeconfig}")
+        print(f"Istio's VirtualService CRD installed, from istio.io/api {istio_api_version()}")
         _say("Installing the operator's manifests (ServiceAccount, RBAC) and the guide's ConfigMap")
         cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "deployment.yaml"))
         cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "config.yaml"))

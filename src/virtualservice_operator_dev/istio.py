@@ -25,6 +25,7 @@ import yaml
 
 from virtualservice_operator.schema import SCHEMA_FILE
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GO_MOD = REPO_ROOT / "hack" / "istio" / "go.mod"
 MODULE = "istio.io/api"
@@ -62,8 +63,9 @@ def crd_text(all_crds: str, name: str) -> str:
         while lines and lines[0].startswith("#"):
             lines.pop(0)
         text = "\n".join(lines).strip("\n") + "\n"
-        parsed = yaml.safe_load(text)
-        if isinstance(parsed, dict) and (parsed.get("metadata") or {}).get("name") == name:
+        # Only the head (apiVersion, kind, metadata) is parsed: the schemas are large.
+        head = yaml.load(text.split("\nspec:", 1)[0], Loader=_Loader)
+        if isinstance(head, dict) and (head.get("metadata") or {}).get("name") == name:
             return text
     raise LookupError(f"CRD {name} is not in Istio's generated CRDs")
 
@@ -89,7 +91,7 @@ def crd_manifest(all_crds: str, version: str) -> str:
 
 def schema_document(all_crds: str, version: str) -> str:
     """The package-data schema: the CRD's openAPIV3Schema without descriptions."""
-    crd = yaml.safe_load(crd_text(all_crds, VIRTUAL_SERVICE_CRD))
+    crd = yaml.load(crd_text(all_crds, VIRTUAL_SERVICE_CRD), Loader=_Loader)
     versions = crd["spec"]["versions"]
     schemas = {v["name"]: _strip_descriptions(v["schema"]["openAPIV3Schema"]) for v in versions}
     first = next(iter(schemas.values()))

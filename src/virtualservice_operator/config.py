@@ -31,7 +31,7 @@ from virtualservice_operator.constants import (
 )
 from virtualservice_operator.model import is_dns_label
 from virtualservice_operator.schema import validate_virtual_service
-from virtualservice_operator.template import TemplateError, render_virtual_service
+from virtualservice_operator.template import TemplateError, compose, render_virtual_service
 
 # The template of the operations guide, section "2. Configuration Setup".
 DEFAULT_TEMPLATE = """\
@@ -201,8 +201,9 @@ class OperatorConfig(_Model):
             message = f"{e.field}: {e.message}" if e.field else e.message
             found.append((("virtualServiceTemplate",), message, e.fix))
         else:  # Istio's own schema: what the API server (and Istio) would refuse or drop
+            tree = compose(self.virtual_service_template)
             found += [
-                (("virtualServiceTemplate",), f"{v.path}: {v.message}", v.fix)
+                (("virtualServiceTemplate",), f"{v.path}: {v.message}{_at(tree, v.at)}", v.fix)
                 for v in validate_virtual_service(sample)
             ]
         if found:
@@ -328,6 +329,11 @@ def _path(loc: Sequence[Any]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _at(template: yaml.Node | None, path: Sequence[str | int]) -> str:
+    line = _line(template, path)
+    return f" (template line {line})" if line else ""
 
 
 def _compose(text: str) -> yaml.Node | None:

@@ -57,6 +57,7 @@ class Violation:
     path: str
     message: str
     fix: str
+    at: tuple[str | int, ...] = ()  # the path as keys and indexes, to find its line
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}. Fix: {self.fix}."
@@ -193,6 +194,10 @@ def _expected(types: Any) -> str:
     return " or ".join(_EXPECTED.get(t, t) for t in names)
 
 
+def _v(at: Sequence[Any], message: str, fix: str) -> Violation:
+    return Violation(_path(at), message, fix, tuple(at))
+
+
 def _violations(error: ValidationError) -> list[Violation]:
     at = list(error.absolute_path)
     # The stubs allow "unset" for errors made outside a validator; none are here.
@@ -202,15 +207,13 @@ def _violations(error: ValidationError) -> list[Violation]:
     if kind == "type":
         first = value if isinstance(value, str) else value[0]
         message = f"expected {_expected(value)}, got {_describe(instance)}"
-        return [Violation(_path(at), message, _TYPE_FIX.get(first, "fix its type"))]
+        return [_v(at, message, _TYPE_FIX.get(first, "fix its type"))]
     if kind == "additionalProperties" and isinstance(instance, dict):
         known = sorted(schema.get("properties", {}))
         return [_unknown(at, key, known) for key in instance if key not in known]
     if kind == "required" and isinstance(instance, dict):
         return [
-            Violation(_path([*at, name]), "is required", f"add {name}")
-            for name in value
-            if name not in instance
+            _v([*at, name], "is required", f"add {name}") for name in value if name not in instance
         ]
     if kind == "oneOf":
         return [_one_of(at, value, instance)]
@@ -218,25 +221,25 @@ def _violations(error: ValidationError) -> list[Violation]:
         forms = [_expected(b["type"]) for b in value if "type" in b and len(b) == 1]
         if len(forms) == len(value):
             message = f"expected {' or '.join(forms)}, got {_describe(instance)}"
-            return [Violation(_path(at), message, "use one of those types")]
+            return [_v(at, message, "use one of those types")]
     if kind == "enum":
         allowed = ", ".join(json.dumps(v) for v in value)
-        return [Violation(_path(at), f"is {json.dumps(instance)}", f"use one of {allowed}")]
+        return [_v(at, f"is {json.dumps(instance)}", f"use one of {allowed}")]
     if kind in ("minimum", "maximum"):
         bound = "at least" if kind == "minimum" else "at most"
-        return [Violation(_path(at), f"is {instance}", f"use a value {bound} {value}")]
+        return [_v(at, f"is {instance}", f"use a value {bound} {value}")]
     if kind == "x-kubernetes-validations":
-        return [Violation(_path(at), f"{error.message}, got {_describe(instance)}", "e.g. 5s")]
-    return [Violation(_path(at), error.message, "see Istio's VirtualService reference")]
+        return [_v(at, f"{error.message}, got {_describe(instance)}", "e.g. 5s")]
+    return [_v(at, error.message, "see Istio's VirtualService reference")]
 
 
 def _unknown(at: list[Any], key: str, known: list[str]) -> Violation:
     near = difflib.get_close_matches(key, known, n=1)
     fix = f"rename it to {near[0]}" if near else "remove it"
     fields = ", ".join(known) if known else "none"
-    return Violation(
-        _path([*at, key]),
-        "unknown field (the API server would drop it)",
+    return _v(
+        [*at, key],
+        "unknown field, which the API server would drop",
         f"{fix} (known fields here: {fields})",
     )
 
@@ -250,5 +253,5 @@ def _one_of(at: list[Any], branches: Sequence[Any], instance: Any) -> Violation:
         present = [n for n in names if n in instance]
         quantity = "at most one" if exclusive else "exactly one"
         message = f"sets {', '.join(present) or 'none'}; {quantity} of {', '.join(names)} allowed"
-        return Violation(_path(at), message, f"keep {quantity} of {', '.join(names)}")
-    return Violation(_path(at), "matches none or several of the allowed forms", "keep one")
+        return _v(at, message, f"keep {quantity} of {', '.join(names)}")
+    return _v(at, "matches none or several of the allowed forms", "keep one")

@@ -72,7 +72,7 @@ def test_the_two_mistakes_of_the_issue() -> None:
     vs["spec"]["http"][0]["route"][0]["destination"]["hosts"] = "x"
     assert messages(vs) == [
         'spec.hosts: expected a list, got a string "cart"',
-        "spec.http[0].route[0].destination.hosts: unknown field (the API server would drop it)",
+        "spec.http[0].route[0].destination.hosts: unknown field, which the API server would drop",
     ]
     [_, unknown] = validate_virtual_service(vs)
     assert unknown.fix.startswith("rename it to host (known fields here: host, port, subset")
@@ -89,7 +89,7 @@ def test_every_violation_at_once_each_with_its_path_and_fix() -> None:
     vs["spec"]["bogus"] = 1
     found = validate_virtual_service(vs)
     assert [f"{v.path}: {v.message}" for v in found] == [
-        "spec.bogus: unknown field (the API server would drop it)",
+        "spec.bogus: unknown field, which the API server would drop",
         "spec.http[0].match[0].headers.x-developer: sets exact, prefix; "
         "at most one of exact, prefix, regex allowed",
         'spec.http[0].match[0].port: expected an integer, got a string "80"',
@@ -105,7 +105,7 @@ def test_top_level_extras_are_unknown_but_status_keeps_unknown_fields() -> None:
     vs = good()
     vs["specs"] = {}
     vs["status"] = {"anything": {"goes": 1}, "observedGeneration": "3"}
-    assert messages(vs) == ["specs: unknown field (the API server would drop it)"]
+    assert messages(vs) == ["specs: unknown field, which the API server would drop"]
     vs.pop("specs")
     vs["status"]["observedGeneration"] = 3.5  # int-or-string
     assert messages(vs) == [
@@ -202,15 +202,43 @@ def test_config_load_refuses_a_template_istio_would_refuse() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     found = [(p.path, p.message) for p in caught.value.problems]
+    # Each with its line in the template: the key's, or for a missing key its parent's.
     assert found == [
-        ("virtualServiceTemplate", 'spec.exportTo: expected a list, got a string "ns"'),
         (
             "virtualServiceTemplate",
-            "spec.http[0].route[0].destination.host: is required",
+            'spec.exportTo: expected a list, got a string "ns" (template line 11)',
         ),
         (
             "virtualServiceTemplate",
-            "spec.http[0].route[0].destination.hosts: unknown field (the API server would drop it)",
+            "spec.http[0].route[0].destination.host: is required (template line 14)",
+        ),
+        (
+            "virtualServiceTemplate",
+            "spec.http[0].route[0].destination.hosts: unknown field, which the API server "
+            "would drop (template line 15)",
         ),
     ]
     assert all(p.line == 2 for p in caught.value.problems)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["hosts", "http", "route", "destination", "host", "match", "x"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=_json)
+def test_any_json_is_judged_never_raises(spec: Any) -> None:
+    vs = {**good(), "spec": spec}
+    found = validate_virtual_service(vs)
+    assert all(v.path.startswith("spec") and v.message and v.fix for v in found)
+    assert len(found) == len(set(found))

@@ -132,18 +132,15 @@ def _route_table(cp: ControlPlane) -> None:
     sys.stdout.flush()
 
 
-def _status(cp: ControlPlane, *extra: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "virtualservice_operator.cli",
-        "status",
-        f"--kubeconfig={cp.admin_kubeconfig}",
-        *extra,
-    ]
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "virtualservice_operator.cli", *args]
     return subprocess.run(
         command, capture_output=True, text=True, check=False, env={**os.environ, "NO_COLOR": "1"}
     )
+
+
+def _status(cp: ControlPlane, *extra: str) -> subprocess.CompletedProcess[str]:
+    return _cli("status", f"--kubeconfig={cp.admin_kubeconfig}", *extra)
 
 
 def _show_status(cp: ControlPlane) -> None:
@@ -185,6 +182,17 @@ def main() -> int:
         for ns in NAMESPACES:
             cp.kubectl("create", "namespace", ns)
         cp.kubectl("apply", "-f", "-", input=SAMPLE)
+        _say("The config, judged by Istio's schema offline and by the cluster (a dry run)")
+        print("$ virtualservice-operator check-config --server deployments/config.yaml")
+        checked = _cli(
+            "check-config",
+            "--server",
+            f"--kubeconfig={cp.admin_kubeconfig}",
+            str(REPO_ROOT / "deployments" / "config.yaml"),
+        )
+        print((checked.stdout + checked.stderr).rstrip(), flush=True)
+        if checked.returncode != 0:
+            raise RuntimeError(f"check-config --server exited {checked.returncode}")
         _show(
             cp,
             "get",

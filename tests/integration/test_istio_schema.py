@@ -8,7 +8,14 @@ one is refused with the API server's message, and questions it cannot answer exi
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +123,13 @@ def test_durations_judged_as_the_api_server_judges_them(
     assert (validate_virtual_service(manifest) == []) == (status == 201), message
 
 
-def _config(tmp_path: Path, ns: Namespaces, template: str) -> str:
+def _config(tmp_path: Path, ns: Namespaces, template: str, name: str = "config.yaml") -> str:
     body = {
         "defaultNamespace": ns.default,
         "developerNamespaces": ns.developers,
         "virtualServiceTemplate": template,
     }
-    path = tmp_path / "config.yaml"
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(body))
     return str(path)
 
@@ -192,3 +199,110 @@ def test_check_config_server_cannot_answer_exits_3(
     code, out, err = _check(capsys, kubeconfig, config)
     assert code == 3, out + err
     assert "forbidden" in err.lower()
+
+
+class _IstioLikeWebhook(BaseHTTPRequestHandler):
+    """Refuses, as Istio's validation webhook does for rules its schema cannot say, a
+    VirtualService whose route weights do not add up to 100."""
+
+    code = 400
+    seen: list[str] = []  # noqa: RUF012 - one test at a time uses it
+
+    def do_POST(self) -> None:
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        request = review["request"]
+        self.seen.append(request["operation"] + (" dry-run" if request.get("dryRun") else ""))
+        response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
+        for i, route in enumerate(request["object"]["spec"].get("http", [])):
+            weights = [d.get("weight", 0) for d in route.get("route", [])]
+            if any(weights) and sum(weights) != 100:
+                message = f"configuration is invalid: http[{i}]: total weight {sum(weights)} != 100"
+                response = {**response, "allowed": False}
+                response["status"] = {"code": self.code, "message": message}
+        body = json.dumps(
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _webhook(cp: ControlPlane, namespace: str) -> Iterator[type[_IstioLikeWebhook]]:
+    """An HTTPS validating webhook for VirtualServices in `namespace` only."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _IstioLikeWebhook)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cp.pki.serving_cert), str(cp.pki.serving_key))  # 127.0.0.1
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    name = f"istio-validator-{namespace}"
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "validation.istio.io",
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{server.server_port}/validate",
+                    "caBundle": base64.b64encode(cp.pki.ca_cert.read_bytes()).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": ["networking.istio.io"],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["virtualservices"],
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 5,
+            }
+        ],
+    }
+    path = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+    status, body = cp.api("POST", path, config)
+    assert status == 201, body
+    _IstioLikeWebhook.seen = []
+    try:
+        yield _IstioLikeWebhook
+    finally:
+        cp.api("DELETE", f"{path}/{name}")
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("code", [400, 403])
+def test_check_config_server_is_judged_by_a_validating_webhook(
+    namespaces: Namespaces,
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    code: int,
+) -> None:
+    split = DEFAULT_TEMPLATE.replace(
+        "        host: ${serviceName}.${defaultNamespace}.svc.cluster.local\n",
+        "        host: ${serviceName}.${defaultNamespace}.svc.cluster.local\n      weight: 50\n",
+    )
+    assert split != DEFAULT_TEMPLATE
+    good = _config(tmp_path, namespaces, DEFAULT_TEMPLATE, "good.yaml")
+    bad = _config(tmp_path, namespaces, split, "bad.yaml")
+    assert cli.main(["check-config", bad]) == 0  # Istio's schema has nothing against it
+    with _webhook(control_plane, namespaces.default) as webhook:
+        webhook.code = code
+        result = _check(capsys, control_plane.admin_kubeconfig, good)
+        assert result[0] == 0, result
+        code_, out, err = _check(capsys, control_plane.admin_kubeconfig, bad)
+        assert code_ == 1, out + err
+        assert 'admission webhook "validation.istio.io" denied the request' in out
+        assert "total weight 50 != 100" in out
+        assert webhook.seen == ["CREATE dry-run", "CREATE dry-run"]

@@ -9,6 +9,10 @@ import pytest
 import yaml
 
 from virtualservice_operator import cli
+from virtualservice_operator.commands.servercheck import _is_refusal, sample_virtual_service
+from virtualservice_operator.config import OperatorConfig
+from virtualservice_operator.kube import ApiError, Forbidden, Invalid, NotFound, ServerError
+from virtualservice_operator.schema import validate_virtual_service
 
 # The two mistakes the schema catches and the operator's own checks did not.
 BAD = """\
@@ -106,3 +110,28 @@ def test_help_mentions_server(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["check-config", "--help"])
     out = capsys.readouterr().out
     assert "--server" in out and "dry-run" in out
+
+
+def test_server_sample_is_what_the_operator_writes_under_a_generated_name() -> None:
+    config = OperatorConfig(default_namespace="prod", developer_namespaces=("qa", "dev"))
+    sample = sample_virtual_service(config)
+    assert "name" not in sample["metadata"]
+    assert sample["metadata"]["generateName"] == "sample-service-virtual-service-"
+    assert sample["metadata"]["namespace"] == "prod"
+    assert [r.get("name") for r in sample["spec"]["http"]] == ["dev-qa", "dev-dev", None]
+    assert validate_virtual_service(sample) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "refusal"),
+    [
+        (Invalid(422, "Invalid", "spec.hosts: Invalid value"), True),
+        (ApiError(400, "BadRequest", 'strict decoding error: unknown field "spec.x"'), True),
+        (Forbidden(403, "Forbidden", 'admission webhook "v" denied the request: no'), True),
+        (Forbidden(403, "Forbidden", 'User "u" cannot create resource "virtualservices"'), False),
+        (NotFound(404, "NotFound", 'namespaces "prod" not found'), False),
+        (ServerError(0, "ConnectionError", "refused"), False),
+    ],
+)
+def test_what_counts_as_the_servers_verdict(error: ApiError, refusal: bool) -> None:
+    assert _is_refusal(error) is refusal

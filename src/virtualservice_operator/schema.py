@@ -48,8 +48,10 @@ _TYPE_FIX = {
 }
 # Go's time.ParseDuration, which CEL's duration() uses: e.g. 5s, 1.5m, 1h30m, 0.
 _DURATION = re.compile(r"[-+]?(?:0|(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60}
-_UNIT_SECONDS["h"] = 3600
+_UNIT_SECONDS = {
+    **{"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3},
+    **{"s": 1.0, "m": 60.0, "h": 3600.0},
+}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver, kubectl, etcd and helm from their Go modules into a cache
-# keyed by version, so a second run is a no-op. Prints the bin directory.
+# keyed by version, and copies Istio's generated CRDs out of their Go module
+# (hack/istio-crds.sh), so a second run is a no-op. Prints the bin directory.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,6 +48,9 @@ build "$here/controlplane/kube" "$kube_dir/kubectl" k8s.io/kubernetes/cmd/kubect
 # capabilities (.Capabilities.KubeVersion) follow the kube-apiserver built above.
 build "$here/controlplane/helm" "$helm_dir/helm" helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor"
+
+# Istio's CRDs, installed by the local control plane (tests, demo).
+bash "$here/istio-crds.sh" >/dev/null
 
 # Stable names for the current versions; the versioned folders are the cache.
 ln -sfn "$kube_dir/kube-apiserver" "$bin/kube-apiserver"

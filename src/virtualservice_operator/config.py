@@ -40,7 +40,8 @@ from virtualservice_operator.constants import (
 )
 from virtualservice_operator.instance import DEFAULT_INSTANCE
 from virtualservice_operator.model import is_dns_label
-from virtualservice_operator.template import TemplateError, render_virtual_service
+from virtualservice_operator.schema import validate_virtual_service
+from virtualservice_operator.template import TemplateError, compose, render_virtual_service
 
 # The template of the operations guide, section "2. Configuration Setup".
 DEFAULT_TEMPLATE = """\
@@ -222,7 +223,7 @@ class OperatorConfig(_Model):
             if key in getattr(self.placeholder, section):
                 found.append((("placeholder", section, key), "is the operator's own", "remove it"))
         try:
-            render_virtual_service(
+            sample = render_virtual_service(
                 self.virtual_service_template,
                 service=SAMPLE_SERVICE,
                 default_namespace=self.default_namespace,
@@ -230,6 +231,14 @@ class OperatorConfig(_Model):
         except TemplateError as e:
             message = f"{e.field}: {e.message}" if e.field else e.message
             found.append((("virtualServiceTemplate",), message, e.fix))
+        else:  # Istio's own schema: what the API server (and Istio) would refuse or drop
+            violations = validate_virtual_service(sample)
+            # The template's node tree, for line numbers: parsed only when there is a fault.
+            tree = compose(self.virtual_service_template) if violations else None
+            found += [
+                (("virtualServiceTemplate",), f"{v.path}: {v.message}{_at(tree, v.at)}", v.fix)
+                for v in violations
+            ]
         if found:
             raise PydanticCustomError(
                 "vso_many",
@@ -366,6 +375,11 @@ def _path(loc: Sequence[Any]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _at(template: yaml.Node | None, path: Sequence[str | int]) -> str:
+    line = _line(template, path)
+    return f" (template line {line})" if line else ""
 
 
 def _line(node: yaml.Node | None, path: Sequence[str | int]) -> int | None:

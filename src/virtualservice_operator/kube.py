@@ -397,8 +397,13 @@ class KubeClient:
         except _TRANSPORT_ERRORS as e:
             raise _transport_error(e, "WatchInterrupted") from e
 
-    async def create(self, kind: Kind, namespace: str | None, body: JSON) -> JSON:
-        return await self._request("POST", kind.path(namespace), body=body)
+    async def create(
+        self, kind: Kind, namespace: str | None, body: JSON, *, dry_run: bool = False
+    ) -> JSON:
+        """Create; `dry_run`: validated and admitted (webhooks included) but not stored,
+        and unknown fields refused instead of dropped, as `kubectl create --dry-run=server`."""
+        params = {"dryRun": "All", "fieldValidation": "Strict"} if dry_run else None
+        return await self._request("POST", kind.path(namespace), params=params, body=body)
 
     async def replace(self, kind: Kind, namespace: str | None, name: str, body: JSON) -> JSON:
         return await self._request("PUT", kind.path(namespace, name), body=body)

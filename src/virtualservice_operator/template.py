@@ -101,6 +101,14 @@ def _parse(template: str) -> Any:
     return documents[0]
 
 
+def compose(template: str) -> yaml.Node | None:
+    """The template's YAML node tree (for line numbers), or None if it does not parse."""
+    try:
+        return yaml.compose(_DOLLAR.sub(_replace_dollar, template))
+    except (TemplateError, yaml.YAMLError, ValueError, RecursionError):
+        return None
+
+
 def _replace_dollar(match: re.Match[str]) -> str:
     if match.group("escaped"):
         return "$"

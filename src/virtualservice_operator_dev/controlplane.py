@@ -2,7 +2,8 @@
 
 `ControlPlane` starts both on free loopback ports in a temporary directory, with RBAC
 authorization, a ServiceAccount issuer and signing key, and an admin kubeconfig; waits
-for `/readyz` and the `default` namespace; installs the CRDs under `deployments/crd`.
+for `/readyz` and the `default` namespace; installs Istio's VirtualService CRD, taken from
+the pinned `istio.io/api` Go module (see `virtualservice_operator_dev.istio`).
 There is no kubelet, controller-manager or garbage collector: Deployments are stored but
 never run, and deleted namespaces stay Terminating (isolate tests by names instead).
 
@@ -37,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from virtualservice_operator_dev.istio import VIRTUAL_SERVICE_CRD, crds_file, write_crds
 from virtualservice_operator_dev.pki import Pki, write_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,9 +50,11 @@ def default_bin_dir() -> Path:
 
 
 def ensure_binaries() -> Path:
-    """Build (or find cached) etcd, kube-apiserver and kubectl; return their directory."""
+    """Build (or find cached) etcd, kube-apiserver, kubectl, helm and Istio's CRDs; return
+    the binaries' directory."""
     bin_dir = default_bin_dir()
-    if all((bin_dir / b).exists() for b in ("etcd", "kube-apiserver", "kubectl", "helm")):
+    built = all((bin_dir / b).exists() for b in ("etcd", "kube-apiserver", "kubectl", "helm"))
+    if built and crds_file().exists():
         return bin_dir
     script = REPO_ROOT / "hack" / "build-controlplane.sh"
     subprocess.run(["bash", str(script)], check=True, stdout=subprocess.DEVNULL)
@@ -98,12 +102,16 @@ class ControlPlane:
         *,
         bin_dir: Path | None = None,
         work_dir: Path | None = None,
-        crd_dir: Path | None = REPO_ROOT / "deployments" / "crd",
+        istio_crds: tuple[str, ...] = (VIRTUAL_SERVICE_CRD,),
+        crd_dir: Path | None = None,
         extra_apiserver_args: tuple[str, ...] = (),
     ) -> None:
+        """`istio_crds`: names of Istio's CRDs to install (from its Go module); `crd_dir`:
+        a folder of further CRD manifests to install."""
         self.bin_dir = bin_dir or default_bin_dir()
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="vso-controlplane-"))
+        self.istio_crds = istio_crds
         self.crd_dir = crd_dir
         self.extra_apiserver_args = extra_apiserver_args
         self.etcd: subprocess.Popen[bytes] | None = None
@@ -154,6 +162,8 @@ class ControlPlane:
             self.apiserver_port = free_port()
             self._write_admin_kubeconfig()
             self.start_apiserver(timeout)
+            if self.istio_crds:
+                self.install_crds(write_crds(self.work_dir / "istio-crds", self.istio_crds))
             if self.crd_dir is not None and self.crd_dir.is_dir():
                 self.install_crds(self.crd_dir)
         except BaseException:

@@ -1,7 +1,8 @@
 """`make demo`: the whole story on a local control plane, in about a minute.
 
-1. start etcd + kube-apiserver (built once, cached), install the CRD and the operator's
-   manifests (its ServiceAccount and RBAC) and the guide's ConfigMap;
+1. start etcd + kube-apiserver (built once, cached), install Istio's VirtualService CRD
+   (from the istio.io/api Go module pinned in hack/istio), the operator's manifests (its
+   ServiceAccount and RBAC) and the guide's ConfigMap;
 2. create the sample: namespaces production, staging, dev-team-a, dev-team-b and a few
    Services (one of them in a developer namespace);
 3. run the operator with its ServiceAccount's token (the RBAC we ship, nothing more);
@@ -40,6 +41,7 @@ from virtualservice_operator_dev.controlplane import (
     ensure_binaries,
     free_port,
 )
+from virtualservice_operator_dev.istio import istio_api_version
 from virtualservice_operator_dev.operator import spawn_operator
 
 NAMESPACES = ("production", "staging", "dev-team-a", "dev-team-b")
@@ -130,18 +132,15 @@ def _route_table(cp: ControlPlane) -> None:
     print("\n".join(table(["VIRTUALSERVICE", "ROUTE", "MATCH", "DESTINATION"], rows)), flush=True)
 
 
-def _status(cp: ControlPlane, *extra: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "virtualservice_operator.cli",
-        "status",
-        f"--kubeconfig={cp.admin_kubeconfig}",
-        *extra,
-    ]
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "virtualservice_operator.cli", *args]
     return subprocess.run(
         command, capture_output=True, text=True, check=False, env={**os.environ, "NO_COLOR": "1"}
     )
+
+
+def _status(cp: ControlPlane, *extra: str) -> subprocess.CompletedProcess[str]:
+    return _cli("status", f"--kubeconfig={cp.admin_kubeconfig}", *extra)
 
 
 def _show_status(cp: ControlPlane) -> None:
@@ -163,6 +162,7 @@ def main() -> int:
     with ControlPlane(bin_dir=ensure_binaries()) as cp:
         print(f"kube-apiserver at {cp.url}, ready in {cp.start_seconds:.1f}s")
         print(f"admin kubeconfig: {cp.admin_kubeconfig}")
+        print(f"Istio's VirtualService CRD installed, from istio.io/api {istio_api_version()}")
         _say("Installing the operator's manifests (ServiceAccount, RBAC) and the guide's ConfigMap")
         cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "deployment.yaml"))
         cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "config.yaml"))
@@ -182,6 +182,17 @@ def main() -> int:
         for ns in NAMESPACES:
             cp.kubectl("create", "namespace", ns)
         cp.kubectl("apply", "-f", "-", input=SAMPLE)
+        _say("The config, judged by Istio's schema offline and by the cluster (a dry run)")
+        print("$ virtualservice-operator check-config --server deployments/config.yaml")
+        checked = _cli(
+            "check-config",
+            "--server",
+            f"--kubeconfig={cp.admin_kubeconfig}",
+            str(REPO_ROOT / "deployments" / "config.yaml"),
+        )
+        print((checked.stdout + checked.stderr).rstrip(), flush=True)
+        if checked.returncode != 0:
+            raise RuntimeError(f"check-config --server exited {checked.returncode}")
         _show(
             cp,
             "get",

@@ -93,6 +93,16 @@ BAD_CONFIGS = [
         "virtualServiceTemplate",
     ),
     (
+        "template-istio-schema-type",
+        "defaultNamespace: {D}\nvirtualServiceTemplate: |\n  apiVersion: networking.istio.io/v1\n  kind: VirtualService\n  metadata: {{name: '${{serviceName}}-virtual-service'}}\n  spec: {{hosts: '${{serviceName}}'}}\n",
+        "spec.hosts: expected a list",
+    ),
+    (
+        "template-istio-schema-unknown-field",
+        "defaultNamespace: {D}\nvirtualServiceTemplate: |\n  apiVersion: networking.istio.io/v1\n  kind: VirtualService\n  metadata: {{name: '${{serviceName}}-virtual-service'}}\n  spec: {{hosts: [x], http: [{{route: [{{destination: {{hosts: x}}}}]}}]}}\n",
+        "destination.hosts: unknown field",
+    ),
+    (
         "placeholder-label-override",
         "defaultNamespace: {D}\nplaceholder: {{labels: {{virtualservice-operator/placeholder-service: 'false'}}}}\n",
         "placeholder",

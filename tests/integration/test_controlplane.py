@@ -168,7 +168,7 @@ def test_children_die_when_owner_is_killed(control_plane: ControlPlane, tmp_path
         f"""
         import pathlib, time
         from virtualservice_operator_dev.controlplane import ControlPlane
-        cp = ControlPlane(bin_dir=pathlib.Path({str(control_plane.bin_dir)!r}), crd_dir=None)
+        cp = ControlPlane(bin_dir=pathlib.Path({str(control_plane.bin_dir)!r}), istio_crds=())
         cp.start()
         pathlib.Path({str(pid_file)!r}).write_text(",".join(map(str, cp.pids())))
         time.sleep(600)

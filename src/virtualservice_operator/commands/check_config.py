@@ -5,7 +5,9 @@ FILE is a bare config.yaml or a whole ConfigMap manifest (e.g. deployments/confi
 wrong, how to fix it and, where the YAML has one, its line in config.yaml. Warnings
 (unknown keys, with a "did you mean") do not make the config invalid: the operator
 loads it and logs them. The same parser as the running operator's is used, so a file
-that passes here is one the operator accepts.
+that passes here is one the operator accepts; it checks the template's VirtualService
+against Istio's own schema, offline. `--server` also has the cluster judge it
+(servercheck.py: a dry-run create, so Istio's validating webhook too, where installed).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from virtualservice_operator.commands import (
 )
 from virtualservice_operator.commands.configfile import load_config_file
 from virtualservice_operator.commands.output import Style
+from virtualservice_operator.commands.servercheck import check_on_server
 from virtualservice_operator.config import ConfigError, OperatorConfig
 
 
@@ -31,16 +34,35 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "Validate the operator's configuration offline, with the operator's own parser. "
             "FILE is a bare config.yaml or a ConfigMap manifest holding data.config.yaml "
             "('-' reads stdin). Lists every problem with its field, its line in config.yaml "
-            "and the fix; warnings (unknown keys) do not make it invalid."
+            "and the fix; warnings (unknown keys) do not make it invalid. The rendered "
+            "VirtualService is checked against Istio's VirtualService schema offline; "
+            "--server also sends a sample to the cluster as a dry-run create (nothing is "
+            "stored), so the API server and Istio's validating webhook, where installed, "
+            "judge it too."
         ),
         examples=[
             "virtualservice-operator check-config deployments/config.yaml",
             "kubectl get configmap virtualservice-operator-config -n "
             "virtualservice-operator-system -o yaml | virtualservice-operator check-config -",
+            "virtualservice-operator check-config --server deployments/config.yaml",
         ],
         handler=run,
     )
     p.add_argument("file", metavar="FILE", help="config.yaml or ConfigMap manifest ('-': stdin)")
+    p.add_argument(
+        "--server",
+        action="store_true",
+        help="also dry-run create a sample VirtualService in the cluster (needs 'create' "
+        "on virtualservices in the default namespace)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        "-kubeconfig",
+        default=None,
+        metavar="FILE",
+        help="with --server: kubeconfig file (default: in-cluster, else $KUBECONFIG, "
+        "else ~/.kube/config)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +78,15 @@ def run(args: argparse.Namespace) -> int:
     for warning in loaded.warnings:
         print(style.warn(f"warning: {warning}"))
     print(f"{style.ok('config OK')}: {summary(loaded.config)}")
+    if args.server:
+        verdict = check_on_server(loaded.config, args.kubeconfig)
+        if not verdict.accepted:
+            print(style.bad(f"server: refused a sample VirtualService ({verdict.where}):"))
+            print(f"  - {verdict.message}")
+            return EXIT_PROBLEM
+        print(
+            f"{style.ok('server OK')}: a sample VirtualService ({verdict.where}) passes a dry run"
+        )
     return EXIT_OK
 
 

@@ -53,13 +53,6 @@ from virtualservice_operator.constants import (
     SOURCE_ANNOTATION,
 )
 from virtualservice_operator.desired import compute_desired
-from virtualservice_operator_dev.controlplane import (
-    REPO_ROOT,
-    ControlPlane,
-    ensure_binaries,
-    free_port,
-)
-from virtualservice_operator_dev.operator import spawn_operator
 from virtualservice_operator.kube import (
     CONFIGMAPS,
     JSON,
@@ -72,6 +65,13 @@ from virtualservice_operator.kube import (
 )
 from virtualservice_operator.metrics import parse_exposition
 from virtualservice_operator.model import ServiceInfo
+from virtualservice_operator_dev.controlplane import (
+    REPO_ROOT,
+    ControlPlane,
+    ensure_binaries,
+    free_port,
+)
+from virtualservice_operator_dev.operator import spawn_operator
 
 NAMESPACES = Kind("", "v1", "namespaces", "Namespace")
 OPERATOR_NS = "virtualservice-operator-system"

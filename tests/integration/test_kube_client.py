@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator_dev.controlplane import ControlPlane
 from virtualservice_operator.kube import CONFIGMAPS, ApiError, Kind, KubeClient
 from virtualservice_operator.kubeauth import EXEC_EXPIRY_MARGIN
+from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 

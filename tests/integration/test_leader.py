@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator_dev.controlplane import ControlPlane
 from virtualservice_operator.kube import KubeClient
 from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector, LeadershipLost
+from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ import os
 import re
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +252,16 @@ def test_namespaced_rbac_without_the_config_asks_for_the_namespaces(helm: Helm) 
     )
     assert out.returncode != 0
     assert "list the namespaces the operator writes in rbac.namespaces" in out.stderr
+    out = helm.run(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "rbac.scope=namespaced,config.create=false,rbac.namespaces={staging}",
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "rbac.namespaces must include config.defaultNamespace (production)" in out.stderr
 
 
 # -- the default release: the guide's names, the files' objects -----------------------------
@@ -668,6 +678,20 @@ def test_two_releases_install_side_by_side_and_uninstall_leaves_nothing(
 # -- RBAC scope ---------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def apply(control_plane: ControlPlane) -> Iterator[Callable[[str], None]]:
+    """kubectl apply, undone after the test: other tests list every binding in the cluster."""
+    applied: list[str] = []
+
+    def run(text: str) -> None:
+        applied.append(text)
+        control_plane.kubectl("apply", "-f", "-", input=text)
+
+    yield run
+    for text in reversed(applied):
+        control_plane.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", input=text)
+
+
 def _can_i(cp: ControlPlane, who: str, *args: str) -> str:
     out = cp.kubectl("auth", "can-i", *args, f"--as={who}", check=False)
     answer = out.stdout.strip()
@@ -676,7 +700,7 @@ def _can_i(cp: ControlPlane, who: str, *args: str) -> str:
 
 
 def test_rbac_scope_namespaced_and_cluster_with_kubectl_auth_can_i(
-    control_plane: ControlPlane, helm: Helm, namespaces: Namespaces
+    control_plane: ControlPlane, helm: Helm, namespaces: Namespaces, apply: Callable[[str], None]
 ) -> None:
     ns = namespaces
     d, dev, other = ns.default, ns.developers[0], f"elsewhere-{ns.suffix}"
@@ -689,7 +713,7 @@ def test_rbac_scope_namespaced_and_cluster_with_kubectl_auth_can_i(
         text = helm.template(
             {"config": config, "rbac": {"scope": scope}}, release=release, namespace=release
         )
-        control_plane.kubectl("apply", "-f", "-", input=text)
+        apply(text)
         sa[scope] = f"system:serviceaccount:{release}:{release}-virtualservice-operator"
 
     both = [
@@ -732,21 +756,27 @@ def test_rbac_scope_namespaced_and_cluster_with_kubectl_auth_can_i(
 
 
 def test_metrics_reader_role_grants_get_on_metrics(
-    control_plane: ControlPlane, helm: Helm, namespaces: Namespaces
+    control_plane: ControlPlane, helm: Helm, namespaces: Namespaces, apply: Callable[[str], None]
 ) -> None:
     release = f"reader-{namespaces.suffix}"
     namespaces.create(release)
-    text = helm.template({"config": _config(namespaces)}, release=release, namespace=release)
-    control_plane.kubectl("apply", "-f", "-", input=text)
+    reader = helm.objects({"config": _config(namespaces)}, release=release, namespace=release)[
+        ("ClusterRole", "", f"{release}-virtualservice-operator-metrics-reader")
+    ]
+    apply(yaml.safe_dump(reader))
     scraper = f"system:serviceaccount:{release}:prometheus"
     assert _can_i(control_plane, scraper, "get", "/metrics") == "no"
-    control_plane.kubectl(
+    binding = control_plane.kubectl(
         "create",
         "clusterrolebinding",
         f"{release}-scrape",
         f"--clusterrole={release}-virtualservice-operator-metrics-reader",
         f"--serviceaccount={release}:prometheus",
-    )
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ).stdout
+    apply(binding)
     assert _can_i(control_plane, scraper, "get", "/metrics") == "yes"
     assert _can_i(control_plane, scraper, "get", "/debug/pprof/heap") == "no"
 

@@ -82,6 +82,9 @@ app.kubernetes.io/part-of: virtualservice-operator
 {{- end -}}
 {{- $names = prepend (default (list) .Values.config.developerNamespaces) .Values.config.defaultNamespace -}}
 {{- end -}}
+{{- if not (has .Values.config.defaultNamespace $names) -}}
+{{- fail (printf "rbac.namespaces must include config.defaultNamespace (%s): the operator writes its VirtualServices there" .Values.config.defaultNamespace) -}}
+{{- end -}}
 {{- toJson (uniq $names) -}}
 {{- end -}}
 

@@ -464,6 +464,10 @@ def test_every_values_combination_dry_runs_on_the_server(
     values = COMBINATIONS[combination](namespaces)
     text = helm.template(values, release=f"r{namespaces.suffix}", namespace=release_ns)
     _dry_run(control_plane, text)
+    for role in (d for d in _docs(text) if d["kind"] in ("ClusterRole", "Role")):
+        for rule in role["rules"]:
+            assert not any("*" in v for field in rule.values() for v in field), rule
+            assert "secrets" not in rule.get("resources", []), rule
     # The command line is one the operator accepts.
     deployment = next(d for d in _docs(text) if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]

@@ -233,35 +233,20 @@ def test_chart_lints_clean(helm: Helm) -> None:
         ("config.defaultNamespace=Not_A_Namespace", "at '/config/defaultNamespace'"),
         ("instance=-bad-", "at '/instance'"),
         ("metrics.certSecret=certs", "metrics.certSecret is set but metrics.secure is false"),
+        (
+            "rbac.scope=namespaced,config.create=false",
+            "list the namespaces the operator writes in rbac.namespaces",
+        ),
+        (
+            "rbac.scope=namespaced,config.create=false,rbac.namespaces={staging}",
+            "rbac.namespaces must include config.defaultNamespace (production)",
+        ),
     ],
 )
 def test_bad_values_are_refused_naming_the_value(helm: Helm, setting: str, message: str) -> None:
     out = helm.run("template", RELEASE, str(CHART), "--set", setting, check=False)
     assert out.returncode != 0, out.stdout
     assert message in out.stderr, out.stderr
-
-
-def test_namespaced_rbac_without_the_config_asks_for_the_namespaces(helm: Helm) -> None:
-    out = helm.run(
-        "template",
-        RELEASE,
-        str(CHART),
-        "--set",
-        "rbac.scope=namespaced,config.create=false",
-        check=False,
-    )
-    assert out.returncode != 0
-    assert "list the namespaces the operator writes in rbac.namespaces" in out.stderr
-    out = helm.run(
-        "template",
-        RELEASE,
-        str(CHART),
-        "--set",
-        "rbac.scope=namespaced,config.create=false,rbac.namespaces={staging}",
-        check=False,
-    )
-    assert out.returncode != 0
-    assert "rbac.namespaces must include config.defaultNamespace (production)" in out.stderr
 
 
 # -- the default release: the guide's names, the files' objects -----------------------------

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -345,6 +346,16 @@ def test_one_version_chart_image_and_labels(helm: Helm) -> None:
     }
     file_image = _container(_by_key(_load(DEPLOYMENTS / "deployment.yaml")))["image"]
     assert _container(objs)["image"] == file_image
+    # The packaged chart carries the version in its name and its Chart.yaml.
+    out_dir = helm.values_dir / "package"
+    helm.run("package", str(CHART), "--destination", str(out_dir))
+    (package,) = out_dir.glob("*.tgz")
+    assert package.name == f"virtualservice-operator-{__version__}.tgz"
+    with tarfile.open(package) as tar:
+        packaged = tar.extractfile("virtualservice-operator/Chart.yaml")
+        assert packaged is not None
+        assert yaml.safe_load(packaged.read())["appVersion"] == __version__
+        assert "virtualservice-operator/values.schema.json" in tar.getnames()
 
 
 # -- monitoring --------------------------------------------------------------------------------

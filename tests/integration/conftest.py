@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import FIGURES
 from tests.integration.harness import warm_up_crd
@@ -180,3 +181,51 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
+
+
+# -- the Prometheus Operator's kinds ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def monitoring_crds(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Stand-ins for the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs."""
+    directory = tmp_path_factory.mktemp("monitoring-crds")
+    for kind, plural in (
+        ("ServiceMonitor", "servicemonitors"),
+        ("PrometheusRule", "prometheusrules"),
+    ):
+        crd = {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+            "spec": {
+                "group": "monitoring.coreos.com",
+                "names": {
+                    "kind": kind,
+                    "listKind": f"{kind}List",
+                    "plural": plural,
+                    "singular": kind.lower(),
+                },
+                "scope": "Namespaced",
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "properties": {
+                                    "spec": {
+                                        "type": "object",
+                                        "x-kubernetes-preserve-unknown-fields": True,
+                                    }
+                                },
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+        (directory / f"{plural}.yaml").write_text(yaml.safe_dump(crd))
+    control_plane.install_crds(directory)

@@ -60,7 +60,6 @@ REVIEW_RULES = [
     },
 ]
 # Flags the chart passes that the operator gains in changes made alongside it.
-PENDING_FLAGS = {"-instance", "-metrics-secure", "-metrics-cert-path"}
 TOGGLES = {
     "networkPolicy": {"enabled": True},
     "serviceMonitor": {"enabled": True},
@@ -468,7 +467,7 @@ def test_every_values_combination_dry_runs_on_the_server(
     deployment = next(d for d in _docs(text) if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     _, unknown = build_parser().parse_known_args([*container["command"][1:], *container["args"]])
-    assert {a.split("=")[0] for a in unknown} <= PENDING_FLAGS, unknown
+    assert unknown == []
 
 
 def test_secure_metrics_profiling_and_instance_flags(helm: Helm) -> None:

@@ -1,14 +1,15 @@
 """Two operator instances in one cluster: neither ever writes to the other's objects.
 
-Instance A drives default namespace prod-a, instance B prod-b; both list the shared
-developer namespace `shared` (and one of their own). Many Service names exist in both
+Two Helm releases of charts/virtualservice-operator (with `rbac.scope=namespaced`), each
+in its own namespace: release a drives default namespace prod-a, release b prod-b; both
+list the shared developer namespace `shared` (and one of their own). Each operator runs
+as its release's Deployment says (its command line, its ServiceAccount, so its RBAC; as a
+process here: this control plane has no kubelet). Many Service names exist in both
 default namespaces, so both want a placeholder of the same name in `shared`: the one that
-made it keeps it, the other reports the clash. Each instance runs with a ServiceAccount
-of its own, bound to the same roles as deployments/deployment.yaml grants, and the API
-server's audit log says who wrote what: every successful write of an instance must target
-an object that instance created (same uid), for the whole churn run. Then B is
-uninstalled and A, restarted (a full resync and orphan sweep), leaves B's leftovers and
-its own objects untouched.
+made it keeps it, the other reports the clash. The API server's audit log says who wrote
+what: every successful write of an instance must target an object that instance created
+(same uid), for the whole churn run. Then release b is uninstalled and a, restarted (a
+full resync and orphan sweep), leaves b's leftovers and its own objects untouched.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import OPERATOR_NS, Api, OperatorProcess, wait_for, warm_up_crd
-from virtualservice_operator_dev.controlplane import REPO_ROOT, ControlPlane, ensure_binaries
+from tests.integration.harness import Api, OperatorProcess, wait_for, warm_up_crd
+from tests.integration.test_chart import CHART, Helm
+from virtualservice_operator_dev.controlplane import ControlPlane, ensure_binaries
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +62,6 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlP
         ),
     )
     cp.start()
-    cp.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "deployment.yaml"))
     warm_up_crd(cp)
     try:
         yield cp, log
@@ -68,19 +69,37 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlP
         cp.stop()
 
 
-def service_account(cp: ControlPlane, name: str, work: Path) -> tuple[Path, str]:
-    """A ServiceAccount with the roles deployments/deployment.yaml binds to its own."""
-    cp.kubectl("create", "serviceaccount", name, "-n", OPERATOR_NS)
-    cp.kubectl(
-        "create", "clusterrolebinding", f"{name}-binding",
-        "--clusterrole=virtualservice-operator-role", f"--serviceaccount={OPERATOR_NS}:{name}",
+def install(helm: Helm, release: str, config: dict[str, Any]) -> None:
+    """`helm install` of the chart into namespace `release`, as a platform team would."""
+    values = {
+        "config": {**config, "enablePlaceholderServices": True},
+        "rbac": {"scope": "namespaced"},
+    }
+    helm.run(
+        "install", release, str(CHART), "-n", release, "--create-namespace",
+        "-f", str(helm.values_file(values)),
     )  # fmt: skip
-    cp.kubectl(
-        "create", "rolebinding", f"{name}-leader-election", "-n", OPERATOR_NS,
-        "--role=virtualservice-operator-leader-election", f"--serviceaccount={OPERATOR_NS}:{name}",
-    )  # fmt: skip
-    kubeconfig = cp.service_account_kubeconfig(OPERATOR_NS, name, work / f"{name}.kubeconfig")
-    return kubeconfig, f"system:serviceaccount:{OPERATOR_NS}:{name}"
+
+
+def release_operator(cp: ControlPlane, release: str, work: Path) -> tuple[OperatorProcess, str]:
+    """The release's operator, run as its Deployment says (its flags, its ServiceAccount),
+    on ports of its own; and the user the API server knows it as."""
+    name = f"{release}-virtualservice-operator"
+    deployment = json.loads(
+        cp.kubectl("get", "deployment", name, "-n", release, "-o", "json").stdout
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    flags = [
+        f
+        for f in [*container["command"][2:], *container.get("args", [])]
+        if not f.startswith(("-metrics-bind-address", "-health-probe-bind-address", "-zap-"))
+    ]
+    config_map = next(f.split("=", 1)[1] for f in flags if f.startswith("-config-map-name="))
+    account = pod["serviceAccountName"]
+    kubeconfig = cp.service_account_kubeconfig(release, account, work / f"{release}.kubeconfig")
+    proc = OperatorProcess(cp, kubeconfig, config_map, work / f"{release}.log", flags)
+    return proc, f"system:serviceaccount:{release}:{account}"
 
 
 def audit_writes(log: Path) -> list[dict[str, Any]]:
@@ -157,25 +176,26 @@ def owned(api: Api, kind_path: str, instance: str) -> dict[str, tuple[str, str]]
     }
 
 
-def test_two_instances_share_a_cluster_without_touching_each_others_objects(
+def test_two_helm_releases_share_a_cluster_without_touching_each_others_objects(
     audited: tuple[ControlPlane, Path], tmp_path: Path
 ) -> None:
     cp, log = audited
     api = Api(cp)
+    (tmp_path / "helm").mkdir()
+    helm = Helm(cp.bin_dir / "helm", cp, tmp_path / "helm")
     for ns in ("prod-a", "prod-b", "shared", "dev-a", "dev-b"):
         cp.kubectl("create", "namespace", ns)
     configs = {
         "a": {"defaultNamespace": "prod-a", "developerNamespaces": ["shared", "dev-a"]},
         "b": {"defaultNamespace": "prod-b", "developerNamespaces": ["shared", "dev-b"]},
     }
-    users, operators = {}, {}
+    users, operators, instance = {}, {}, {}
     for key, config in configs.items():
-        api.write_config(f"config-{key}", {**config, "enablePlaceholderServices": True})
-        kubeconfig, users[key] = service_account(cp, f"operator-{key}", tmp_path)
-        operators[key] = OperatorProcess(
-            cp, kubeconfig, f"config-{key}", tmp_path / f"operator-{key}.log"
-        ).start()
-    instance = {k: f"{OPERATOR_NS}.config-{k}" for k in configs}
+        install(helm, key, config)
+        operators[key], users[key] = release_operator(cp, key, tmp_path)
+        operators[key].start()
+        # Each release's identity: its ConfigMap's namespace and name.
+        instance[key] = f"{key}.{operators[key].config_map}"
 
     # The churn run: names in both default namespaces (clashing placeholders in `shared`),
     # real Services appearing over placeholders and going again, names removed.
@@ -239,19 +259,22 @@ def test_two_instances_share_a_cluster_without_touching_each_others_objects(
 
     assert ownership_violations(log, {k: users[k] for k in configs}) == []
 
-    # Uninstall B (stop it, remove its config and rights: helm uninstall does no more),
-    # then restart A: a full resync and an orphan sweep, with B's leftovers in the cluster.
+    # Uninstall b (its Deployment's operator stops, then helm uninstall), then restart a:
+    # a full resync and an orphan sweep, with b's leftovers in the cluster.
     vss = "/apis/networking.istio.io/v1/virtualservices"
     services = "/api/v1/services"
     before_a = {**owned(api, vss, instance["a"]), **owned(api, services, instance["a"])}
     before_b = {**owned(api, vss, instance["b"]), **owned(api, services, instance["b"])}
     assert before_a and before_b
     assert operators["b"].stop() == 0
-    cp.kubectl("delete", "configmap", "config-b", "-n", OPERATOR_NS)
-    cp.kubectl("delete", "clusterrolebinding", "operator-b-binding")
+    helm.run("uninstall", "b", "-n", "b")
     assert operators["a"].stop() == 0
     restarted = OperatorProcess(
-        cp, operators["a"].kubeconfig, "config-a", tmp_path / "operator-a-restarted.log"
+        cp,
+        operators["a"].kubeconfig,
+        operators["a"].config_map,
+        tmp_path / "a-restarted.log",
+        operators["a"].extra_args,
     ).start()
     wait_for(lambda: restarted.idle() and restarted.swept(), 120, "restarted A settled")
     after_a = {**owned(api, vss, instance["a"]), **owned(api, services, instance["a"])}

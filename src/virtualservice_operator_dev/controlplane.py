@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,6 +41,7 @@ import yaml
 from virtualservice_operator_dev.pki import Pki, write_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_CIDR = "10.0.0.0/16"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -100,12 +102,16 @@ class ControlPlane:
         work_dir: Path | None = None,
         crd_dir: Path | None = REPO_ROOT / "deployments" / "crd",
         extra_apiserver_args: tuple[str, ...] = (),
+        address: str = "127.0.0.1",
+        pki_ips: tuple[str, ...] = (),
     ) -> None:
         self.bin_dir = bin_dir or default_bin_dir()
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="vso-controlplane-"))
         self.crd_dir = crd_dir
         self.extra_apiserver_args = extra_apiserver_args
+        self.address = address
+        self.pki_ips = pki_ips
         self.etcd: subprocess.Popen[bytes] | None = None
         self.apiserver: subprocess.Popen[bytes] | None = None
         self.etcd_port = 0
@@ -127,7 +133,7 @@ class ControlPlane:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -148,8 +154,9 @@ class ControlPlane:
     def start(self, timeout: float = 90.0) -> None:
         began = time.monotonic()
         try:
-            self._pki = write_pki(self.work_dir / "pki")
+            self._pki = write_pki(self.work_dir / "pki", self.pki_ips)
             self._ssl = None
+            self._before_apiserver()
             self._start_etcd(timeout)
             self.apiserver_port = free_port()
             self._write_admin_kubeconfig()
@@ -168,6 +175,13 @@ class ControlPlane:
         self.etcd = None
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _before_apiserver(self) -> None:
+        """Hook for subclasses: runs once the PKI exists, before etcd and the API server."""
+
+    def _mode_args(self) -> list[str]:
+        # No kubelet, so no Pod ever needs a ServiceAccount token mounted.
+        return ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
 
     def stop_apiserver(self, kill: bool = False) -> None:
         self._terminate(self.apiserver, kill=kill)
@@ -235,13 +249,12 @@ class ControlPlane:
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
                 f"--secure-port={self.apiserver_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 # Room for the many Services a long test session or a benchmark creates.
-                "--service-cluster-ip-range=10.0.0.0/16",
-                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
+                *self._mode_args(),
                 f"--service-account-issuer={self.url}/",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
@@ -415,8 +428,15 @@ def _running(directory: Path) -> dict[str, Any] | None:
     return state if _alive(int(state["pid"])) else None
 
 
-def _serve(directory: Path) -> int:
-    """Run a control plane in the foreground until SIGTERM/SIGINT; publish its kubeconfig."""
+def _serve(
+    directory: Path,
+    make: Callable[[Path], ControlPlane] | None = None,
+    what: str = "control plane",
+) -> int:
+    """Run a control plane in the foreground until SIGTERM/SIGINT; publish its kubeconfig.
+
+    `make` builds it from its data directory (default: a bare ControlPlane).
+    """
     stop = False
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -428,14 +448,16 @@ def _serve(directory: Path) -> int:
     data = directory / "data"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
-    cp = ControlPlane(bin_dir=ensure_binaries(), work_dir=data)
+    cp = make(data) if make else ControlPlane(bin_dir=ensure_binaries(), work_dir=data)
     cp.start()
     shutil.copy(cp.admin_kubeconfig, directory / "kubeconfig")
     (directory / "kubeconfig").chmod(0o600)
     _state_file(directory).write_text(
-        json.dumps({"pid": os.getpid(), "url": cp.url, "start_seconds": cp.start_seconds})
+        json.dumps(
+            {"pid": os.getpid(), "url": cp.url, "start_seconds": cp.start_seconds, "what": what}
+        )
     )
-    print(f"control plane ready at {cp.url} in {cp.start_seconds:.1f}s", flush=True)
+    print(f"{what} ready at {cp.url} in {cp.start_seconds:.1f}s", flush=True)
     try:
         while not stop:
             time.sleep(0.2)
@@ -445,26 +467,29 @@ def _serve(directory: Path) -> int:
     return 0
 
 
-def _up(directory: Path, timeout: float) -> int:
+def _up(
+    directory: Path,
+    timeout: float,
+    module: str = "virtualservice_operator_dev.controlplane",
+    what: str = "control plane",
+) -> int:
+    """Start `python -m module serve` in the background and wait for its state file."""
     directory.mkdir(parents=True, exist_ok=True)
     if (state := _running(directory)) is not None:
+        running = state.get("what", "control plane")
         print(
-            f"control plane already running at {state['url']} "
-            f"(kubeconfig: {directory / 'kubeconfig'})"
+            f"{running} already running at {state['url']} (kubeconfig: {directory / 'kubeconfig'})"
         )
+        if running != what:
+            print(f"stop it first (make cluster-down) to start a {what}", file=sys.stderr)
+            return 1
         return 0
     ensure_binaries()
     _state_file(directory).unlink(missing_ok=True)
-    log = open(directory / "controlplane.log", "ab")  # noqa: SIM115 - handed to the child
+    log_name = f"{what.replace(' ', '')}.log"
+    log = open(directory / log_name, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "virtualservice_operator_dev.controlplane",
-            "serve",
-            "--dir",
-            str(directory),
-        ],
+        [sys.executable, "-m", module, "serve", "--dir", str(directory)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -474,26 +499,27 @@ def _up(directory: Path, timeout: float) -> int:
     _wait_until(
         lambda: _running(directory) is not None,
         timeout,
-        "control plane",
+        what,
         proc,
-        directory / "controlplane.log",
+        directory / log_name,
     )
     state = _running(directory)
     assert state is not None
-    print(f"control plane running at {state['url']} (started in {state['start_seconds']:.1f}s)")
+    print(f"{what} running at {state['url']} (started in {state['start_seconds']:.1f}s)")
     print(f"export KUBECONFIG={(directory / 'kubeconfig').resolve()}")
     return 0
 
 
-def _down(directory: Path) -> int:
+def _down(directory: Path, timeout: float = 30) -> int:
     state = _running(directory)
     if state is None:
         print("no control plane running")
         return 0
+    what = state.get("what", "control plane")
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
-    _wait_until(lambda: not _alive(pid), 30, "control plane shutdown")
-    print("control plane stopped")
+    _wait_until(lambda: not _alive(pid), timeout, f"{what} shutdown")
+    print(f"{what} stopped")
     return 0
 
 

@@ -1,0 +1,178 @@
+"""What only a real cluster shows: Pods running, a garbage collector, namespaces that
+really go away, and a node that leaves nothing behind when it stops.
+
+The tests share one node and run in this file's order; the last one stops it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.integration.conftest import OperatorFactory
+from tests.integration.harness import Api, wait_for
+from virtualservice_operator_dev.node import (
+    NODE_IP,
+    NODE_NAME,
+    PAUSE_IMAGE,
+    POD_CIDR,
+    Node,
+    leftovers,
+)
+from virtualservice_operator_dev.ociimage import ImageFile, write_image
+
+KUBECTL_IMAGE = "registry.local/kubectl:test"
+HARDENED = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _pod(name: str, image: str, args: list[str] | None = None, **spec: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "securityContext": HARDENED,
+    }
+    if args:
+        container["args"] = args
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"containers": [container], **spec},
+    }
+
+
+def _phase(api: Api, name: str) -> str:
+    pod = api.get(f"/api/v1/namespaces/default/pods/{name}")
+    return str(pod["status"].get("phase", "")) if pod else ""
+
+
+def test_node_is_ready_with_its_address(node: Node, api: Api) -> None:
+    n = api.get(f"/api/v1/nodes/{NODE_NAME}")
+    addresses = {a["type"]: a["address"] for a in n["status"]["addresses"]}
+    assert addresses["InternalIP"] == NODE_IP
+    assert n["status"]["nodeInfo"]["kubeletVersion"] == "v1.35.4"
+    assert n["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+
+
+def test_hardened_pod_runs_and_gets_a_pod_address(node: Node, api: Api) -> None:
+    api.create("/api/v1/namespaces/default/pods", _pod("pause", PAUSE_IMAGE))
+    wait_for(lambda: _phase(api, "pause") == "Running", 90, "pause Pod Running")
+    pod = api.get("/api/v1/namespaces/default/pods/pause")
+    assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(POD_CIDR)
+    assert api.delete("/api/v1/namespaces/default/pods/pause") == 200
+
+
+def test_pod_reaches_api_server_through_kubernetes_service(node: Node, tmp_path: Path) -> None:
+    """kubectl in a Pod, with in-cluster config only (the `kubernetes` Service's ClusterIP
+    and the projected ServiceAccount token); `kubectl logs` reads what it printed."""
+    archive = tmp_path / "kubectl.tar"
+    write_image(
+        archive, KUBECTL_IMAGE, [ImageFile(node.bin_dir / "kubectl", "kubectl")], ["/kubectl"]
+    )
+    node.import_image(archive)
+    pod = _pod("in-cluster", KUBECTL_IMAGE, ["version", "-o", "json"], restartPolicy="Never")
+    node.kubectl("create", "-f", "-", input=json.dumps(pod))
+    api = Api(node)
+    wait_for(
+        lambda: _phase(api, "in-cluster") in ("Succeeded", "Failed"), 120, "in-cluster Pod done"
+    )
+    logs = node.kubectl("logs", "-n", "default", "in-cluster").stdout
+    assert _phase(api, "in-cluster") == "Succeeded", logs
+    assert json.loads(logs)["serverVersion"]["gitVersion"] == "v1.35.4"
+    node.kubectl("delete", "pod", "-n", "default", "in-cluster", "--wait=false")
+
+
+def _owned_by(vs: dict[str, Any], svc: dict[str, Any]) -> bool:
+    refs = vs["metadata"].get("ownerReferences") or []
+    return any(r["uid"] == svc["metadata"]["uid"] and r["kind"] == "Service" for r in refs)
+
+
+def test_service_deleted_while_operator_down_garbage_collector_removes_virtual_service(
+    operator: OperatorFactory, api: Api
+) -> None:
+    """The ownerReference alone removes the VirtualService (the garbage collector, with no
+    operator running); the placeholders, in other namespaces, no ownerReference can reach:
+    the operator removes those when it is back."""
+    ns = operator.namespaces
+    svc = api.create_service(ns.default, "gc")
+    proc = operator.start(operator.config(placeholders=True))
+    vs = wait_for(lambda: api.vs(ns.default, "gc-virtual-service"), 60, "VirtualService")
+    assert _owned_by(vs, svc)
+    for dev in ns.developers:
+        wait_for(lambda dev=dev: api.service(dev, "gc"), 60, f"placeholder in {dev}")
+    assert proc.stop() == 0
+
+    assert api.delete_service(ns.default, "gc") == 200
+    wait_for(
+        lambda: api.vs(ns.default, "gc-virtual-service") is None,
+        60,
+        "garbage collector deletes the VirtualService",
+    )
+    assert all(api.service(dev, "gc") is not None for dev in ns.developers)
+
+    operator.start(write_config=False)
+    for dev in ns.developers:
+        wait_for(lambda dev=dev: api.service(dev, "gc") is None, 60, f"placeholder in {dev} gone")
+    assert api.vs(ns.default, "gc-virtual-service") is None
+
+
+def test_service_deleted_with_operator_running_leaves_nothing(
+    operator: OperatorFactory, api: Api
+) -> None:
+    ns = operator.namespaces
+    api.create_service(ns.default, "gone")
+    api.create_service(ns.developers[0], "gone")
+    operator.start(operator.config(placeholders=True))
+    wait_for(lambda: api.vs(ns.default, "gone-virtual-service"), 60, "VirtualService")
+    wait_for(lambda: api.service(ns.developers[1], "gone"), 60, "placeholder")
+
+    assert api.delete_service(ns.default, "gone") == 200
+
+    def nothing_left() -> bool:
+        vss = api.get(f"/apis/networking.istio.io/v1/namespaces/{ns.default}/virtualservices")
+        placeholders = [
+            s
+            for dev in ns.developers
+            for s in api.get(f"/api/v1/namespaces/{dev}/services")["items"]
+            if s["metadata"]["name"] == "gone" and s["spec"]["type"] == "ExternalName"
+        ]
+        return not vss["items"] and not placeholders
+
+    wait_for(nothing_left, 60, "no VirtualService and no placeholder left")
+    assert api.service(ns.developers[0], "gone") is not None  # the team's own Service stays
+
+
+def test_deleting_a_developer_namespace_does_not_wedge_the_operator(
+    operator: OperatorFactory, api: Api
+) -> None:
+    ns = operator.namespaces
+    doomed = ns.developers[1]
+    api.create_service(ns.default, "web")
+    api.create_service(doomed, "api")  # a real Service, deleted with its namespace
+    proc = operator.start(operator.config(placeholders=True))
+    wait_for(lambda: api.service(doomed, "web"), 60, "placeholder in the doomed namespace")
+
+    assert api.delete(f"/api/v1/namespaces/{doomed}") == 200
+    # The namespace controller empties it while the operator would put the placeholder back.
+    wait_for(lambda: api.get(f"/api/v1/namespaces/{doomed}") is None, 120, "namespace gone")
+
+    api.create_service(ns.default, "after")
+    wait_for(lambda: api.vs(ns.default, "after-virtual-service"), 60, "operator still works")
+    wait_for(lambda: api.service(ns.developers[0], "after"), 60, "and still makes placeholders")
+    assert proc.ready()
+
+
+def test_stop_leaves_nothing_behind(node: Node) -> None:
+    """Last: stop the node; no process, mount, interface, cgroup or iptables rule remains."""
+    node.stop()
+    assert {k: v for k, v in leftovers().items() if v} == {}

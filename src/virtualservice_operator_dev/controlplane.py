@@ -30,15 +30,16 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
-from virtualservice_operator_dev.pki import Pki, write_pki
+from virtualservice_operator_dev.pki import Pki, pki_files, write_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_CIDR = "10.0.0.0/16"
@@ -119,6 +120,17 @@ class ControlPlane:
         self.start_seconds = 0.0
         self._pki: Pki | None = None
         self._ssl: ssl.SSLContext | None = None
+
+    @classmethod
+    def attach(cls, work_dir: Path, url: str, bin_dir: Path | None = None) -> Self:
+        """A handle on one that another process runs (`make cluster`, `make node`), from
+        its data directory and URL: to talk to it, not to stop it."""
+        cp = cls(bin_dir=bin_dir, work_dir=work_dir)
+        parsed = urllib.parse.urlsplit(url)
+        assert parsed.hostname is not None and parsed.port is not None, url
+        cp.address, cp.apiserver_port = parsed.hostname, parsed.port
+        cp._pki = pki_files(work_dir / "pki")
+        return cp
 
     # -- life cycle -------------------------------------------------------------------
 

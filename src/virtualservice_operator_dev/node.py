@@ -154,16 +154,46 @@ def _our_pids() -> list[int]:
     return sorted(ours)
 
 
+_CHAIN_PREFIXES = ("KUBE-", "CNI-", FORWARD_CHAIN)  # the kubelet's, kube-proxy's, CNI's, ours
+_TABLES = ("filter", "nat", "mangle")
+
+
 def _iptables_chains() -> list[str]:
+    """The node's chains, as `iptables/filter/KUBE-FIREWALL` (IPv4 and IPv6)."""
     chains = []
-    for table in ("filter", "nat", "mangle"):
-        out = _run("iptables-save", "-t", table, check=False).stdout
-        chains += [
-            f"{table}/{line[1:].split()[0]}"
-            for line in out.splitlines()
-            if line.startswith(":") and line[1:].startswith(("KUBE-", FORWARD_CHAIN, "CNI-"))
-        ]
+    for tool in ("iptables", "ip6tables"):
+        for table in _TABLES:
+            out = _run(f"{tool}-save", "-t", table, check=False).stdout
+            chains += [
+                f"{tool}/{table}/{line[1:].split()[0]}"
+                for line in out.splitlines()
+                if line.startswith(":") and line[1:].startswith(_CHAIN_PREFIXES)
+            ]
     return chains
+
+
+def _remove_chains() -> None:
+    """Delete the node's chains and every rule that jumps to them, IPv4 and IPv6."""
+    for tool in ("iptables", "ip6tables"):
+        for table in _TABLES:
+            rules = _run(tool, "-t", table, "-S", check=False).stdout.splitlines()
+            ours = [
+                r.split()[1]
+                for r in rules
+                if r.startswith("-N ") and r.split()[1].startswith(_CHAIN_PREFIXES)
+            ]
+            for rule in rules:
+                words = rule.split()
+                if (
+                    rule.startswith("-A ")
+                    and words[1] not in ours
+                    and any(w in ours for w in words)
+                ):
+                    _run(tool, "-t", table, "-D", *words[1:], check=False)
+            for chain in ours:
+                _run(tool, "-t", table, "-F", chain, check=False)
+            for chain in ours:
+                _run(tool, "-t", table, "-X", chain, check=False)
 
 
 def _links() -> list[str]:
@@ -216,11 +246,7 @@ def cleanup() -> None:
                 d.rmdir()
         with contextlib.suppress(OSError):
             cgroup.rmdir()
-    kube_proxy = controlplane.default_bin_dir() / "kube-proxy"
-    if kube_proxy.exists() and any(c.split("/")[1].startswith("KUBE-") for c in _iptables_chains()):
-        # kube-proxy knows its own rules; it removes them all (iptables and ipvs modes).
-        _run(str(kube_proxy), "--cleanup", check=False)
-    _remove_forward_rule()
+    _remove_chains()
     for link in _links():
         _run("ip", "link", "delete", link, check=False)
     saved = STATE_DIR / "sysctl.json"
@@ -231,13 +257,7 @@ def cleanup() -> None:
     shutil.rmtree(STATE_DIR / "cni-ipam", ignore_errors=True)
     shutil.rmtree(STATE_DIR / "containerd", ignore_errors=True)
     shutil.rmtree(VAR_DIR / "kubelet", ignore_errors=True)
-
-
-def _remove_forward_rule() -> None:
-    while _run("iptables", "-D", "FORWARD", "-j", FORWARD_CHAIN, check=False).returncode == 0:
-        pass
-    _run("iptables", "-F", FORWARD_CHAIN, check=False)
-    _run("iptables", "-X", FORWARD_CHAIN, check=False)
+    shutil.rmtree(VAR_DIR / "pod-logs", ignore_errors=True)
 
 
 # -- the node ---------------------------------------------------------------------------
@@ -578,6 +598,7 @@ state = "{STATE_DIR / "containerd"}"
             "clusterDomain": "cluster.local",
             "resolvConf": "/etc/resolv.conf",
             "serializeImagePulls": False,
+            "podLogsDir": str(VAR_DIR / "pod-logs"),
         }
         path = self.work_dir / "kubelet.yaml"
         path.write_text(yaml.safe_dump(config))

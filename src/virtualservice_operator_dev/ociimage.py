@@ -36,7 +36,8 @@ def _layer(files: list[ImageFile]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as layer:
         for f in files:
-            info = layer.gettarinfo(str(f.source), arcname=f.target.lstrip("/"))
+            # The file itself, not a symlink to it (bin/kubectl points into the cache).
+            info = layer.gettarinfo(str(f.source.resolve()), arcname=f.target.lstrip("/"))
             info.mode, info.uid, info.gid, info.uname, info.gname = f.mode, 0, 0, "", ""
             info.mtime = 0  # the same files give the same digest
             with f.source.open("rb") as src:

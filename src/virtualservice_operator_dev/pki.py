@@ -66,6 +66,20 @@ def _builder(
     )
 
 
+def pki_files(directory: Path) -> Pki:
+    """Where `write_pki(directory)` puts each file."""
+    return Pki(
+        ca_cert=directory / "ca.crt",
+        ca_key=directory / "ca.key",
+        serving_cert=directory / "apiserver.crt",
+        serving_key=directory / "apiserver.key",
+        admin_cert=directory / "admin.crt",
+        admin_key=directory / "admin.key",
+        sa_key=directory / "sa.key",
+        sa_pub=directory / "sa.pub",
+    )
+
+
 def write_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
     """Create every certificate and key the control plane needs under `directory`.
 
@@ -122,16 +136,7 @@ def write_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    pki = Pki(
-        ca_cert=directory / "ca.crt",
-        ca_key=directory / "ca.key",
-        serving_cert=directory / "apiserver.crt",
-        serving_key=directory / "apiserver.key",
-        admin_cert=directory / "admin.crt",
-        admin_key=directory / "admin.key",
-        sa_key=directory / "sa.key",
-        sa_pub=directory / "sa.pub",
-    )
+    pki = pki_files(directory)
     pem = serialization.Encoding.PEM
     pki.ca_cert.write_bytes(ca.public_bytes(pem))
     pki.ca_key.write_bytes(_key_pem(ca_key))

@@ -7,10 +7,13 @@ pass by skipping them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +22,6 @@ from tests.integration.harness import warm_up_crd
 from virtualservice_operator_dev.controlplane import REPO_ROOT, ensure_binaries
 from virtualservice_operator_dev.node import (
     Node,
-    NodeUnavailable,
     install_runtime,
     node_running,
     unavailable_reason,
@@ -40,33 +42,66 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.node)
 
 
+def node_command(directory: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """`python -m virtualservice_operator_dev.node COMMAND`: what `make node` and
+    `make cluster-down` run."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "virtualservice_operator_dev.node",
+            command,
+            "--dir",
+            str(directory),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="session")
-def node() -> Iterator[Node]:
+def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A node started as `make node` starts it (in the background), stopped at the end
+    (test_node.py's last test stops it itself, as `make cluster-down` does)."""
     reason = unavailable_reason()
     if reason is None and node_running():
         reason = "a node is already running on this machine (stop it with `make cluster-down`)"
     if reason is not None:
         _cannot_run(reason)
-    install_runtime()
     began = time.monotonic()
-    # Prints "built X in Ns" for each binary it has to build; a no-op when cached.
+    # Installs the runtime packages if missing; prints "built X in Ns" for each binary it
+    # has to build (nothing when cached).
+    install_runtime()
     subprocess.run(
         ["bash", str(REPO_ROOT / "hack" / "build-controlplane.sh"), "node"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    FIGURES["node binaries (build or cache)"] = f"{time.monotonic() - began:.1f} s"
-    n = Node(bin_dir=ensure_binaries(), crd_dir=REPO_ROOT / "deployments" / "crd")
+    FIGURES["node runtime and binaries (install/build, or cached)"] = (
+        f"{time.monotonic() - began:.1f} s"
+    )
+    directory = tmp_path_factory.mktemp("node")
+    up = node_command(directory, "up")
+    if up.returncode != 0:
+        log = directory / "node.log"
+        tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+        pytest.fail(f"make node failed: {up.stdout}{up.stderr}\n{tail}", pytrace=False)
     try:
-        n.start()
-    except NodeUnavailable as e:
-        _cannot_run(str(e))
-    FIGURES["node start (all components, node Ready)"] = f"{n.start_seconds:.1f} s"
-    warm_up_crd(n)
-    try:
-        yield n
+        yield directory
     finally:
-        n.stop()
+        node_command(directory, "down")
+
+
+@pytest.fixture(scope="session")
+def node(node_dir: Path) -> Node:
+    state = json.loads((node_dir / "state.json").read_text())
+    FIGURES["node start (every component, node Ready)"] = f"{state['start_seconds']:.1f} s"
+    n = Node.attach(node_dir / "data", state["url"], bin_dir=ensure_binaries())
+    n.install_crds(REPO_ROOT / "deployments" / "crd")
+    warm_up_crd(n)
+    return n
 
 
 # The integration tests' fixtures (namespaces, the operator as a process with its

@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import Api, wait_for
+from tests.node.conftest import node_command
 from virtualservice_operator_dev.node import (
     NODE_IP,
     NODE_NAME,
@@ -172,7 +173,10 @@ def test_deleting_a_developer_namespace_does_not_wedge_the_operator(
     assert proc.ready()
 
 
-def test_stop_leaves_nothing_behind(node: Node) -> None:
-    """Last: stop the node; no process, mount, interface, cgroup or iptables rule remains."""
-    node.stop()
+def test_cluster_down_leaves_nothing_behind(node_dir: Path) -> None:
+    """Last: `make cluster-down`; no process, mount, interface, cgroup or iptables rule
+    of the node remains."""
+    down = node_command(node_dir, "down")
+    assert down.returncode == 0, down.stderr
+    assert "node stopped" in down.stdout
     assert {k: v for k, v in leftovers().items() if v} == {}

@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -183,7 +184,7 @@ def _remove_chains() -> None:
                 if r.startswith("-N ") and r.split()[1].startswith(_CHAIN_PREFIXES)
             ]
             for rule in rules:
-                words = rule.split()
+                words = shlex.split(rule)  # comments are quoted: "kubernetes service portals"
                 if (
                     rule.startswith("-A ")
                     and words[1] not in ours
@@ -514,44 +515,37 @@ state = "{STATE_DIR / "containerd"}"
 
     # -- the Kubernetes node components ------------------------------------------------
 
+    def _start_control_component(self, name: str, *flags: str) -> None:
+        """kube-controller-manager or kube-scheduler: its own identity, serving only on
+        loopback, no leader election (one of each)."""
+        kubeconfig = self._component_kubeconfig(name, f"system:{name}")
+        self.components[name] = self._spawn(
+            [
+                str(self.bin_dir / name),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                "--v=1",
+                *flags,
+            ],
+            f"{name}.log",
+        )
+
     def _start_components(self) -> None:
         pki = self.pki
-        kcm = self._component_kubeconfig(
-            "kube-controller-manager", "system:kube-controller-manager"
+        self._start_control_component(
+            "kube-controller-manager",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
         )
-        self.components["kube-controller-manager"] = self._spawn(
-            [
-                str(self.bin_dir / "kube-controller-manager"),
-                f"--kubeconfig={kcm}",
-                f"--authentication-kubeconfig={kcm}",
-                f"--authorization-kubeconfig={kcm}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                "--leader-elect=false",
-                "--use-service-account-credentials=true",
-                f"--service-account-private-key-file={pki.sa_key}",
-                f"--root-ca-file={pki.ca_cert}",
-                f"--cluster-signing-cert-file={pki.ca_cert}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--v=1",
-            ],
-            "kube-controller-manager.log",
-        )
-        sched = self._component_kubeconfig("kube-scheduler", "system:kube-scheduler")
-        self.components["kube-scheduler"] = self._spawn(
-            [
-                str(self.bin_dir / "kube-scheduler"),
-                f"--kubeconfig={sched}",
-                f"--authentication-kubeconfig={sched}",
-                f"--authorization-kubeconfig={sched}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                "--leader-elect=false",
-                "--v=1",
-            ],
-            "kube-scheduler.log",
-        )
+        self._start_control_component("kube-scheduler")
         self._start_kubelet()
         self._start_kube_proxy()
 

@@ -173,6 +173,19 @@ def test_deleting_a_developer_namespace_does_not_wedge_the_operator(
     assert proc.ready()
 
 
+def test_kubectl_top_pod_through_metrics_server(node: Node) -> None:
+    """metrics-server (a Pod from its own module) serves metrics.k8s.io via the aggregator:
+    it reached the kubelet's Summary API, checking its certificate against the cluster CA."""
+
+    def top() -> str:
+        result = node.kubectl("top", "pod", "-n", "kube-system", check=False)
+        return result.stdout if result.returncode == 0 and "metrics-server" in result.stdout else ""
+
+    out = wait_for(top, 240, "kubectl top pod -n kube-system", interval=2)
+    cpu, memory = out.splitlines()[1].split()[1:3]
+    assert cpu.endswith("m") and memory.endswith("Mi"), out
+
+
 def test_cluster_down_leaves_nothing_behind(node_dir: Path) -> None:
     """Last: `make cluster-down`; no process, mount, interface, cgroup or iptables rule
     of the node remains."""

@@ -305,7 +305,7 @@ class Node(ControlPlane):
             self._start_containerd(timeout)
             self._start_components()
             self._wait_ready(timeout)
-            self._deploy_metrics_server()
+            self._deploy_metrics_server(timeout)
         except BaseException:
             self.stop()
             raise
@@ -649,8 +649,11 @@ state = "{STATE_DIR / "containerd"}"
 
         _wait_until(ready, timeout, f"node {NODE_NAME} Ready")
 
-    def _deploy_metrics_server(self) -> None:
-        """metrics-server as a Pod (`kubectl top`), when its binary was built."""
+    def _deploy_metrics_server(self, timeout: float) -> None:
+        """metrics-server as a Pod (`kubectl top`), when its binary was built.
+
+        Waited for: while an APIService is unavailable, the namespace controller cannot
+        list everything in a namespace, and a deleted namespace stays Terminating."""
         binary = self.bin_dir / "metrics-server"
         if not binary.exists():
             return
@@ -662,6 +665,15 @@ state = "{STATE_DIR / "containerd"}"
         self.import_image(archive)
         manifest = (METRICS_SERVER_DIR.parent / "metrics-server.yaml").read_text()
         self.kubectl("apply", "-f", "-", input=manifest.replace("METRICS_SERVER_IMAGE", image))
+
+        def available() -> bool:
+            status, svc = self.api(
+                "GET", "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io"
+            )
+            conditions = svc.get("status", {}).get("conditions", []) if status == 200 else []
+            return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+
+        _wait_until(available, timeout, "metrics-server (APIService v1beta1.metrics.k8s.io)")
 
 
 def build_pause(directory: Path) -> Path:

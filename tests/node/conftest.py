@@ -28,7 +28,7 @@ from virtualservice_operator_dev.node import (
 )
 
 
-def _cannot_run(reason: str) -> None:
+def cannot_run(reason: str) -> None:
     message = f"node tests cannot run here: {reason}"
     FIGURES["node tests"] = f"SKIPPED: {reason}"
     if os.environ.get("CI") == "true":
@@ -69,7 +69,7 @@ def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if reason is None and node_running():
         reason = "a node is already running on this machine (stop it with `make cluster-down`)"
     if reason is not None:
-        _cannot_run(reason)
+        cannot_run(reason)
     began = time.monotonic()
     # Installs the runtime packages if missing; prints "built X in Ns" for each binary it
     # has to build (nothing when cached).

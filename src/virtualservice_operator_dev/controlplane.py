@@ -210,11 +210,14 @@ class ControlPlane:
             proc.kill()
             proc.wait(timeout=15)
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.work_dir / log_name, "ab")  # noqa: SIM115 - owned by the child
         try:
             return subprocess.Popen(
                 args,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -470,7 +470,12 @@ state = "{STATE_DIR / "containerd"}"
 """
         path = STATE_DIR / "containerd.toml"
         path.write_text(config)
-        proc = self._spawn(["/usr/bin/containerd", "--config", str(path)], "containerd.log")
+        # No registry is ever contacted: every pull goes to a closed loopback port and fails
+        # at once, so an image that was not imported never sends a byte off this machine.
+        closed = "http://127.0.0.1:9"
+        no_pulls = {k: closed for k in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
+        env = {**os.environ, **no_pulls, "NO_PROXY": "", "no_proxy": ""}
+        proc = self._spawn(["/usr/bin/containerd", "--config", str(path)], "containerd.log", env)
         self.components["containerd"] = proc
         _wait_until(
             lambda: self.ctr("version", check=False).returncode == 0,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import FIGURES
 from tests.integration.harness import warm_up_crd
@@ -111,18 +112,24 @@ from tests.integration.conftest import (  # noqa: E402
     kubectl,
     namespaces,
     operator,
-    operator_kubeconfig,
     pytest_runtest_makereport,
 )
 
-__all__ = [
-    "api",
-    "kubectl",
-    "namespaces",
-    "operator",
-    "operator_kubeconfig",
-    "pytest_runtest_makereport",
-]
+__all__ = ["api", "kubectl", "namespaces", "operator", "pytest_runtest_makereport"]
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As in the integration tests (the RBAC of deployments/deployment.yaml, a token of its
+    ServiceAccount), without the Deployment: on a node it would run, and its operator would
+    sweep the placeholders of the tests' operators. test_node.py installs it later."""
+    manifest = (REPO_ROOT / "deployments" / "deployment.yaml").read_text()
+    docs = [d for d in yaml.safe_load_all(manifest) if d and d["kind"] != "Deployment"]
+    node.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
+    return node.service_account_kubeconfig(
+        "virtualservice-operator-system", "virtualservice-operator", path
+    )
 
 
 @pytest.fixture(scope="session")

@@ -102,6 +102,143 @@ def _owned_by(vs: dict[str, Any], svc: dict[str, Any]) -> bool:
     return any(r["uid"] == svc["metadata"]["uid"] and r["kind"] == "Service" for r in refs)
 
 
+def _readme_install_lines() -> list[str]:
+    """The commands of the README's "Install on a cluster" block, comments dropped."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split("## Install on a cluster", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.strip().splitlines()]
+
+
+def _operator_image() -> str:
+    deployment = (REPO_ROOT / "deployments" / "deployment.yaml").read_text()
+    return next(
+        line.split()[1] for line in deployment.splitlines() if line.strip().startswith("image:")
+    )
+
+
+def _probes_succeeded(node: Node, pod: str) -> bool:
+    """The kubelet's own count of successful liveness and readiness probes of `pod`."""
+    scrape = parse_exposition(node.api_get(f"/api/v1/nodes/{NODE_NAME}/proxy/metrics/probes"))
+    return all(
+        sample_sum(scrape, "prober_probe_total", pod=pod, probe_type=kind, result="successful") > 0
+        for kind in ("Liveness", "Readiness")
+    )
+
+
+def _top(node: Node, namespace: str, pod: str) -> tuple[str, str]:
+    """`kubectl top pod -n NAMESPACE` once metrics-server has figures for `pod`: (CPU, memory)."""
+
+    def top() -> str:
+        result = node.kubectl("top", "pod", "-n", namespace, check=False)
+        return result.stdout if result.returncode == 0 and pod in result.stdout else ""
+
+    out = wait_for(top, 240, f"kubectl top pod -n {namespace}", interval=2)
+    line = next(line for line in out.splitlines() if line.startswith(pod))
+    cpu, memory = line.split()[1:3]
+    assert cpu.endswith("m") and memory.endswith("Mi"), out
+    return cpu, memory
+
+
+def test_literal_install_runs_the_operator_as_a_pod(node: Node, api: Api) -> None:
+    """The README's install lines, as written, on this still fresh node with the image
+    `make image` loaded: the Deployment becomes Available, the kubelet serves both probes,
+    and the operator in the Pod (in-cluster config, only its RBAC) does its work; then the
+    guide's first looks at it (`get pods`, `logs`, `top pod`), literally."""
+    image = _operator_image()
+    if image not in node.ctr("images", "ls", "-q").stdout.split():
+        archive = next(
+            (REPO_ROOT / ".cache" / "image").glob("virtualservice-operator-*.oci.tar"), None
+        )
+        if archive is None:
+            cannot_run(f"the operator's image {image} is not loaded: run `make image` first")
+        node.import_image(archive)
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(node.admin_kubeconfig),
+        "PATH": f"{node.bin_dir}:{os.environ['PATH']}",
+    }
+    for line in _readme_install_lines():
+        result = subprocess.run(
+            ["bash", "-c", line],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, f"{line}: {result.stderr}"
+    ns = "virtualservice-operator-system"
+    node.kubectl(
+        "rollout",
+        "status",
+        "deployment/virtualservice-operator",
+        "-n",
+        ns,
+        "--timeout=180s",
+        timeout=200,
+    )
+    pod = node.kubectl(
+        "get",
+        "pods",
+        "-n",
+        ns,
+        "-l",
+        "app=virtualservice-operator",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ).stdout
+    wait_for(
+        lambda: _probes_succeeded(node, pod),
+        60,
+        "the kubelet's liveness and readiness probes succeed",
+        interval=1,
+    )
+
+    # The config's namespaces (deployments/config.yaml): production and three developer ones.
+    for name in ("production", "staging", "dev-team-a", "dev-team-b"):
+        node.kubectl("create", "namespace", name)
+    svc = api.create_service("production", "shop")
+    vs = wait_for(lambda: api.vs("production", "shop-virtual-service"), 60, "VirtualService")
+    assert _owned_by(vs, svc)
+    wait_for(lambda: api.service("dev-team-a", "shop"), 60, "placeholder")
+    assert api.delete_service("production", "shop") == 200
+    wait_for(
+        lambda: (
+            api.vs("production", "shop-virtual-service") is None
+            and all(api.service(d, "shop") is None for d in ("staging", "dev-team-a", "dev-team-b"))
+        ),
+        60,
+        "VirtualService and placeholders gone",
+    )
+    status = node.kubectl("get", "pod", pod, "-n", ns, "-o", "json").stdout
+    container = json.loads(status)["status"]["containerStatuses"][0]
+    assert container["ready"] and container["restartCount"] == 0
+
+    # The guide's first look at a running operator, literally.
+    pods = node.kubectl("get", "pods", "-n", ns).stdout
+    assert pod in pods and "1/1" in pods and "Running" in pods, pods
+    logs = node.kubectl("logs", "-n", ns, "deployment/virtualservice-operator").stdout
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    assert any(line.get("msg") == "VirtualService created" for line in lines), logs[-2000:]
+    assert all({"level", "timestamp", "msg"} <= line.keys() for line in lines)
+    _top(node, ns, pod)
+
+    # The tests below run the operator as a process, with their own namespaces; this one
+    # would sweep their placeholders (outside its config) as orphans.
+    node.kubectl("scale", "deployment/virtualservice-operator", "-n", ns, "--replicas=0")
+    wait_for(
+        lambda: not node.kubectl("get", "pods", "-n", ns, "-o", "name").stdout.strip(),
+        120,
+        "operator Pod gone",
+    )
+
+
+def test_kubectl_top_pod_through_metrics_server(node: Node) -> None:
+    """metrics-server (a Pod from its own module) serves metrics.k8s.io via the aggregator:
+    it reached the kubelet's Summary API, checking its certificate against the cluster CA."""
+    _top(node, "kube-system", "metrics-server")
+
+
 def test_service_deleted_while_operator_down_garbage_collector_removes_virtual_service(
     operator: OperatorFactory, api: Api
 ) -> None:
@@ -175,117 +312,6 @@ def test_deleting_a_developer_namespace_does_not_wedge_the_operator(
     wait_for(lambda: api.vs(ns.default, "after-virtual-service"), 60, "operator still works")
     wait_for(lambda: api.service(ns.developers[0], "after"), 60, "and still makes placeholders")
     assert proc.ready()
-
-
-def _readme_install_lines() -> list[str]:
-    """The commands of the README's "Install on a cluster" block, comments dropped."""
-    text = (REPO_ROOT / "README.md").read_text()
-    block = text.split("## Install on a cluster", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    return [line.split("#", 1)[0].strip() for line in block.strip().splitlines()]
-
-
-def _operator_image() -> str:
-    deployment = (REPO_ROOT / "deployments" / "deployment.yaml").read_text()
-    return next(
-        line.split()[1] for line in deployment.splitlines() if line.strip().startswith("image:")
-    )
-
-
-def _probes_succeeded(node: Node, pod: str) -> bool:
-    """The kubelet's own count of successful liveness and readiness probes of `pod`."""
-    scrape = parse_exposition(node.api_get(f"/api/v1/nodes/{NODE_NAME}/proxy/metrics/probes"))
-    return all(
-        sample_sum(scrape, "prober_probe_total", pod=pod, probe_type=kind, result="successful") > 0
-        for kind in ("Liveness", "Readiness")
-    )
-
-
-def test_literal_install_runs_the_operator_as_a_pod(node: Node, api: Api) -> None:
-    """The README's install lines, as written, on this node with the image `make image`
-    loaded: the Deployment becomes Available, the kubelet serves both probes, and the
-    operator in the Pod (in-cluster config, only its RBAC) does its work."""
-    image = _operator_image()
-    if image not in node.ctr("images", "ls", "-q").stdout.split():
-        archive = next(
-            (REPO_ROOT / ".cache" / "image").glob("virtualservice-operator-*.oci.tar"), None
-        )
-        if archive is None:
-            cannot_run(f"the operator's image {image} is not loaded: run `make image` first")
-        node.import_image(archive)
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(node.admin_kubeconfig),
-        "PATH": f"{node.bin_dir}:{os.environ['PATH']}",
-    }
-    for line in _readme_install_lines():
-        result = subprocess.run(
-            ["bash", "-c", line],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, f"{line}: {result.stderr}"
-    ns = "virtualservice-operator-system"
-    node.kubectl(
-        "rollout",
-        "status",
-        "deployment/virtualservice-operator",
-        "-n",
-        ns,
-        "--timeout=180s",
-        timeout=200,
-    )
-    pod = node.kubectl(
-        "get",
-        "pods",
-        "-n",
-        ns,
-        "-l",
-        "app=virtualservice-operator",
-        "-o",
-        "jsonpath={.items[0].metadata.name}",
-    ).stdout
-    wait_for(
-        lambda: _probes_succeeded(node, pod),
-        60,
-        "the kubelet's liveness and readiness probes succeed",
-        interval=1,
-    )
-
-    # The config's namespaces (deployments/config.yaml): production and three developer ones.
-    for name in ("production", "staging", "dev-team-a", "dev-team-b"):
-        node.kubectl("create", "namespace", name)
-    svc = api.create_service("production", "shop")
-    vs = wait_for(lambda: api.vs("production", "shop-virtual-service"), 60, "VirtualService")
-    assert _owned_by(vs, svc)
-    wait_for(lambda: api.service("dev-team-a", "shop"), 60, "placeholder")
-    assert api.delete_service("production", "shop") == 200
-    wait_for(
-        lambda: (
-            api.vs("production", "shop-virtual-service") is None
-            and all(api.service(d, "shop") is None for d in ("staging", "dev-team-a", "dev-team-b"))
-        ),
-        60,
-        "VirtualService and placeholders gone",
-    )
-    status = node.kubectl("get", "pod", pod, "-n", ns, "-o", "json").stdout
-    container = json.loads(status)["status"]["containerStatuses"][0]
-    assert container["ready"] and container["restartCount"] == 0
-
-
-def test_kubectl_top_pod_through_metrics_server(node: Node) -> None:
-    """metrics-server (a Pod from its own module) serves metrics.k8s.io via the aggregator:
-    it reached the kubelet's Summary API, checking its certificate against the cluster CA."""
-
-    def top() -> str:
-        result = node.kubectl("top", "pod", "-n", "kube-system", check=False)
-        return result.stdout if result.returncode == 0 and "metrics-server" in result.stdout else ""
-
-    out = wait_for(top, 240, "kubectl top pod -n kube-system", interval=2)
-    cpu, memory = out.splitlines()[1].split()[1:3]
-    assert cpu.endswith("m") and memory.endswith("Mi"), out
 
 
 def test_cluster_down_leaves_nothing_behind(node_dir: Path) -> None:

@@ -10,7 +10,8 @@ kind of machine has no dummy interfaces) and its address NODE_IP, the Pods' gate
 the node's address: the API server and the kubelet listen there (the kubelet refuses a
 loopback node address, and Pods cannot reach the host's 127.0.0.1). kube-proxy routes the
 `kubernetes` Service's ClusterIP to NODE_IP; a FORWARD rule drops anything a Pod sends
-off the bridge (no masquerade, no way out).
+off the bridge (no masquerade, no way out). containerd never pulls: there is no registry,
+so every image is imported first (the pause image is built here from Kubernetes' pause.c).
 
 One node per machine: containerd listens on a fixed socket (CONTAINERD_SOCKET, where
 `make image` imports the operator's image) and iptables is shared, so a lock file under
@@ -20,7 +21,7 @@ STATE_DIR, held for the node's whole life, keeps a second one from starting.
 iptables rule behind; `leftovers()` lists any, for `make cluster-down` and the tests.
 
 Command line (used by `make node` / `make cluster-down`):
-    python -m virtualservice_operator_dev.node up|down|status|check [--dir .cluster]
+    python -m virtualservice_operator_dev.node up|down|status|check|leftovers [--dir .cluster]
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import FIGURES
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import Api, sample_sum, wait_for
 from tests.node.conftest import cannot_run, node_command
@@ -221,7 +222,8 @@ def test_literal_install_runs_the_operator_as_a_pod(node: Node, api: Api) -> Non
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     assert any(line.get("msg") == "VirtualService created" for line in lines), logs[-2000:]
     assert all({"level", "timestamp", "msg"} <= line.keys() for line in lines)
-    _top(node, ns, pod)
+    cpu, memory = _top(node, ns, pod)
+    FIGURES["operator Pod after the install (kubectl top pod)"] = f"{cpu} CPU, {memory}"
 
     # The tests below run the operator as a process, with their own namespaces; this one
     # would sweep their placeholders (outside its config) as orphans.

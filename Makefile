@@ -38,6 +38,7 @@ node-binaries: controlplane
 		nice -n 10 bash hack/build-controlplane.sh node >/dev/null; fi
 
 node: controlplane
+	@$(PY) -m virtualservice_operator_dev.node check
 	nice -n 10 bash hack/build-controlplane.sh node >/dev/null
 	$(PY) -m virtualservice_operator_dev.node up --dir .cluster
 

@@ -125,8 +125,16 @@ def _our_mounts() -> list[str]:
     return sorted(points, key=len, reverse=True)
 
 
+def _cgroup_hierarchies() -> list[Path]:
+    """The cgroup v2 root, or each mounted cgroup v1 hierarchy."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        return [root]
+    return [d for d in root.iterdir() if d.is_dir() and os.path.ismount(d)]
+
+
 def _cgroup_dirs() -> list[Path]:
-    return [d / CGROUP_ROOT for d in Path("/sys/fs/cgroup").iterdir() if (d / CGROUP_ROOT).is_dir()]
+    return [h / CGROUP_ROOT for h in _cgroup_hierarchies() if (h / CGROUP_ROOT).is_dir()]
 
 
 def _our_pids() -> list[int]:
@@ -559,9 +567,8 @@ state = "{STATE_DIR / "containerd"}"
         serving = issue(
             self.pki, "kubelet-serving", f"system:node:{NODE_NAME}", server_ips=(NODE_IP,)
         )
-        for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            if hierarchy.is_dir() and (hierarchy / "cgroup.procs").exists():
-                (hierarchy / CGROUP_ROOT).mkdir(exist_ok=True)
+        for hierarchy in _cgroup_hierarchies():
+            (hierarchy / CGROUP_ROOT).mkdir(exist_ok=True)
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",

@@ -7,13 +7,15 @@ STAMP := $(VENV)/.installed
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help install controlplane cluster cluster-down run demo test test-unit test-integration lint bench clean
+.PHONY: help install controlplane node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean
 
 help:
 	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
 	@echo "make test      run the whole test suite (unit + integration against a real kube-apiserver)"
 	@echo "make lint      ruff + mypy"
 	@echo "make cluster   start a local control plane in the background (.cluster/kubeconfig)"
+	@echo "make node      start a real one-node Kubernetes in the background (root; .cluster/kubeconfig)"
+	@echo "make cluster-down  stop either, leaving no process, mount or iptables rule behind"
 	@echo "make run       run the operator against \$$KUBECONFIG"
 
 $(STAMP): pyproject.toml
@@ -30,8 +32,18 @@ controlplane: $(STAMP)
 cluster: controlplane
 	$(PY) -m virtualservice_operator_dev.controlplane up --dir .cluster
 
+# The node's binaries, only where this machine can run a node (root, cgroups).
+node-binaries: controlplane
+	@if $(PY) -m virtualservice_operator_dev.node check >/dev/null; then \
+		nice -n 10 bash hack/build-controlplane.sh node >/dev/null; fi
+
+node: controlplane
+	@$(PY) -m virtualservice_operator_dev.node check
+	nice -n 10 bash hack/build-controlplane.sh node >/dev/null
+	$(PY) -m virtualservice_operator_dev.node up --dir .cluster
+
 cluster-down: $(STAMP)
-	$(PY) -m virtualservice_operator_dev.controlplane down --dir .cluster
+	$(PY) -m virtualservice_operator_dev.node down --dir .cluster
 
 run: $(STAMP)
 	$(VENV)/bin/virtualservice-operator run -zap-development=true
@@ -39,7 +51,7 @@ run: $(STAMP)
 demo: controlplane
 	$(PY) -m virtualservice_operator_dev.demo
 
-test: controlplane
+test: controlplane node-binaries
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)
@@ -47,6 +59,9 @@ test-unit: $(STAMP)
 
 test-integration: controlplane
 	$(PY) -m pytest -q tests/integration
+
+test-node: node-binaries
+	$(PY) -m pytest -q tests/node
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

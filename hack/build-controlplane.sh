@@ -2,6 +2,7 @@
 # Builds kube-apiserver, kubectl, etcd and helm from their Go modules into a cache
 # keyed by version, and copies Istio's generated CRDs out of their Go module
 # (hack/istio-crds.sh), so a second run is a no-op. Prints the bin directory.
+# `build-controlplane.sh node` also builds what `make node` runs (see the node block).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -57,4 +58,20 @@ ln -sfn "$kube_dir/kube-apiserver" "$bin/kube-apiserver"
 ln -sfn "$kube_dir/kubectl" "$bin/kubectl"
 ln -sfn "$etcd_dir/etcd" "$bin/etcd"
 ln -sfn "$helm_dir/helm" "$bin/helm"
+# --- node: kubelet, kube-proxy, kube-scheduler, kube-controller-manager (same module and
+# version as kube-apiserver), and metrics-server from its own module (hack/node/).
+if [[ "${1:-}" == "node" ]]; then
+  metrics_version="$(awk '$1 == "require" && $2 == "sigs.k8s.io/metrics-server" {print $3}' "$here/node/metrics-server/go.mod")"
+  metrics_dir="$cache/metrics-server-$metrics_version"
+  mkdir -p "$metrics_dir"
+  for component in kubelet kube-proxy kube-scheduler kube-controller-manager; do
+    build "$here/controlplane/kube" "$kube_dir/$component" "k8s.io/kubernetes/cmd/$component" "$version_flags"
+    ln -sfn "$kube_dir/$component" "$bin/$component"
+  done
+  build "$here/node/metrics-server" "$metrics_dir/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server \
+    "-X k8s.io/client-go/pkg/version.gitVersion=$metrics_version"
+  ln -sfn "$metrics_dir/metrics-server" "$bin/metrics-server"
+fi
+# --- end node
+
 echo "$bin"

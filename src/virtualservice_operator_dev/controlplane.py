@@ -31,17 +31,20 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
 from virtualservice_operator_dev.istio import VIRTUAL_SERVICE_CRD, crds_file, write_crds
-from virtualservice_operator_dev.pki import Pki, write_pki
+from virtualservice_operator_dev.pki import Pki, pki_files, write_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_CIDR = "10.0.0.0/16"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -105,6 +108,8 @@ class ControlPlane:
         istio_crds: tuple[str, ...] = (VIRTUAL_SERVICE_CRD,),
         crd_dir: Path | None = None,
         extra_apiserver_args: tuple[str, ...] = (),
+        address: str = "127.0.0.1",
+        pki_ips: tuple[str, ...] = (),
     ) -> None:
         """`istio_crds`: names of Istio's CRDs to install (from its Go module); `crd_dir`:
         a folder of further CRD manifests to install."""
@@ -114,6 +119,8 @@ class ControlPlane:
         self.istio_crds = istio_crds
         self.crd_dir = crd_dir
         self.extra_apiserver_args = extra_apiserver_args
+        self.address = address
+        self.pki_ips = pki_ips
         self.etcd: subprocess.Popen[bytes] | None = None
         self.apiserver: subprocess.Popen[bytes] | None = None
         self.etcd_port = 0
@@ -121,6 +128,17 @@ class ControlPlane:
         self.start_seconds = 0.0
         self._pki: Pki | None = None
         self._ssl: ssl.SSLContext | None = None
+
+    @classmethod
+    def attach(cls, work_dir: Path, url: str, bin_dir: Path | None = None) -> Self:
+        """A handle on one that another process runs (`make cluster`, `make node`), from
+        its data directory and URL: to talk to it, not to stop it."""
+        cp = cls(bin_dir=bin_dir, work_dir=work_dir)
+        parsed = urllib.parse.urlsplit(url)
+        assert parsed.hostname is not None and parsed.port is not None, url
+        cp.address, cp.apiserver_port = parsed.hostname, parsed.port
+        cp._pki = pki_files(work_dir / "pki")
+        return cp
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -135,7 +153,7 @@ class ControlPlane:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -156,8 +174,9 @@ class ControlPlane:
     def start(self, timeout: float = 90.0) -> None:
         began = time.monotonic()
         try:
-            self._pki = write_pki(self.work_dir / "pki")
+            self._pki = write_pki(self.work_dir / "pki", self.pki_ips)
             self._ssl = None
+            self._before_apiserver()
             self._start_etcd(timeout)
             self.apiserver_port = free_port()
             self._write_admin_kubeconfig()
@@ -179,6 +198,13 @@ class ControlPlane:
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    def _before_apiserver(self) -> None:
+        """Hook for subclasses: runs once the PKI exists, before etcd and the API server."""
+
+    def _mode_args(self) -> list[str]:
+        # No kubelet, so no Pod ever needs a ServiceAccount token mounted.
+        return ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+
     def stop_apiserver(self, kill: bool = False) -> None:
         self._terminate(self.apiserver, kill=kill)
         self.apiserver = None
@@ -194,11 +220,14 @@ class ControlPlane:
             proc.kill()
             proc.wait(timeout=15)
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.work_dir / log_name, "ab")  # noqa: SIM115 - owned by the child
         try:
             return subprocess.Popen(
                 args,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -245,13 +274,12 @@ class ControlPlane:
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
                 f"--secure-port={self.apiserver_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 # Room for the many Services a long test session or a benchmark creates.
-                "--service-cluster-ip-range=10.0.0.0/16",
-                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
+                *self._mode_args(),
                 f"--service-account-issuer={self.url}/",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
@@ -425,8 +453,15 @@ def _running(directory: Path) -> dict[str, Any] | None:
     return state if _alive(int(state["pid"])) else None
 
 
-def _serve(directory: Path) -> int:
-    """Run a control plane in the foreground until SIGTERM/SIGINT; publish its kubeconfig."""
+def _serve(
+    directory: Path,
+    make: Callable[[Path], ControlPlane] | None = None,
+    what: str = "control plane",
+) -> int:
+    """Run a control plane in the foreground until SIGTERM/SIGINT; publish its kubeconfig.
+
+    `make` builds it from its data directory (default: a bare ControlPlane).
+    """
     stop = False
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -438,14 +473,16 @@ def _serve(directory: Path) -> int:
     data = directory / "data"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
-    cp = ControlPlane(bin_dir=ensure_binaries(), work_dir=data)
+    cp = make(data) if make else ControlPlane(bin_dir=ensure_binaries(), work_dir=data)
     cp.start()
     shutil.copy(cp.admin_kubeconfig, directory / "kubeconfig")
     (directory / "kubeconfig").chmod(0o600)
     _state_file(directory).write_text(
-        json.dumps({"pid": os.getpid(), "url": cp.url, "start_seconds": cp.start_seconds})
+        json.dumps(
+            {"pid": os.getpid(), "url": cp.url, "start_seconds": cp.start_seconds, "what": what}
+        )
     )
-    print(f"control plane ready at {cp.url} in {cp.start_seconds:.1f}s", flush=True)
+    print(f"{what} ready at {cp.url} in {cp.start_seconds:.1f}s", flush=True)
     try:
         while not stop:
             time.sleep(0.2)
@@ -455,26 +492,29 @@ def _serve(directory: Path) -> int:
     return 0
 
 
-def _up(directory: Path, timeout: float) -> int:
+def _up(
+    directory: Path,
+    timeout: float,
+    module: str = "virtualservice_operator_dev.controlplane",
+    what: str = "control plane",
+) -> int:
+    """Start `python -m module serve` in the background and wait for its state file."""
     directory.mkdir(parents=True, exist_ok=True)
     if (state := _running(directory)) is not None:
+        running = state.get("what", "control plane")
         print(
-            f"control plane already running at {state['url']} "
-            f"(kubeconfig: {directory / 'kubeconfig'})"
+            f"{running} already running at {state['url']} (kubeconfig: {directory / 'kubeconfig'})"
         )
+        if running != what:
+            print(f"stop it first (make cluster-down) to start a {what}", file=sys.stderr)
+            return 1
         return 0
     ensure_binaries()
     _state_file(directory).unlink(missing_ok=True)
-    log = open(directory / "controlplane.log", "ab")  # noqa: SIM115 - handed to the child
+    log_name = f"{what.replace(' ', '')}.log"
+    log = open(directory / log_name, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "virtualservice_operator_dev.controlplane",
-            "serve",
-            "--dir",
-            str(directory),
-        ],
+        [sys.executable, "-m", module, "serve", "--dir", str(directory)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -484,26 +524,27 @@ def _up(directory: Path, timeout: float) -> int:
     _wait_until(
         lambda: _running(directory) is not None,
         timeout,
-        "control plane",
+        what,
         proc,
-        directory / "controlplane.log",
+        directory / log_name,
     )
     state = _running(directory)
     assert state is not None
-    print(f"control plane running at {state['url']} (started in {state['start_seconds']:.1f}s)")
+    print(f"{what} running at {state['url']} (started in {state['start_seconds']:.1f}s)")
     print(f"export KUBECONFIG={(directory / 'kubeconfig').resolve()}")
     return 0
 
 
-def _down(directory: Path) -> int:
+def _down(directory: Path, timeout: float = 30) -> int:
     state = _running(directory)
     if state is None:
         print("no control plane running")
         return 0
+    what = state.get("what", "control plane")
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
-    _wait_until(lambda: not _alive(pid), 30, "control plane shutdown")
-    print("control plane stopped")
+    _wait_until(lambda: not _alive(pid), timeout, f"{what} shutdown")
+    print(f"{what} stopped")
     return 0
 
 

@@ -286,6 +286,7 @@ class Node(ControlPlane):
         super().__init__(
             bin_dir=bin_dir,
             work_dir=work_dir,
+            istio_crds=(),  # installed as a user does: the README's install lines
             crd_dir=crd_dir,
             address=NODE_IP,
             pki_ips=(NODE_IP, KUBERNETES_SERVICE_IP),

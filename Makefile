@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help install controlplane cluster cluster-down run demo test test-unit test-integration lint bench clean
+.PHONY: help install controlplane cluster cluster-down run demo test test-unit test-integration lint bench clean image image-load scan
 
 help:
 	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
@@ -15,6 +15,8 @@ help:
 	@echo "make lint      ruff + mypy"
 	@echo "make cluster   start a local control plane in the background (.cluster/kubeconfig)"
 	@echo "make run       run the operator against \$$KUBECONFIG"
+	@echo "make image     build the operator's image from Dockerfile (buildah, no daemon); load it into the node"
+	@echo "make scan      trivy on the image: secrets, misconfigurations, SBOM (.cache/image/)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +59,19 @@ lint: $(STAMP)
 bench: controlplane
 	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench --scales $(or $(SCALES),S M) $(BENCH_ARGS)
+
+# The operator's image from Dockerfile, with buildah and a Debian base made from Debian's
+# packages: no Docker daemon, no registry (hack/image/). Loaded into the node's
+# containerd when `make node` runs one.
+image:
+	bash hack/image/build.sh
+	bash hack/image/load.sh --if-present
+
+image-load:
+	bash hack/image/load.sh
+
+scan: image
+	bash hack/image/scan.sh
 
 clean:
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache

@@ -22,18 +22,20 @@ WORKDIR /build
 # A virtual environment, not the system's site-packages: Debian's python3 refuses pip
 # installs into it (PEP 668), and the final stage copies one self-contained folder.
 RUN python3 -m venv /build/tools
-# Dependencies first (pyproject.toml only), so that a change under src/ reuses this layer.
-# The stub package is deleted with setuptools' build/ folder: its copy would otherwise
-# win over the real src/ (whose files are older than the stub).
-COPY pyproject.toml README.md ./
+# Dependencies first (from pyproject.toml alone, with a stub package and README), so that
+# a change under src/ or to the README reuses this layer. The stub is deleted with
+# setuptools' build/ folder: its copy would otherwise win over the real src/ (whose files
+# are older than the stub).
+COPY pyproject.toml ./
 # The optional secret "build-ca" is a CA bundle for pip, only for builders behind a
 # TLS-intercepting proxy (make image passes the host's); it is never stored in the image.
 RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi \
-    && mkdir -p src/virtualservice_operator \
+    && mkdir -p src/virtualservice_operator && touch README.md \
     && printf '__version__ = "0"\n' > src/virtualservice_operator/__init__.py \
     && /build/tools/bin/pip wheel --wheel-dir /deps . \
-    && rm -rf /deps/virtualservice_operator-*.whl build src
+    && rm -rf /deps/virtualservice_operator-*.whl build src README.md
+COPY README.md ./
 COPY src ./src
 RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi \

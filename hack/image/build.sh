@@ -41,8 +41,10 @@ echo "built the image in $((SECONDS - start))s" >&2
 image_id="$("${buildah_cmd[@]}" inspect --type image --format '{{.FromImageID}}' "$reference")"
 if [[ ! -f "$archive" || "$(cat "$archive.id" 2>/dev/null)" != "$image_id" ]]; then
   rm -f "$archive" "$archive.id"
-  "${buildah_cmd[@]}" push --quiet "$reference" "oci-archive:$archive.tmp:$reference"
-  mv "$archive.tmp" "$archive"
+  tmp="$(mktemp "$archive.XXXXXX")"
+  rm -f "$tmp" # buildah writes a new file
+  "${buildah_cmd[@]}" push --quiet "$reference" "oci-archive:$tmp:$reference"
+  mv "$tmp" "$archive"
   echo "$image_id" >"$archive.id"
 fi
 

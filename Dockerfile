@@ -31,15 +31,17 @@ COPY pyproject.toml ./
 # TLS-intercepting proxy (make image passes the host's); it is never stored in the image.
 RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi \
+    && backend="$(python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"])')" \
+    && /build/tools/bin/pip install $backend \
     && mkdir -p src/virtualservice_operator && touch README.md \
     && printf '__version__ = "0"\n' > src/virtualservice_operator/__init__.py \
-    && /build/tools/bin/pip wheel --wheel-dir /deps . \
+    && /build/tools/bin/pip wheel --no-build-isolation --wheel-dir /deps . \
     && rm -rf /deps/virtualservice_operator-*.whl build src README.md
 COPY README.md ./
 COPY src ./src
-RUN --mount=type=secret,id=build-ca \
-    if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi \
-    && /build/tools/bin/pip wheel --no-deps --wheel-dir /wheels . \
+# Offline from here: the build backend (pyproject's build-system.requires) is in the tools
+# environment already.
+RUN /build/tools/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
     && python3 -m venv --without-pip /opt/venv \
     && /build/tools/bin/pip --python /opt/venv/bin/python install --no-index \
        --find-links=/deps --find-links=/wheels virtualservice-operator

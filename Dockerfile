@@ -75,13 +75,13 @@ EXPOSE 8080 8081
 ENTRYPOINT ["virtualservice-operator"]
 CMD ["run"]
 
-# Last, so that a new version or commit changes only this metadata layer.
+# Last, so that a new version changes only this metadata layer. `make image` adds
+# org.opencontainers.image.revision (the commit) with --label: a build argument would be
+# missed by buildah's layer cache when nothing else changed.
 ARG BASE
 ARG VERSION=dev
-ARG REVISION=unknown
 LABEL org.opencontainers.image.title="virtualservice-operator" \
       org.opencontainers.image.description="Keeps Istio VirtualServices and developer placeholder Services in step with Services" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.base.name="${BASE}"

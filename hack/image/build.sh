@@ -22,7 +22,7 @@ bash "$here/build-base.sh"
 start=$SECONDS
 echo "building $reference from Dockerfile (buildah, base $base_reference)..." >&2
 build_args=(--build-arg "BASE=$base_reference" --build-arg "VERSION=$version"
-  --build-arg "REVISION=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)")
+  --label "org.opencontainers.image.revision=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)")
 # pip inside the build trusts what the host trusts (a proxy's CA, when there is one).
 host_ca=/etc/ssl/certs/ca-certificates.crt
 if [[ -f "$host_ca" ]]; then

@@ -175,6 +175,10 @@ def test_archive_is_the_image_the_manifests_run(built: str) -> None:
     labels = config["Labels"]
     assert labels["org.opencontainers.image.version"] == __version__
     assert labels["org.opencontainers.image.title"] == "virtualservice-operator"
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert labels["org.opencontainers.image.revision"] == head
     # Built on the local Debian base: nothing was pulled from a registry.
     assert labels["org.opencontainers.image.base.name"].startswith("localhost/")
     deployment = (ROOT / "deployments/deployment.yaml").read_text()

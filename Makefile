@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help install controlplane node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean
+.PHONY: help install controlplane node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean image image-load scan
 
 help:
 	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
@@ -17,6 +17,8 @@ help:
 	@echo "make node      start a real one-node Kubernetes in the background (root; .cluster/kubeconfig)"
 	@echo "make cluster-down  stop either, leaving no process, mount or iptables rule behind"
 	@echo "make run       run the operator against \$$KUBECONFIG"
+	@echo "make image     build the operator's image from Dockerfile (buildah, no daemon); load it into the node"
+	@echo "make scan      trivy on the image: secrets, misconfigurations, SBOM (.cache/image/)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +34,12 @@ controlplane: $(STAMP)
 cluster: controlplane
 	$(PY) -m virtualservice_operator_dev.controlplane up --dir .cluster
 
-# The node's binaries, only where this machine can run a node (root, cgroups).
+# The node's binaries and the operator's image (the node tests install it as a user
+# does), only where this machine can run a node (root, cgroups).
 node-binaries: controlplane
 	@if $(PY) -m virtualservice_operator_dev.node check >/dev/null; then \
-		nice -n 10 bash hack/build-controlplane.sh node >/dev/null; fi
+		nice -n 10 bash hack/build-controlplane.sh node >/dev/null && \
+		nice -n 10 bash hack/image/build.sh; fi
 
 node: controlplane
 	@$(PY) -m virtualservice_operator_dev.node check
@@ -72,6 +76,19 @@ lint: $(STAMP)
 bench: controlplane
 	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench --scales $(or $(SCALES),S M) $(BENCH_ARGS)
+
+# The operator's image from Dockerfile, with buildah and a Debian base made from Debian's
+# packages: no Docker daemon, no registry (hack/image/). Loaded into the node's
+# containerd when `make node` runs one.
+image:
+	bash hack/image/build.sh
+	bash hack/image/load.sh --if-present
+
+image-load:
+	bash hack/image/load.sh
+
+scan: image
+	bash hack/image/scan.sh
 
 clean:
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache

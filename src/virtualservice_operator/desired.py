@@ -43,6 +43,7 @@ from virtualservice_operator.constants import (
     SOURCE_ANNOTATION,
     service_host,
 )
+from virtualservice_operator.instance import owner
 from virtualservice_operator.model import ServiceInfo, ServicePort
 from virtualservice_operator.template import render_virtual_service
 
@@ -93,7 +94,7 @@ def compute_desired(
         dev = found.get(ns)
         if dev is not None and dev.is_placeholder and dev.instance != config.instance:
             # Another instance's (or an unlabelled) placeholder holds the name: it keeps it.
-            holder = f"instance {dev.instance}" if dev.instance else "no instance label"
+            holder = owner(dev.instance)
             notes.append(f"{ns}: placeholder of {holder} holds the name: none of ours")
             continue
         if dev is None or dev.is_placeholder:
@@ -121,9 +122,9 @@ def compute_desired(
         INSTANCE_LABEL: config.instance,
     }
     if source.uid:
-        owner = owner_reference(source)
-        others = [r for r in meta.get("ownerReferences") or [] if r != owner]
-        meta["ownerReferences"] = [*others, owner]
+        ref = owner_reference(source)
+        others = [r for r in meta.get("ownerReferences") or [] if r != ref]
+        meta["ownerReferences"] = [*others, ref]
     vs["spec"]["http"] = routes + list(vs["spec"].get("http") or [])
     return Desired(service, vs, MappingProxyType(placeholders), tuple(routed), tuple(notes))
 

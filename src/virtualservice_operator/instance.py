@@ -48,5 +48,10 @@ def check_instance(value: str) -> str:
     return value
 
 
+def owner(instance: str) -> str:
+    """Who made an object, for messages: its instance, or none we know."""
+    return f"instance {instance}" if instance else "no instance label"
+
+
 # The identity of the standard install (deployments/, the chart's default release).
 DEFAULT_INSTANCE: Final = default_instance(OPERATOR_NAMESPACE, CONFIG_MAP_NAME)

@@ -42,6 +42,7 @@ from virtualservice_operator.constants import (
     virtual_service_name,
 )
 from virtualservice_operator.desired import Desired
+from virtualservice_operator.instance import owner
 from virtualservice_operator.model import ServiceInfo, VirtualServiceInfo
 
 Verb = Literal["create", "update", "delete", "unmark"]
@@ -189,12 +190,11 @@ def _plan_virtual_services(
             )
     elif ours.instance != config.instance:
         if want is not None:
-            owner = f"instance {ours.instance}" if ours.instance else "no instance label"
             warnings.append(
                 PlanWarning(
                     "ForeignVirtualService",
-                    f"VirtualService {d}/{name} belongs to {owner}, not to this instance "
-                    f"({config.instance}): left alone (to adopt it, label it "
+                    f"VirtualService {d}/{name} belongs to {owner(ours.instance)}, not to this "
+                    f"instance ({config.instance}): left alone (to adopt it, label it "
                     f"{INSTANCE_LABEL}={config.instance})",
                 )
             )
@@ -336,11 +336,10 @@ def _wants_placeholder(desired: Desired, config: OperatorConfig, namespace: str)
 
 
 def _clash(actual: ServiceInfo, config: OperatorConfig) -> PlanWarning:
-    owner = f"instance {actual.instance}" if actual.instance else "no instance label"
     return PlanWarning(
         "PlaceholderClash",
-        f"placeholder {actual.namespace}/{actual.name} belongs to {owner}: this instance "
-        f"({config.instance}) makes none there while it exists",
+        f"placeholder {actual.namespace}/{actual.name} belongs to {owner(actual.instance)}: "
+        f"this instance ({config.instance}) makes none there while it exists",
     )
 
 

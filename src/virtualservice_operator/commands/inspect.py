@@ -36,7 +36,7 @@ from virtualservice_operator.constants import (
     virtual_service_name,
 )
 from virtualservice_operator.desired import Desired, compute_desired
-from virtualservice_operator.instance import default_instance
+from virtualservice_operator.instance import default_instance, owner
 from virtualservice_operator.kube import (
     CONFIGMAPS,
     JSON,
@@ -211,8 +211,7 @@ class NameState:
             return ""
         if not vs.managed:
             return f"no label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-        owner = f"instance {vs.instance}" if vs.instance else "no instance label"
-        return f"belongs to {owner}, not to this one ({self.config.instance})"
+        return f"belongs to {owner(vs.instance)}, not to this one ({self.config.instance})"
 
     def managed_virtual_services(self) -> list[Mapping[str, Any]]:
         """This instance's `name-virtual-service` VirtualServices: one, or more if orphans

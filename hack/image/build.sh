@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make image`: builds the repository's Dockerfile with buildah (no Docker daemon, nothing
 # pulled from a registry) on the Debian base from build-base.sh, tags it with the
-# reference deployments/deployment.yaml uses (and $IMAGE_EXTRA_TAGS), writes an OCI
-# archive of it to $archive, and prints its size. A second run with no change reuses
+# reference deployments/deployment.yaml uses, writes an OCI archive of it to $archive,
+# and prints its size (load.sh adds the second tag on the node). A second run with no change reuses
 # every layer and the archive.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -28,13 +28,9 @@ host_ca=/etc/ssl/certs/ca-certificates.crt
 if [[ -f "$host_ca" ]]; then
   build_args+=(--secret "id=build-ca,src=$host_ca")
 fi
-extra_tags=()
-for tag in ${IMAGE_EXTRA_TAGS:-}; do
-  extra_tags+=(--tag "$repository:$tag")
-done
 "${buildah_cmd[@]}" build --quiet --layers --pull-never --isolation chroot \
   --format oci --file "$root/Dockerfile" "${build_args[@]}" \
-  --tag "$reference" "${extra_tags[@]}" "$root" >/dev/null
+  --tag "$reference" "$root" >/dev/null
 echo "built the image in $((SECONDS - start))s" >&2
 
 # The archive is rewritten only when the image changed.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make image-load`: imports the archive from build.sh into the node's containerd (the
 # k8s.io namespace, where the kubelet looks) under the reference the manifests use, and
-# tags it again as each of $IMAGE_EXTRA_TAGS (the guide's `kubectl set image ...:v1.3.1`
-# then `rollout undo` needs a second tag of an image that exists on the node).
+# tags it again as each of $IMAGE_EXTRA_TAGS, default v1.3.1 (the guide's
+# `kubectl set image ...:v1.3.1` then `rollout undo` needs a second tag on the node).
 #   --if-present   do nothing (say so) when the node's containerd is not running
 # CONTAINERD_ADDRESS overrides the node's socket.
 set -euo pipefail

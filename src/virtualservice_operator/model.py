@@ -16,6 +16,8 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
+
 from virtualservice_operator.constants import (
     EXCLUDE_LABEL,
     INSTANCE_LABEL,
@@ -152,8 +154,59 @@ class ServiceInfo:
         """Build from a Service as the API server returns it (JSON dict)."""
         meta = _mapping(obj.get("metadata"))
         spec = _mapping(obj.get("spec"))
-        raw_labels = _mapping(meta.get("labels"))
-        raw_annotations = _mapping(meta.get("annotations"))
+        return cls._build(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            type=str(spec.get("type") or "ClusterIP"),
+            external_name=_opt_str(spec.get("externalName")),
+            ports=tuple(_port(p) for p in spec.get("ports") or () if isinstance(p, Mapping)),
+            raw_labels=_mapping(meta.get("labels")),
+            raw_annotations=_mapping(meta.get("annotations")),
+            has_selector=bool(spec.get("selector")),
+        )
+
+    @classmethod
+    def from_wire(cls, obj: ServiceWire) -> ServiceInfo:
+        """Build from a Service decoded from a list page straight into `ServiceWire`."""
+        meta, spec = obj.metadata, obj.spec
+        return cls._build(
+            namespace=meta.namespace,
+            name=meta.name,
+            uid=meta.uid,
+            resource_version=meta.resourceVersion,
+            type=spec.type or "ClusterIP",
+            external_name=spec.externalName,
+            ports=tuple(
+                ServicePort(p.port, p.name, p.protocol or "TCP", p.appProtocol)
+                for p in spec.ports or ()
+            ),
+            raw_labels=meta.labels or {},
+            raw_annotations=meta.annotations or {},
+            has_selector=bool(spec.selector),
+        )
+
+    @classmethod
+    def read(cls, obj: Mapping[str, Any] | ServiceWire) -> ServiceInfo:
+        """From a list's typed item or a watch event's (or a write's answer's) JSON."""
+        return cls.from_wire(obj) if isinstance(obj, ServiceWire) else cls.from_dict(obj)
+
+    @classmethod
+    def _build(
+        cls,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        resource_version: str,
+        type: str,
+        external_name: str | None,
+        ports: tuple[ServicePort, ...],
+        raw_labels: Mapping[str, Any],
+        raw_annotations: Mapping[str, Any],
+        has_selector: bool,
+    ) -> ServiceInfo:
         marked = PLACEHOLDER_LABEL in raw_labels or SOURCE_ANNOTATION in raw_annotations
         # Placeholders are ours: keep all their labels and annotations so the planner can
         # compare the configured extras. Real Services: only our keys (exclude, marking),
@@ -166,19 +219,55 @@ class ServiceInfo:
             for k, v in raw_annotations.items()
             if str(k).startswith(OUR_PREFIX) or (marked and k != _LAST_APPLIED)
         }
-        ports = tuple(_port(p) for p in spec.get("ports") or () if isinstance(p, Mapping))
         return cls(
-            namespace=sys.intern(str(meta.get("namespace") or "")),
-            name=sys.intern(str(meta.get("name") or "")),
-            uid=str(meta.get("uid") or ""),
-            resource_version=str(meta.get("resourceVersion") or ""),
-            type=sys.intern(str(spec.get("type") or "ClusterIP")),
-            external_name=_opt_str(spec.get("externalName")),
+            namespace=sys.intern(namespace),
+            name=sys.intern(name),
+            uid=uid,
+            resource_version=resource_version,
+            type=sys.intern(type),
+            external_name=external_name,
             ports=_shared(ports),
             labels=_shared(FrozenMap(labels)),
             annotations=_shared(FrozenMap(annotations)),
-            has_selector=bool(spec.get("selector")),
+            has_selector=has_selector,
         )
+
+
+class _WireMeta(msgspec.Struct):
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    resourceVersion: str = ""
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class _WirePort(msgspec.Struct):
+    port: int = 0
+    name: str | None = None
+    protocol: str | None = None
+    appProtocol: str | None = None
+
+
+class _WireSpec(msgspec.Struct):
+    type: str | None = None
+    externalName: str | None = None
+    ports: list[_WirePort] | None = None
+    selector: dict[str, str] | None = None
+
+
+class ServiceWire(msgspec.Struct):
+    """A listed Service as decoded from the API server's JSON: only the fields
+    `ServiceInfo` keeps. The decoder skips the rest (managedFields, status...) without
+    building it, which makes a list of Services several times cheaper to read."""
+
+    metadata: _WireMeta = msgspec.field(default_factory=_WireMeta)
+    spec: _WireSpec = msgspec.field(default_factory=_WireSpec)
+
+    @property
+    def key(self) -> str:
+        """The informer's key: "namespace/name"."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,14 @@ class FrozenMap(Mapping[str, str]):
     def __getitem__(self, key: str) -> str:
         return self._data[key]
 
+    # The dict's own, not Mapping's (through __getitem__ and KeyError): the planner asks
+    # a few labels of every cached Service for every name.
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
 
@@ -98,6 +106,8 @@ class ServiceInfo:
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
     # Placeholders never select pods; a selector means a team applied its own Service.
     has_selector: bool = False
+    # `is_placeholder`, worked out once: every name's plan asks it of each of its Services.
+    _placeholder: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Accept plain dicts/lists from callers but store immutable values, so that
@@ -108,6 +118,7 @@ class ServiceInfo:
             object.__setattr__(self, "annotations", FrozenMap(self.annotations))
         if not isinstance(self.ports, tuple):
             object.__setattr__(self, "ports", tuple(self.ports))
+        object.__setattr__(self, "_placeholder", self._in_placeholder_shape())
 
     @property
     def source(self) -> tuple[str, str] | None:
@@ -120,6 +131,10 @@ class ServiceInfo:
 
     @property
     def is_placeholder(self) -> bool:
+        """Ours and still in placeholder shape (see `_in_placeholder_shape`)."""
+        return self._placeholder
+
+    def _in_placeholder_shape(self) -> bool:
         """Ours and still in placeholder shape.
 
         Anything else is a real Service: this is how a user's `kubectl apply` of a real
@@ -227,8 +242,8 @@ class ServiceInfo:
             type=sys.intern(type),
             external_name=external_name,
             ports=_shared(ports),
-            labels=_shared(FrozenMap(labels)),
-            annotations=_shared(FrozenMap(annotations)),
+            labels=_shared_map(labels),
+            annotations=_shared_map(annotations),
             has_selector=has_selector,
         )
 
@@ -330,6 +345,22 @@ def _shared(value: _S) -> _S:
     if len(_SHARED) >= _SHARED_MAX:
         _SHARED.clear()
     _SHARED[value] = value
+    return value
+
+
+_SHARED_MAPS: dict[tuple[tuple[str, str], ...], FrozenMap] = {}
+
+
+def _shared_map(data: dict[str, str]) -> FrozenMap:
+    """`_shared(FrozenMap(data))`, found by the items in order (as the API server sends
+    them) without building the map or hashing it as a set first."""
+    key = tuple(data.items())
+    existing = _SHARED_MAPS.get(key)
+    if existing is not None:
+        return existing
+    if len(_SHARED_MAPS) >= _SHARED_MAX:
+        _SHARED_MAPS.clear()
+    value = _SHARED_MAPS[key] = FrozenMap(data)
     return value
 
 

@@ -255,20 +255,6 @@ class KubeClient:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
-    ) -> JSON:
-        raw = await self._request_raw(
-            method, path, params=params, body=body, content_type=content_type
-        )
-        return _decode(raw) if raw else {}
-
-    async def _request_raw(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
     ) -> bytes:
         """The answer's body, undecoded; an error answer raises its typed error."""
         headers = {"Accept": "application/json"}
@@ -304,7 +290,7 @@ class KubeClient:
             return False
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> JSON:
-        return await self._request("GET", kind.path(namespace, name))
+        return _json(await self._request("GET", kind.path(namespace, name)))
 
     async def list_pages(
         self,
@@ -320,7 +306,7 @@ class KubeClient:
         page by page never holds the raw JSON of a whole large namespace at once."""
         token: str | None = None
         while True:
-            raw = await self._request_raw(
+            raw = await self._request(
                 "GET",
                 kind.path(namespace),
                 params={
@@ -418,17 +404,19 @@ class KubeClient:
             raise _transport_error(e, "WatchInterrupted") from e
 
     async def create(self, kind: Kind, namespace: str | None, body: JSON) -> JSON:
-        return await self._request("POST", kind.path(namespace), body=body)
+        return _json(await self._request("POST", kind.path(namespace), body=body))
 
     async def replace(self, kind: Kind, namespace: str | None, name: str, body: JSON) -> JSON:
-        return await self._request("PUT", kind.path(namespace, name), body=body)
+        return _json(await self._request("PUT", kind.path(namespace, name), body=body))
 
     async def merge_patch(self, kind: Kind, namespace: str | None, name: str, patch: JSON) -> JSON:
-        return await self._request(
-            "PATCH",
-            kind.path(namespace, name),
-            body=patch,
-            content_type="application/merge-patch+json",
+        return _json(
+            await self._request(
+                "PATCH",
+                kind.path(namespace, name),
+                body=patch,
+                content_type="application/merge-patch+json",
+            )
         )
 
     async def delete(
@@ -459,6 +447,10 @@ def _clean(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 _decode = msgspec.json.decode
+
+
+def _json(raw: bytes) -> JSON:
+    return _decode(raw) if raw else {}
 
 
 class _ListMeta(msgspec.Struct):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from virtualservice_operator.config import OperatorConfig
@@ -31,7 +32,11 @@ from virtualservice_operator.constants import (
 )
 from virtualservice_operator.informer import Informer
 from virtualservice_operator.kube import JSON, SERVICES, VIRTUAL_SERVICES, KubeClient, NotFound
-from virtualservice_operator.model import ServiceInfo, VirtualServiceInfo
+from virtualservice_operator.model import ServiceInfo, ServiceWire, VirtualServiceInfo
+
+# Listed straight into the fields ServiceInfo keeps (a Service's JSON is mostly
+# managedFields and status, which nothing here reads).
+_SERVICE_RECORDS = replace(SERVICES, items=ServiceWire)
 
 
 def _vs_names(vs: VirtualServiceInfo) -> list[str]:
@@ -75,9 +80,9 @@ class ClusterCache:
 
         return Informer(
             self._client,
-            SERVICES,
+            _SERVICE_RECORDS,
             namespace,
-            transform=ServiceInfo.from_dict,
+            transform=ServiceInfo.read,
             version_of=lambda s: s.resource_version,
             handler=handler,
             field_selector=field_selector,

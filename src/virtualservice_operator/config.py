@@ -198,7 +198,10 @@ class OperatorConfig(_Model):
 
     @property
     def instance(self) -> str:
-        return self._instance
+        # Not `self._instance`: pydantic finds private attributes through __getattr__,
+        # and the planner asks this of every Service of every name.
+        instance: str = self.__pydantic_private__["_instance"]  # type: ignore[index]
+        return instance
 
     def with_instance(self, instance: str) -> OperatorConfig:
         """This config, driving the instance `instance` (configs compare by it too)."""

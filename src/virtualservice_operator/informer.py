@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
@@ -28,13 +28,24 @@ from virtualservice_operator.kube import JSON, ApiError, Gone, Kind, KubeClient
 from virtualservice_operator.tasks import cancel_and_wait
 
 T = TypeVar("T")
+
+
+class Keyed(Protocol):
+    """A list item decoded into a Struct (`Kind.items`) rather than JSON."""
+
+    @property
+    def key(self) -> str: ...
+
+
 Handler = Callable[[T | None, T | None], None]
 """Called with (old, new) after each change: (None, new) added, (old, None) deleted."""
 
 log = structlog.get_logger("informer")
 
 
-def object_key(obj: JSON) -> str:
+def object_key(obj: JSON | Keyed) -> str:
+    if not isinstance(obj, dict):
+        return obj.key
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace")
     return f"{ns}/{meta['name']}" if ns else str(meta["name"])

@@ -17,10 +17,12 @@ import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import aiohttp
+import msgspec
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.config.models import User
@@ -106,12 +108,15 @@ def error_from_status(
 
 @dataclass(frozen=True)
 class Kind:
-    """Where a resource kind lives in the REST API."""
+    """Where a resource kind lives in the REST API, and what its list items are decoded
+    into: JSON dicts, or with `items`, a msgspec Struct naming only the fields read (a
+    list's items then skip the JSON tree entirely; watches and single reads stay JSON)."""
 
     group: str
     version: str
     plural: str
     kind: str
+    items: type[msgspec.Struct] | None = field(default=None, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -250,7 +255,8 @@ class KubeClient:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
-    ) -> JSON:
+    ) -> bytes:
+        """The answer's body, undecoded; an error answer raises its typed error."""
         headers = {"Accept": "application/json"}
         content = None
         if body is not None:
@@ -274,7 +280,7 @@ class KubeClient:
                 continue  # rotated token: retry once, as client-go does
             if status >= 400:
                 raise _error(response, raw)
-            return json.loads(raw) if raw else {}
+            return raw
         raise AssertionError("unreachable")
 
     async def _refresh(self) -> bool:
@@ -284,7 +290,7 @@ class KubeClient:
             return False
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> JSON:
-        return await self._request("GET", kind.path(namespace, name))
+        return _json(await self._request("GET", kind.path(namespace, name)))
 
     async def list_pages(
         self,
@@ -294,13 +300,13 @@ class KubeClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
         limit: int = 500,
-    ) -> AsyncIterator[tuple[list[JSON], str]]:
+    ) -> AsyncIterator[tuple[list[Any], str]]:
         """Pages of at most `limit` objects, each with the list's resourceVersion (final
-        on the last page). A cache that transforms page by page never holds the raw JSON
-        of a whole large namespace at once."""
+        on the last page): JSON dicts, or `kind.items` Structs. A cache that transforms
+        page by page never holds the raw JSON of a whole large namespace at once."""
         token: str | None = None
         while True:
-            page = await self._request(
+            raw = await self._request(
                 "GET",
                 kind.path(namespace),
                 params={
@@ -310,9 +316,9 @@ class KubeClient:
                     "continue": token,
                 },
             )
-            meta = page.get("metadata") or {}
-            token = meta.get("continue")
-            yield page.get("items") or [], str(meta.get("resourceVersion", ""))
+            page = _page_decoder(kind.items).decode(raw)
+            token = page.metadata.continue_
+            yield page.items or [], page.metadata.resourceVersion
             if not token:
                 return
 
@@ -403,17 +409,19 @@ class KubeClient:
         """Create; `dry_run`: validated and admitted (webhooks included) but not stored,
         and unknown fields refused instead of dropped, as `kubectl create --dry-run=server`."""
         params = {"dryRun": "All", "fieldValidation": "Strict"} if dry_run else None
-        return await self._request("POST", kind.path(namespace), params=params, body=body)
+        return _json(await self._request("POST", kind.path(namespace), params=params, body=body))
 
     async def replace(self, kind: Kind, namespace: str | None, name: str, body: JSON) -> JSON:
-        return await self._request("PUT", kind.path(namespace, name), body=body)
+        return _json(await self._request("PUT", kind.path(namespace, name), body=body))
 
     async def merge_patch(self, kind: Kind, namespace: str | None, name: str, patch: JSON) -> JSON:
-        return await self._request(
-            "PATCH",
-            kind.path(namespace, name),
-            body=patch,
-            content_type="application/merge-patch+json",
+        return _json(
+            await self._request(
+                "PATCH",
+                kind.path(namespace, name),
+                body=patch,
+                content_type="application/merge-patch+json",
+            )
         )
 
     async def delete(
@@ -443,8 +451,40 @@ def _clean(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in params.items() if v is not None and v != ""}
 
 
+_decode = msgspec.json.decode
+
+
+def _json(raw: bytes) -> JSON:
+    return _decode(raw) if raw else {}
+
+
+class _ListMeta(msgspec.Struct):
+    resourceVersion: str = ""
+    continue_: str | None = msgspec.field(name="continue", default=None)
+
+
+class _Page(msgspec.Struct):
+    metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
+    items: list[Any] | None = None
+
+
+@cache
+def _page_decoder(items: type[msgspec.Struct] | None) -> msgspec.json.Decoder[Any]:
+    """A list page's decoder: items as JSON dicts, or as `items` Structs."""
+    if items is None:
+        return msgspec.json.Decoder(_Page)
+    page = msgspec.defstruct(
+        f"{items.__name__}Page",
+        [
+            ("metadata", _ListMeta, msgspec.field(default_factory=_ListMeta)),
+            ("items", list[items] | None, None),  # type: ignore[valid-type]
+        ],
+    )
+    return msgspec.json.Decoder(page)
+
+
 def _watch_event(line: bytes) -> tuple[str, JSON]:
-    event = json.loads(line)
+    event = _decode(line)
     if event.get("type") == "ERROR":
         status = event.get("object") or {}
         raise error_from_status(int(status.get("code") or 500), status)
@@ -461,8 +501,8 @@ def _transport_error(e: BaseException, reason: str) -> ServerError:
 def _error(response: aiohttp.ClientResponse, raw: bytes) -> ApiError:
     body: Any
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = _decode(raw)
+    except (ValueError, msgspec.DecodeError):
         body = {"reason": response.reason or "", "message": raw[:500].decode(errors="replace")}
     retry_after = None
     if (value := response.headers.get("Retry-After")) is not None:

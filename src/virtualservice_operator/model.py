@@ -16,6 +16,8 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
+
 from virtualservice_operator.constants import (
     EXCLUDE_LABEL,
     INSTANCE_LABEL,
@@ -52,6 +54,14 @@ class FrozenMap(Mapping[str, str]):
 
     def __getitem__(self, key: str) -> str:
         return self._data[key]
+
+    # The dict's own, not Mapping's (through __getitem__ and KeyError): the planner asks
+    # a few labels of every cached Service for every name.
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -96,6 +106,8 @@ class ServiceInfo:
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
     # Placeholders never select pods; a selector means a team applied its own Service.
     has_selector: bool = False
+    # `is_placeholder`, worked out once: every name's plan asks it of each of its Services.
+    _placeholder: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Accept plain dicts/lists from callers but store immutable values, so that
@@ -106,6 +118,7 @@ class ServiceInfo:
             object.__setattr__(self, "annotations", FrozenMap(self.annotations))
         if not isinstance(self.ports, tuple):
             object.__setattr__(self, "ports", tuple(self.ports))
+        object.__setattr__(self, "_placeholder", self._in_placeholder_shape())
 
     @property
     def source(self) -> tuple[str, str] | None:
@@ -118,6 +131,10 @@ class ServiceInfo:
 
     @property
     def is_placeholder(self) -> bool:
+        """Ours and still in placeholder shape (see `_in_placeholder_shape`)."""
+        return self._placeholder
+
+    def _in_placeholder_shape(self) -> bool:
         """Ours and still in placeholder shape.
 
         Anything else is a real Service: this is how a user's `kubectl apply` of a real
@@ -152,8 +169,59 @@ class ServiceInfo:
         """Build from a Service as the API server returns it (JSON dict)."""
         meta = _mapping(obj.get("metadata"))
         spec = _mapping(obj.get("spec"))
-        raw_labels = _mapping(meta.get("labels"))
-        raw_annotations = _mapping(meta.get("annotations"))
+        return cls._build(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            type=str(spec.get("type") or "ClusterIP"),
+            external_name=_opt_str(spec.get("externalName")),
+            ports=tuple(_port(p) for p in spec.get("ports") or () if isinstance(p, Mapping)),
+            raw_labels=_mapping(meta.get("labels")),
+            raw_annotations=_mapping(meta.get("annotations")),
+            has_selector=bool(spec.get("selector")),
+        )
+
+    @classmethod
+    def from_wire(cls, obj: ServiceWire) -> ServiceInfo:
+        """Build from a Service decoded from a list page straight into `ServiceWire`."""
+        meta, spec = obj.metadata, obj.spec
+        return cls._build(
+            namespace=meta.namespace,
+            name=meta.name,
+            uid=meta.uid,
+            resource_version=meta.resourceVersion,
+            type=spec.type or "ClusterIP",
+            external_name=spec.externalName,
+            ports=tuple(
+                ServicePort(p.port, p.name, p.protocol or "TCP", p.appProtocol)
+                for p in spec.ports or ()
+            ),
+            raw_labels=meta.labels or {},
+            raw_annotations=meta.annotations or {},
+            has_selector=bool(spec.selector),
+        )
+
+    @classmethod
+    def read(cls, obj: Mapping[str, Any] | ServiceWire) -> ServiceInfo:
+        """From a list's typed item or a watch event's (or a write's answer's) JSON."""
+        return cls.from_wire(obj) if isinstance(obj, ServiceWire) else cls.from_dict(obj)
+
+    @classmethod
+    def _build(
+        cls,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        resource_version: str,
+        type: str,
+        external_name: str | None,
+        ports: tuple[ServicePort, ...],
+        raw_labels: Mapping[str, Any],
+        raw_annotations: Mapping[str, Any],
+        has_selector: bool,
+    ) -> ServiceInfo:
         marked = PLACEHOLDER_LABEL in raw_labels or SOURCE_ANNOTATION in raw_annotations
         # Placeholders are ours: keep all their labels and annotations so the planner can
         # compare the configured extras. Real Services: only our keys (exclude, marking),
@@ -166,19 +234,55 @@ class ServiceInfo:
             for k, v in raw_annotations.items()
             if str(k).startswith(OUR_PREFIX) or (marked and k != _LAST_APPLIED)
         }
-        ports = tuple(_port(p) for p in spec.get("ports") or () if isinstance(p, Mapping))
         return cls(
-            namespace=sys.intern(str(meta.get("namespace") or "")),
-            name=sys.intern(str(meta.get("name") or "")),
-            uid=str(meta.get("uid") or ""),
-            resource_version=str(meta.get("resourceVersion") or ""),
-            type=sys.intern(str(spec.get("type") or "ClusterIP")),
-            external_name=_opt_str(spec.get("externalName")),
+            namespace=sys.intern(namespace),
+            name=sys.intern(name),
+            uid=uid,
+            resource_version=resource_version,
+            type=sys.intern(type),
+            external_name=external_name,
             ports=_shared(ports),
-            labels=_shared(FrozenMap(labels)),
-            annotations=_shared(FrozenMap(annotations)),
-            has_selector=bool(spec.get("selector")),
+            labels=_shared_map(labels),
+            annotations=_shared_map(annotations),
+            has_selector=has_selector,
         )
+
+
+class _WireMeta(msgspec.Struct):
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    resourceVersion: str = ""
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class _WirePort(msgspec.Struct):
+    port: int = 0
+    name: str | None = None
+    protocol: str | None = None
+    appProtocol: str | None = None
+
+
+class _WireSpec(msgspec.Struct):
+    type: str | None = None
+    externalName: str | None = None
+    ports: list[_WirePort] | None = None
+    selector: dict[str, str] | None = None
+
+
+class ServiceWire(msgspec.Struct):
+    """A listed Service as decoded from the API server's JSON: only the fields
+    `ServiceInfo` keeps. The decoder skips the rest (managedFields, status...) without
+    building it, which makes a list of Services several times cheaper to read."""
+
+    metadata: _WireMeta = msgspec.field(default_factory=_WireMeta)
+    spec: _WireSpec = msgspec.field(default_factory=_WireSpec)
+
+    @property
+    def key(self) -> str:
+        """The informer's key: "namespace/name"."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +345,22 @@ def _shared(value: _S) -> _S:
     if len(_SHARED) >= _SHARED_MAX:
         _SHARED.clear()
     _SHARED[value] = value
+    return value
+
+
+_SHARED_MAPS: dict[tuple[tuple[str, str], ...], FrozenMap] = {}
+
+
+def _shared_map(data: dict[str, str]) -> FrozenMap:
+    """`_shared(FrozenMap(data))`, found by the items in order (as the API server sends
+    them) without building the map or hashing it as a set first."""
+    key = tuple(data.items())
+    existing = _SHARED_MAPS.get(key)
+    if existing is not None:
+        return existing
+    if len(_SHARED_MAPS) >= _SHARED_MAX:
+        _SHARED_MAPS.clear()
+    value = _SHARED_MAPS[key] = FrozenMap(data)
     return value
 
 

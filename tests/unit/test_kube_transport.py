@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from aiohttp import web
 
 from virtualservice_operator.kube import (
     CONFIGMAPS,
+    SERVICES,
     USER_AGENT,
     AlreadyExists,
     ApiError,
@@ -25,6 +26,7 @@ from virtualservice_operator.kube import (
     TooManyRequests,
 )
 from virtualservice_operator.kubeauth import Credentials
+from virtualservice_operator.model import ServiceInfo, ServiceWire
 
 
 @dataclass
@@ -223,3 +225,37 @@ async def test_watch_error_event_is_raised_typed(serve: Any) -> None:
                 pass
     finally:
         await client.close()
+
+
+async def test_list_pages_decode_items_as_the_kind_says(serve: Any) -> None:
+    """JSON dicts by default; with `Kind.items`, Structs of only the fields named there.
+    Every page's continue token is followed and its resourceVersion reported."""
+    pages = {
+        "": {"metadata": {"resourceVersion": "7", "continue": "p2"}, "items": [_svc("a")]},
+        "p2": {"metadata": {"resourceVersion": "8"}, "items": [_svc("b")]},
+    }
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(pages[request.query.get("continue", "")])
+
+    server = await serve(answer)
+    client = KubeClient(server.url)
+    typed = replace(SERVICES, items=ServiceWire)
+    try:
+        plain = [(items, rv) async for items, rv in client.list_pages(SERVICES, "ns")]
+        listed = [(items, rv) async for items, rv in client.list_pages(typed, "ns")]
+    finally:
+        await client.close()
+    assert plain == [([_svc("a")], "7"), ([_svc("b")], "8")]
+    assert [rv for _, rv in listed] == ["7", "8"]
+    records = [ServiceInfo.read(item) for items, _ in listed for item in items]
+    assert records == [ServiceInfo.from_dict(_svc("a")), ServiceInfo.from_dict(_svc("b"))]
+    assert all(isinstance(item, ServiceWire) for items, _ in listed for item in items)
+    assert [r.query.get("continue") for r in server.seen] == [None, "p2", None, "p2"]
+
+
+def _svc(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "managedFields": [{"manager": "m"}]},
+        "spec": {"type": "ExternalName", "externalName": "x", "ports": [{"port": 80}]},
+    }

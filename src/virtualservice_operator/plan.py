@@ -80,31 +80,22 @@ class Plan:
     warnings: tuple[PlanWarning, ...]
 
 
-def is_managed(vs: Mapping[str, Any]) -> bool:
-    labels = _meta(vs).get("labels")
-    return isinstance(labels, Mapping) and labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
-
-
 def plan(
     desired: Desired,
     *,
     config: OperatorConfig,
     services: Mapping[str, ServiceInfo],
-    virtual_services: Sequence[VirtualServiceInfo | Mapping[str, Any]],
+    virtual_services: Sequence[VirtualServiceInfo],
 ) -> Plan:
     """Actions turning the actual state into `desired`, for the name `desired.service`.
 
     `services`: namespace -> Service named S (watched namespaces; a caller may add
     placeholders found elsewhere, e.g. in a namespace dropped from the config, to have
     them cleaned up). `virtual_services`: VirtualServices named `S-virtual-service` in
-    any namespace, plus any other VirtualService in D whose hosts name S (records; the
-    API's JSON is read into records first).
+    any namespace, plus any other VirtualService in D whose hosts name S (the cache's
+    records).
     """
-    vss = [
-        v if isinstance(v, VirtualServiceInfo) else VirtualServiceInfo.from_dict(v)
-        for v in virtual_services
-    ]
-    vs_actions, vs_warnings = _plan_virtual_services(desired, config, vss)
+    vs_actions, vs_warnings = _plan_virtual_services(desired, config, virtual_services)
     placeholder_actions, placeholder_warnings = _plan_placeholders(desired, config, services)
     return Plan(
         _permitted((*vs_actions, *placeholder_actions)), (*vs_warnings, *placeholder_warnings)

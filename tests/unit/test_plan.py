@@ -9,16 +9,24 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from virtualservice_operator import plan as planner
 from virtualservice_operator.config import OperatorConfig
 from virtualservice_operator.constants import SYSTEM_NAMESPACES
 from virtualservice_operator.desired import compute_desired
 from virtualservice_operator.instance import DEFAULT_INSTANCE
-from virtualservice_operator.model import ServiceInfo, ServicePort
-from virtualservice_operator.plan import Action, Plan, PlanWarning, plan, plan_orphan_sweep
+from virtualservice_operator.model import ServiceInfo, ServicePort, VirtualServiceInfo
+from virtualservice_operator.plan import Action, Plan, PlanWarning, plan_orphan_sweep
 
 PH_LABEL = "virtualservice-operator/placeholder-service"
 SOURCE = "virtualservice-operator/source"
 INSTANCE = "virtualservice-operator/instance"
+
+
+def plan(desired: Any, *, virtual_services: list[dict[str, Any]], **kw: Any) -> Plan:
+    """`plan.plan` on the records the cache would hold of these VirtualServices (the
+    tests write them as the API server returns them)."""
+    records = [VirtualServiceInfo.from_dict(v) for v in virtual_services]
+    return planner.plan(desired, virtual_services=records, **kw)
 
 
 def cfg(**kw: Any) -> OperatorConfig:

@@ -15,7 +15,7 @@ from virtualservice_operator.events import EventRecorder
 from virtualservice_operator.executor import Executor
 from virtualservice_operator.kube import Conflict
 from virtualservice_operator.metrics import OperatorMetrics
-from virtualservice_operator.model import ServiceInfo, ServicePort
+from virtualservice_operator.model import ServiceInfo, ServicePort, VirtualServiceInfo
 from virtualservice_operator.reconciler import (
     CONFLICTS_BEFORE_EXHAUSTED,
     Result,
@@ -44,14 +44,15 @@ class FakeCache:
 
     def snapshot(
         self, config: Any, name: str
-    ) -> tuple[dict[str, ServiceInfo], list[dict[str, Any]]]:
-        return dict(self.services), list(self.vss)
+    ) -> tuple[dict[str, ServiceInfo], list[VirtualServiceInfo]]:
+        # Records, as the real cache holds them (the test writes the API's JSON).
+        return dict(self.services), [VirtualServiceInfo.from_dict(v) for v in self.vss]
 
     async def fresh(
         self, config: Any, name: str
-    ) -> tuple[dict[str, ServiceInfo], list[dict[str, Any]]]:
+    ) -> tuple[dict[str, ServiceInfo], list[VirtualServiceInfo]]:
         self.fresh_reads += 1
-        return dict(self.services), list(self.vss)
+        return self.snapshot(config, name)
 
     def record_write(self, kind: str, obj: dict[str, Any]) -> None:
         self.writes.append((kind, obj))

@@ -152,7 +152,7 @@ class ClusterCache:
         )
         self._default_namespace = config.default_namespace
         # The informer's own list (store, indexes, resourceVersion), not its watch loop.
-        await asyncio.gather(*(informer._list() for informer in self.informers()))
+        await asyncio.gather(*(informer.relist() for informer in self.informers()))
 
     async def wait_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers()))

@@ -137,7 +137,7 @@ class Informer(Generic[T]):
         while True:
             try:
                 if need_list:
-                    await self._list()
+                    await self.relist()
                     need_list = False
                 await self._watch()
                 failures = 0
@@ -166,7 +166,10 @@ class Informer(Generic[T]):
         )
         await asyncio.sleep(delay)
 
-    async def _list(self) -> None:
+    async def relist(self) -> None:
+        """List everything, replace the store and report what changed. The watch loop
+        calls it at start and after a 410; a read-only command calls it once, without
+        starting the loop."""
         fresh: dict[str, T] = {}
         version = ""
         async for items, page_version in self._client.list_pages(

@@ -38,9 +38,21 @@ def cannot_run(reason: str) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks the node tests, and orders them on their one shared node: test_node.py first
+    (its literal install wants a fresh node), then the other modules, and last the tests
+    marked `node_last` (`make cluster-down`, which stops the node)."""
+
+    def place(item: pytest.Item) -> int:
+        if "tests/node/" not in str(item.path):
+            return 0
+        if item.get_closest_marker("node_last"):
+            return 3
+        return 1 if item.path.name == "test_node.py" else 2
+
     for item in items:
         if "tests/node/" in str(item.path):
             item.add_marker(pytest.mark.node)
+    items.sort(key=place)  # stable: within a group, the collection order stays
 
 
 def node_command(directory: Path, command: str) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import FIGURES
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import Api, sample_sum, wait_for
@@ -316,8 +318,9 @@ def test_deleting_a_developer_namespace_does_not_wedge_the_operator(
     assert proc.ready()
 
 
+@pytest.mark.node_last
 def test_cluster_down_leaves_nothing_behind(node_dir: Path) -> None:
-    """Last: `make cluster-down`; no process, mount, interface, cgroup or iptables rule
+    """Last of every node test (tests/node/conftest.py orders them): `make cluster-down`; no process, mount, interface, cgroup or iptables rule
     of the node remains."""
     down = node_command(node_dir, "down")
     assert down.returncode == 0, down.stderr

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,6 +75,11 @@ class Cluster:
     work: Path
     env: dict[str, str]
     guide: set[str] | None
+    created: list[str] = field(default_factory=list)  # Services made here, in DEFAULT_NS
+
+    def create_service(self, name: str) -> None:
+        self.api.create_service(DEFAULT_NS, name)
+        self.created.append(name)
 
     def literal(self, line: str) -> str:
         if self.guide is not None:
@@ -145,7 +150,7 @@ class Cluster:
 
     def works(self, name: str) -> None:
         """The operator in the Pod does its work: a new Service gets its VirtualService."""
-        self.api.create_service(DEFAULT_NS, name)
+        self.create_service(name)
         wait_for(
             lambda: self.api.vs(DEFAULT_NS, f"{name}-virtual-service"),
             90,
@@ -248,6 +253,19 @@ def cluster(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         c.rollout()
         yield c
     finally:
+        # What this module made goes (the VirtualServices with their Services, by their
+        # ownerReferences), the shipped config comes back, and the Deployment is at 0.
+        for name in c.created:
+            c.api.delete_service(DEFAULT_NS, name)
+        node.kubectl(
+            "delete",
+            "services",
+            "-A",
+            "-l",
+            "virtualservice-operator/placeholder-service=true",
+            check=False,
+        )
+        node.kubectl("replace", "-f", str(REPO_ROOT / "deployments" / "config.yaml"), check=False)
         node.kubectl(
             "scale", "deployment/virtualservice-operator", "-n", NS, "--replicas=0", check=False
         )
@@ -290,7 +308,7 @@ def test_logs_as_the_guide_reads_them(cluster: Cluster) -> None:
 
         wait_for(lambda: saw('"msg"'), 30, "logs -f prints the log so far")
         # A line written after `-f` started reaches it: the log is followed.
-        c.api.create_service(DEFAULT_NS, "follow-me")
+        c.create_service("follow-me")
         wait_for(lambda: saw("follow-me-virtual-service"), 60, "logs -f shows a new line")
         assert follow.poll() is None, "logs -f ended by itself"
     finally:
@@ -480,44 +498,21 @@ def test_resource_figures(cluster: Cluster) -> None:
     assert "Limits: cpu: 500m memory: 256Mi Requests: cpu: 50m memory: 128Mi" in flat, limits
 
 
-def _profile(c: Cluster, guide_line: str, seconds: str, name: str) -> Path:
-    """The guide's `kubectl exec ... -- curl ... > FILE`, with a shorter window: seconds=30
-    (cpu) and no parameter (heap: a 30 s window) work as written, but take 30 s each."""
-    c.literal(guide_line)
-    line = guide_line.replace("?seconds=30", "").replace(" > ", f"?seconds={seconds} > ")
-    c.sh(line, guide=False, timeout=120)
+def _profile(c: Cluster, line: str, name: str) -> None:
+    """The guide's `kubectl exec ... -- curl ... > FILE` as written: a 30 s window each
+    (`seconds=30` for the CPU profile; the heap profile traces 30 s by default)."""
+    c.sh(line, timeout=120)
     data = (c.work / name).read_bytes()
     assert data[:2] == b"\x1f\x8b", data[:200]  # gzip: a pprof profile, not an error page
-    return c.work / name
 
 
-def test_profiles_after_turning_profiling_on(cluster: Cluster) -> None:
-    c = cluster
-    assert (
-        PROFILING_PATCH.replace("--type=json -p", "--type=json \\\n  -p")
-        in (REPO_ROOT / "docs" / "operations.md").read_text()
-    )
-    c.sh(PROFILING_PATCH, guide=False)
-    pod = c.rollout()
-    assert "-enable-profiling=true" in _manager(pod)["command"]
-
-    exec_curl = f"kubectl exec -n {NS} deployment/virtualservice-operator -- curl "
-    cpu = _profile(
-        c,
-        exec_curl + "http://localhost:8080/debug/pprof/profile?seconds=30 > cpu.prof",
-        "2",
-        "cpu.prof",
-    )
-    heap = _profile(
-        c, exec_curl + "http://localhost:8080/debug/pprof/heap > heap.prof", "2", "heap.prof"
-    )
-    go_env = {"HOME": os.environ.get("HOME") or str(Path.home())}
-    # `go tool pprof cpu.prof` as written is interactive: its prompt reads `top`.
-    c.literal("go tool pprof cpu.prof")
+def _pprof(c: Cluster, line: str, kind: str) -> None:
+    """`go tool pprof FILE` as written is interactive: its prompt is given `top`. The
+    header (the profile's type) goes to stderr, the prompt and `top`'s table to stdout."""
     result = subprocess.run(
-        ["bash", "-c", "go tool pprof cpu.prof"],
+        ["bash", "-c", line],
         cwd=c.work,
-        env={**c.env, **go_env},
+        env={**c.env, "HOME": os.environ.get("HOME") or str(Path.home())},
         input="top\n",
         capture_output=True,
         text=True,
@@ -525,11 +520,25 @@ def test_profiles_after_turning_profiling_on(cluster: Cluster) -> None:
         check=False,
     )
     assert result.returncode == 0, result
-    # The header (profile type) goes to stderr, the prompt and `top`'s table to stdout.
-    assert "Type: cpu" in result.stderr and "Showing nodes accounting" in result.stdout, result
-    assert cpu.exists()
-    top = c.sh(f"go tool pprof -top {heap.name}", guide=False, env=go_env)
-    assert "Type: inuse_space" in top, top
+    assert f"Type: {kind}" in result.stderr, result
+    assert "Showing nodes accounting" in result.stdout, result
+
+
+def test_profiles_after_turning_profiling_on(cluster: Cluster) -> None:
+    c = cluster
+    operations = (REPO_ROOT / "docs" / "operations.md").read_text()
+    assert PROFILING_PATCH.replace("--type=json -p", "--type=json \\\n  -p") in operations
+    c.sh(PROFILING_PATCH, guide=False)
+    pod = c.rollout()
+    assert "-enable-profiling=true" in _manager(pod)["command"]
+
+    exec_curl = f"kubectl exec -n {NS} deployment/virtualservice-operator -- curl "
+    _profile(
+        c, exec_curl + "http://localhost:8080/debug/pprof/profile?seconds=30 > cpu.prof", "cpu.prof"
+    )
+    _profile(c, exec_curl + "http://localhost:8080/debug/pprof/heap > heap.prof", "heap.prof")
+    _pprof(c, c.literal("go tool pprof cpu.prof"), "cpu")
+    _pprof(c, "go tool pprof heap.prof", "inuse_space")  # the guide analyses only cpu.prof
     c.works("after-profiling")
 
 

@@ -276,6 +276,9 @@ def test_logs_as_the_guide_reads_them(cluster: Cluster) -> None:
     c = cluster
     pods = c.sh(f"kubectl get pods -n {NS}")
     assert "1/1" in pods and "Running" in pods, pods
+    # Applied by the install lines; stored, not enforced (the bridge CNI enforces none).
+    policies = c.node.kubectl("get", "networkpolicy", "-n", NS, "-o", "name").stdout
+    assert "networkpolicy.networking.k8s.io/virtualservice-operator-netpol" in policies
     c.works("my-service")
     for dev in DEVELOPER_NS:
         wait_for(lambda dev=dev: c.api.service(dev, "my-service"), 60, f"placeholder in {dev}")
@@ -373,6 +376,8 @@ def test_explain_runs_in_the_pod(cluster: Cluster) -> None:
     assert "my-service-virtual-service" in out, out
     for dev in DEVELOPER_NS:
         assert dev in out, out
+    # The Pod's ServiceAccount may create Events, not list them (docs/operations.md).
+    assert "cannot list Events: forbidden" in out, out
 
 
 def test_invalid_config_error_events_then_edit_and_reload(cluster: Cluster) -> None:

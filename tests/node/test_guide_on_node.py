@@ -4,8 +4,9 @@ node: logs, port-forward, exec, profiles, rollouts, resource figures, scale, eve
 One install (the README's "Install on a cluster" lines) is shared by the tests below, in
 this file's order. Each command is the guide's own line (checked against the guide when
 it is beside the repository), run by bash with the node's admin kubeconfig, pipes
-included (`grep` and `jq` are this machine's). Where a line is changed (a shorter
-profile), the test says so. At the end the Deployment is scaled to 0.
+included (`grep` and `jq` are this machine's). The few lines that are not the guide's
+say where they come from (docs/operations.md's profiling patch and `explain`). At the end
+the Deployment is scaled to 0 and what the module made is deleted.
 """
 
 from __future__ import annotations

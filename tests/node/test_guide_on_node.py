@@ -170,6 +170,8 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As kubectl's own listener does: a port left in TIME_WAIT counts as free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -333,8 +335,14 @@ def test_health_and_metrics_through_port_forward(cluster: Cluster) -> None:
         proc = c.start(
             f"kubectl port-forward -n {NS} deployment/virtualservice-operator {port}:{port}"
         )
-        first = proc.stdout.readline() if proc.stdout else ""
-        assert first.startswith(f"Forwarding from 127.0.0.1:{port}"), first
+        assert proc.stdout is not None
+        lines = _reader(proc.stdout)
+        try:
+            first = wait_for(lambda: not lines.empty() and lines.get(), 30, "port-forward")
+            assert first.startswith(f"Forwarding from 127.0.0.1:{port}"), first
+        except BaseException:
+            _stop(proc)
+            raise
         return proc
 
     forward = forwarded(8081)

@@ -15,6 +15,7 @@ release (another instance, in other namespaces) and at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -58,6 +59,7 @@ PODS = f"/api/v1/namespaces/{NS}/pods?labelSelector=app%3Dvirtualservice-operato
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{LEASE_NAME}"
 LIMIT = 256 * 1024 * 1024  # the Deployment's memory limit
 CONFIG = config_for(shipped_config(), DEFAULT_INSTANCE)
+OURS = {"virtualservice-operator-test": "ha-on-node"}  # on the Services this module makes
 PROD = CONFIG.default_namespace
 DEVS = list(CONFIG.developer_namespaces)
 
@@ -115,6 +117,13 @@ def _scale(node: Node, api: Api, replicas: int) -> list[dict[str, Any]]:
     return got if isinstance(got, list) else []
 
 
+def _body(namespace: str, name: str, i: int) -> dict[str, Any]:
+    """The bench's Service, with the label that lets the module remove its own at the end."""
+    body = service_body(namespace, name, i)
+    body["metadata"]["labels"].update(OURS)
+    return body
+
+
 def _metric(pod: dict[str, Any], metric: str, /, **labels: str) -> float:
     return sample_sum(scrape(pod), metric, **labels)
 
@@ -141,9 +150,16 @@ def manifests(node: Node, api: Api) -> Iterator[Node]:
     try:
         yield node
     finally:
+        # The module's Services go, and with the operator running, all it made for them:
+        # the namespaces are as the module found them.
+        node.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "config.yaml"))
+        for ns in (PROD, *DEVS):
+            selector = ",".join(f"{k}={v}" for k, v in OURS.items())
+            node.kubectl("delete", "services", "-n", ns, "-l", selector)
+        _scale(node, api, 1)
+        wait_for(lambda: differences(node, CONFIG).in_line, 120, "the operator's objects gone")
         node.kubectl("scale", DEPLOYMENT, "-n", NS, "--replicas=0")
         wait_for(lambda: not api.get(PODS)["items"], 120, "operator Pods gone", interval=0.5)
-        node.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "config.yaml"))
 
 
 def test_two_replicas_one_leads_the_standby_takes_over(manifests: Node, api: Api) -> None:
@@ -156,7 +172,7 @@ def test_two_replicas_one_leads_the_standby_takes_over(manifests: Node, api: Api
     # The standby is Ready: /readyz asks for a loaded config and synced caches, not the Lease.
     assert http_get(f"http://{standby['status']['podIP']}:8081/readyz")[0] == 200
 
-    api.create_service(PROD, "ha-one")
+    api.create_service(PROD, "ha-one", labels=OURS)
     wait_for(lambda: api.vs(PROD, "ha-one-virtual-service"), 60, "VirtualService of ha-one")
     for dev in DEVS:
         wait_for(lambda dev=dev: api.service(dev, "ha-one"), 60, f"placeholder in {dev}")
@@ -184,7 +200,7 @@ def test_two_replicas_one_leads_the_standby_takes_over(manifests: Node, api: Api
         f"{handover:.2f} s"
     )
     assert _leading(standby)
-    api.create_service(PROD, "ha-two")
+    api.create_service(PROD, "ha-two", labels=OURS)
     wait_for(lambda: api.vs(PROD, "ha-two-virtual-service"), 60, "the new leader works")
     assert _metric(standby, "virtualservice_operator_writes_total") >= 1
     # The replacement, started now, stands by: the Lease stays where it is.
@@ -223,7 +239,7 @@ class Churn(threading.Thread):
             new = f"rr-new-{self._added:04d}"
             self.names.append(new)
             status, _ = api.cp.api(
-                "POST", f"/api/v1/namespaces/{PROD}/services", service_body(PROD, new, 0)
+                "POST", f"/api/v1/namespaces/{PROD}/services", _body(PROD, new, 0)
             )
             return int(status)
         if kind == "delete":
@@ -243,9 +259,7 @@ class Churn(threading.Thread):
             if current is None or current["spec"].get("type") == "ExternalName":
                 return 0  # only a team's own Service, never the operator's placeholder
             return api.delete_service(dev, name)
-        status, _ = api.cp.api(
-            "POST", f"/api/v1/namespaces/{dev}/services", service_body(dev, name, 0)
-        )
+        status, _ = api.cp.api("POST", f"/api/v1/namespaces/{dev}/services", _body(dev, name, 0))
         return int(status)  # 409 where the placeholder (or a Service) is there
 
     def stop(self) -> None:
@@ -261,13 +275,9 @@ def test_rollout_restart_under_churn_loses_nothing(manifests: Node, api: Api) ->
     # The teams' own Services first: else the operator's placeholders would take the names.
     create_all(
         node,
-        [
-            (d, service_body(d, n, i))
-            for i, n in enumerate(names)
-            for d in dev_namespaces_for(i, DEVS)
-        ],
+        [(d, _body(d, n, i)) for i, n in enumerate(names) for d in dev_namespaces_for(i, DEVS)],
     )
-    create_all(node, [(PROD, service_body(PROD, n, i)) for i, n in enumerate(names)])
+    create_all(node, [(PROD, _body(PROD, n, i)) for i, n in enumerate(names)])
     wait_for(lambda: differences(node, CONFIG).in_line, 120, "the world in line", interval=1)
 
     lease_watch = Watch(node, "lease", LEASE_NAME, "-n", NS)
@@ -530,7 +540,38 @@ def test_helm_install_test_upgrade_uninstall(manifests: Node, api: Api, tmp_path
     assert pods and not {p["metadata"]["name"] for p in pods} & old_pods
     wait_for(lambda: api.service(HELM_DEVS[1], "chart"), 60, "placeholder in the added namespace")
 
-    helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout=3m")
+    # The release's leader at uninstall: its log says what became of its Lease.
+    lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{RELEASE_NS}/leases/{FULLNAME}-leader"
+    pods_path = f"/api/v1/namespaces/{RELEASE_NS}/pods?labelSelector=app%3D{FULLNAME}"
+
+    def release_leader() -> str:
+        holder = str(((api.get(lease_path) or {}).get("spec") or {}).get("holderIdentity") or "")
+        names = {p["metadata"]["name"] for p in live(api.get(pods_path)["items"])}
+        return holder if holder.rsplit("_", 1)[0] in names else ""
+
+    leader_id = wait_for(release_leader, 60, "a Pod of the release leads", interval=0.5)
+    follow = subprocess.Popen(
+        [
+            str(node.bin_dir / "kubectl"),
+            f"--kubeconfig={node.admin_kubeconfig}",
+            "logs",
+            "--follow",
+            leader_id.rsplit("_", 1)[0],
+            "-n",
+            RELEASE_NS,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout=3m")
+        log_text, _ = follow.communicate(timeout=60)  # ends with the container
+    finally:
+        follow.kill()
+        follow.wait()
+    lines = [json.loads(x) for x in log_text.splitlines() if x.startswith("{")]
+    assert lines and lines[-1]["msg"] == "stopped" and lines[-1]["exit_code"] == 0, lines[-3:]
 
     def release_objects() -> str:
         selector = f"app.kubernetes.io/instance={RELEASE}"
@@ -552,13 +593,22 @@ def test_helm_install_test_upgrade_uninstall(manifests: Node, api: Api, tmp_path
         if FULLNAME in line
     ]
     # What the operator made stays (docs/operations.md, "Adopting objects"): the
-    # VirtualService, the placeholders, and its Lease, released by the last Pod's SIGTERM.
+    # VirtualService, the placeholders, and its Lease: released if the leader's SIGTERM
+    # came before helm deleted its ServiceAccount and Role, else held until it expires.
     assert api.vs(HELM_PROD, "chart-virtual-service") is not None
     assert all(api.service(dev, "chart") is not None for dev in HELM_DEVS)
-    lease = api.get(
-        f"/apis/coordination.k8s.io/v1/namespaces/{RELEASE_NS}/leases/{FULLNAME}-leader"
+    lease = api.get(lease_path)
+    assert lease is not None
+    released = any(x["msg"] == "released leader lease" for x in lines)
+    refused = [x for x in lines if x["msg"] == "failed to release lease"]
+    assert released or refused, lines[-5:]
+    assert lease["spec"].get("holderIdentity", "") == ("" if released else leader_id), lease
+    FIGURES["the release's Lease after helm uninstall"] = (
+        "released by the leader's SIGTERM"
+        if released
+        else f"left held (expires in {lease['spec']['leaseDurationSeconds']} s): "
+        f"release refused, {refused[-1].get('error')}"
     )
-    assert lease is not None and not lease["spec"].get("holderIdentity"), lease
     # ...until deleted by the guide's command, which takes nothing else.
     node.kubectl(
         "delete", "virtualservices,services", "-A", "-l", f"{INSTANCE_LABEL}={HELM_INSTANCE}"

@@ -2,12 +2,15 @@
 on the real node: what a process on an API server alone cannot show.
 
 1. Two replicas: both Ready (/readyz does not wait for the Lease), one holds the Lease
-   and writes, the other stands by; deleting the leader's Pod hands the Lease over.
+   and writes, the other stands by; deleting the leader's Pod hands the Lease over (the
+   node cordoned meanwhile, so that the Deployment's replacement cannot race the standby).
 2. `kubectl rollout restart` under churn: the old Pod's SIGTERM releases the Lease and
    exits 0, the new Pod leads, and the world ends exactly as the config says.
 3. The bench's scale M converged by the Pod within its 256Mi limit, the peak read from
    the container's memory cgroup.
-4. The chart: install, `helm test`, upgrade, uninstall.
+4. The chart: install, `helm test` (its Pod run by the kubelet), upgrade (a config value
+   reloaded live, a Pod value rolled out), uninstall (nothing of the release left; what
+   the operator made stays, as docs/operations.md says).
 
 One manifest install (deployments/) serves tests 1-3; it is scaled to 0 before the Helm
 release (another instance, in other namespaces) and at the end.
@@ -212,7 +215,7 @@ def test_two_replicas_one_leads_the_standby_takes_over(manifests: Node, api: Api
 
 class Churn(threading.Thread):
     """Creates, deletes and relabels Services in the default and developer namespaces,
-    about 20 changes a second, until stopped. Failures (a name changed meanwhile, a
+    about ten changes a second, until stopped. Failures (a name changed meanwhile, a
     placeholder not there yet) are fine: the end state is judged from the Services as
     they end up, whatever they are."""
 
@@ -426,7 +429,21 @@ FULLNAME = f"{RELEASE}-virtualservice-operator"
 HELM_PROD, HELM_DEVS = "helm-prod", ["helm-dev-a", "helm-dev-b"]
 HELM_INSTANCE = default_instance(RELEASE_NS, f"{FULLNAME}-config")
 # Every namespaced kind the chart renders (its templates, hook included).
-RELEASE_KINDS = "deployments,replicasets,pods,services,configmaps,serviceaccounts,roles,rolebindings,secrets,networkpolicies,poddisruptionbudgets"
+RELEASE_KINDS = ",".join(
+    (
+        "deployments",
+        "replicasets",
+        "pods",
+        "services",
+        "configmaps",
+        "serviceaccounts",
+        "roles",
+        "rolebindings",
+        "secrets",
+        "networkpolicies",
+        "poddisruptionbudgets",
+    )
+)
 
 
 class Helm:

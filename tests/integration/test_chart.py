@@ -12,7 +12,8 @@
 - a values override renders what it says and its config.yaml drives the real operator.
 
 helm is built from its Go module (hack/controlplane/helm) by hack/build-controlplane.sh.
-`helm test` needs a kubelet to run its Pod; here its hook is rendered and dry-run only.
+`helm test` needs a kubelet to run its Pod; here its hook is rendered and dry-run only
+(tests/node/test_ha_on_node.py runs it on a node).
 """
 
 from __future__ import annotations
@@ -556,8 +557,11 @@ def test_options_budget_spread_service_account_and_test_hook(helm: Helm) -> None
     with_hooks = _by_key(_docs(helm.template()))
     test_pod = with_hooks[("Pod", OPERATOR_NS, f"{RELEASE}-test-readyz")]
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # The Service's address from the kubelet's Service variables: no cluster DNS needed.
+    assert test_pod["spec"]["enableServiceLinks"] is True
     assert test_pod["spec"]["containers"][0]["command"][-1] == (
-        f"http://{RELEASE}-metrics.{OPERATOR_NS}.svc:8081/readyz"
+        "http://$(VIRTUALSERVICE_OPERATOR_METRICS_SERVICE_HOST)"
+        ":$(VIRTUALSERVICE_OPERATOR_METRICS_SERVICE_PORT_HEALTH)/readyz"
     )
     service = with_hooks[("Service", OPERATOR_NS, f"{RELEASE}-metrics")]
     assert {"name": "health", "port": 8081, "targetPort": "health", "protocol": "TCP"} in service[

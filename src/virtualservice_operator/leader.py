@@ -8,7 +8,9 @@ that cannot renew within `renew_deadline` of its last successful renewal, or tha
 another holder, stops leading and sets `lost` (the manager then ends the process: it
 never carries on without the Lease). `stop()` ends the campaign and releases the Lease,
 so a successor takes over within about one `retry_period` instead of waiting for the
-Lease to expire.
+Lease to expire. That includes a Lease won by a write whose answer never came (the
+campaign was cancelled while the write was in flight): client-go's release skips it, and
+the successor then waits a full lease duration.
 
 RBAC allows only `create`, and `get`/`update` on our one Lease: so every attempt is a
 GET, a CREATE when there is none, else a PUT carrying the resourceVersion we read. A
@@ -36,6 +38,7 @@ import os
 import random
 import socket
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -119,6 +122,9 @@ class LeaderElector:
         self._observed_spec: dict[str, Any] | None = None
         self._observed_time = 0.0  # our clock, when the record last changed
         self._renewed_at = 0.0  # our clock, start of our last successful write
+        # True from the start of a write of the Lease until its answer: a write cancelled
+        # in between may have made us the holder without our knowing.
+        self._write_in_doubt = False
         self._log = log.bind(lease=f"{config.namespace}/{config.name}", identity=config.identity)
         self._set_leading(False)
 
@@ -172,8 +178,9 @@ class LeaderElector:
         Best effort (errors are logged). Stop renew_loop first, as stop() does: a renewal
         in flight could otherwise land after the release and take the Lease back.
         """
-        if not self.leading.is_set():
+        if not self.leading.is_set() and not self._write_in_doubt:
             return
+        self._write_in_doubt = False
         self._set_leading(False)  # first, so that a running renew_loop stops
         c = self.config
         try:
@@ -219,7 +226,7 @@ class LeaderElector:
                 "spec": self._spec(acquired=stamp, renewed=stamp, transitions=0),
             }
             try:
-                created = await self._client.create(LEASES, c.namespace, new)
+                created = await self._write(self._client.create(LEASES, c.namespace, new))
             except ApiError as e:  # AlreadyExists: another candidate created it first
                 self._log.info("error initially creating leader lease", error=str(e))
                 return False
@@ -250,7 +257,7 @@ class LeaderElector:
         # 4. Write it with the resourceVersion we read: 409 = someone else wrote first.
         try:
             body = {**lease, "spec": new_spec}
-            updated = await self._client.replace(LEASES, c.namespace, c.name, body)
+            updated = await self._write(self._client.replace(LEASES, c.namespace, c.name, body))
         except Conflict as e:
             self._log.info("conflict updating leader lease", error=str(e))
             return False
@@ -260,6 +267,20 @@ class LeaderElector:
         self._observe(updated, now)
         self._renewed_at = now
         return True
+
+    async def _write(self, request: Awaitable[JSON]) -> JSON:
+        """Await a create or replace of the Lease. Cancelled before its answer, the write
+        stays in doubt: it may have landed, so release() looks."""
+        self._write_in_doubt = True
+        try:
+            answer = await request
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._write_in_doubt = False
+            raise
+        self._write_in_doubt = False
+        return answer
 
     def _spec(self, acquired: str, renewed: str, transitions: int) -> JSON:
         return {

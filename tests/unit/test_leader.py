@@ -38,6 +38,8 @@ class FakeApi:
         self.version = 0
         self.fail = False  # every call answers 500
         self.hang: asyncio.Event | None = None  # every call waits for this event
+        # Writes are applied, then their answer waits for this event (a reply lost in flight).
+        self.answer: asyncio.Event | None = None
         self.calls: list[str] = []
 
     async def _enter(self, verb: str, kind: Kind) -> None:
@@ -55,6 +57,11 @@ class FakeApi:
         self.objects[key] = body
         return copy.deepcopy(body)
 
+    async def _answer(self, stored: JSON) -> JSON:
+        if self.answer is not None:
+            await self.answer.wait()
+        return stored
+
     async def get(self, kind: Kind, namespace: str, name: str) -> JSON:
         await self._enter("get", kind)
         if (namespace, name) not in self.objects:
@@ -66,7 +73,7 @@ class FakeApi:
         key = (namespace, body["metadata"]["name"])
         if key in self.objects:
             raise AlreadyExists(409, "AlreadyExists", key[1])
-        return self._store(key, body)
+        return await self._answer(self._store(key, body))
 
     async def replace(self, kind: Kind, namespace: str, name: str, body: JSON) -> JSON:
         await self._enter("replace", kind)
@@ -75,7 +82,7 @@ class FakeApi:
             raise NotFound(404, "NotFound", name)
         if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
             raise Conflict(409, "Conflict", "the object has been modified")
-        return self._store((namespace, name), body)
+        return await self._answer(self._store((namespace, name), body))
 
     def spec(self) -> JSON:
         return cast(JSON, self.objects[(NS, NAME)]["spec"])
@@ -343,3 +350,37 @@ async def test_stop_before_leading_ends_the_campaign(api: FakeApi, clock: FakeCl
     await asyncio.wait_for(b.stop(), 1)
     await advance(clock, 60)  # no campaign left to take the Lease once it expires
     assert not b.leading.is_set() and api.spec()["holderIdentity"] == "a"
+
+
+@pytest.mark.parametrize("lease_exists", [False, True], ids=["create", "replace"])
+async def test_stop_releases_a_lease_won_by_a_write_whose_answer_never_came(
+    api: FakeApi, clock: FakeClock, lease_exists: bool
+) -> None:
+    """Stopped while its winning write is in flight (a SIGTERM then), the elector does not
+    know it holds the Lease; it looks, and releases it, so no successor waits it out."""
+    if lease_exists:
+        await elector(api, clock, "old").acquire()
+        api.overwrite(holderIdentity="")  # released by the old leader
+    api.answer = asyncio.Event()
+    a = elector(api, clock, "a")
+    await a.start()
+    await until(lambda: (api.objects.get((NS, NAME)) or {}).get("spec", {}).get(
+        "holderIdentity") == "a")  # fmt: skip
+    assert not a.leading.is_set()
+    api.answer = None
+    await asyncio.wait_for(a.stop(), 1)
+    assert api.spec()["holderIdentity"] == "" and api.spec()["leaseDurationSeconds"] == 1
+
+
+async def test_stop_after_a_lost_write_race_releases_nothing(
+    api: FakeApi, clock: FakeClock
+) -> None:
+    """In doubt, the elector looks before releasing: another's Lease stays as it is."""
+    api.answer = asyncio.Event()
+    a = elector(api, clock, "a")
+    await a.start()
+    await until(lambda: (NS, NAME) in api.objects)
+    api.answer = None
+    api.overwrite(holderIdentity="b")  # b wrote after a's write landed
+    await asyncio.wait_for(a.stop(), 1)
+    assert api.spec()["holderIdentity"] == "b"

@@ -31,7 +31,14 @@ from virtualservice_operator.constants import (
     virtual_service_name,
 )
 from virtualservice_operator.informer import Informer
-from virtualservice_operator.kube import JSON, SERVICES, VIRTUAL_SERVICES, KubeClient, NotFound
+from virtualservice_operator.kube import (
+    JSON,
+    SERVICES,
+    VIRTUAL_SERVICES,
+    Kind,
+    KubeClient,
+    NotFound,
+)
 from virtualservice_operator.model import ServiceInfo, ServiceWire, VirtualServiceInfo
 
 
@@ -47,6 +54,8 @@ def _service_page(raw: bytes) -> tuple[list[ServiceInfo], str, str | None]:
 # into only the fields ServiceInfo keeps (a Service's JSON is mostly managedFields and
 # status, which nothing here reads).
 _SERVICE_RECORDS = replace(SERVICES, items=ServiceWire, protobuf=_service_page)
+# One name's Services (`fill` for explain): a page of one, not worth importing protobuf.
+_SERVICE_RECORDS_JSON = replace(SERVICES, items=ServiceWire)
 
 
 def _vs_names(vs: VirtualServiceInfo) -> list[str]:
@@ -83,14 +92,14 @@ class ClusterCache:
     # -- informers ----------------------------------------------------------------------
 
     def _service_informer(
-        self, namespace: str, field_selector: str | None = None
+        self, namespace: str, field_selector: str | None = None, kind: Kind = _SERVICE_RECORDS
     ) -> Informer[ServiceInfo]:
         def handler(old: ServiceInfo | None, new: ServiceInfo | None) -> None:
             self._on_name((new or old).name)  # type: ignore[union-attr]
 
         return Informer(
             self._client,
-            _SERVICE_RECORDS,
+            kind,
             namespace,
             transform=ServiceInfo.read,
             version_of=lambda s: s.resource_version,
@@ -151,8 +160,9 @@ class ClusterCache:
         With `name`, only what `snapshot(config, name)` reads: the Services of that name
         and ours named after it (and, as `fresh`, the other VirtualServices in D)."""
         services = f"metadata.name={name}" if name else None
+        kind = _SERVICE_RECORDS_JSON if name else _SERVICE_RECORDS
         self.services = {
-            ns: self._service_informer(ns, services) for ns in config.watched_namespaces
+            ns: self._service_informer(ns, services, kind) for ns in config.watched_namespaces
         }
         if name:
             own = f"metadata.name={virtual_service_name(name)}"

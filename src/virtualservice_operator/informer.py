@@ -17,11 +17,10 @@ Only the fields `transform` keeps are held in memory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable, Iterable
-from typing import Generic, Protocol, TypeVar
-
-import structlog
+from typing import Any, Generic, Protocol, TypeVar
 
 from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
 from virtualservice_operator.kube import JSON, ApiError, Gone, Kind, KubeClient
@@ -40,7 +39,14 @@ class Keyed(Protocol):
 Handler = Callable[[T | None, T | None], None]
 """Called with (old, new) after each change: (None, new) added, (old, None) deleted."""
 
-log = structlog.get_logger("informer")
+
+@functools.cache
+def _log() -> Any:
+    # Imported when first needed: the read-only commands never log, and structlog is a
+    # noticeable part of their start-up.
+    import structlog
+
+    return structlog.get_logger("informer")
 
 
 def object_key(obj: JSON | Keyed) -> str:
@@ -144,7 +150,7 @@ class Informer(Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Gone:
-                log.info("watch expired, relisting", resource=self.description)
+                _log().info("watch expired, relisting", resource=self.description)
                 need_list = True
             except ApiError as e:
                 failures += 1
@@ -158,7 +164,7 @@ class Informer(Generic[T]):
 
     async def _backoff(self, failures: int, error: BaseException) -> None:
         delay = min(self._backoff_cap, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
-        log.warning(
+        _log().warning(
             "watch failed, retrying",
             resource=self.description,
             error=str(error),
@@ -270,7 +276,7 @@ class Informer(Generic[T]):
             try:
                 handler(old, new)
             except Exception as e:  # a handler's bug must not stop the watch
-                log.error("event handler failed", resource=self.description, error=str(e))
+                _log().error("event handler failed", resource=self.description, error=str(e))
 
 
 def strip_managed_fields(obj: JSON) -> JSON:

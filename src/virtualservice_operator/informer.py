@@ -85,6 +85,7 @@ class Informer(Generic[T]):
         watch_timeout: int = WATCH_TIMEOUT,
         idle_timeout: float = WATCH_IDLE_TIMEOUT,
         backoff_cap: float = 30.0,
+        page_size: int = 500,
     ) -> None:
         self._client = client
         self.kind = kind
@@ -99,6 +100,7 @@ class Informer(Generic[T]):
         self._watch_timeout = watch_timeout
         self._idle_timeout = idle_timeout
         self._backoff_cap = backoff_cap
+        self._page_size = page_size
         self._store: dict[str, T] = {}
         self.resource_version = ""
         self.synced = asyncio.Event()
@@ -183,6 +185,7 @@ class Informer(Generic[T]):
             self.namespace,
             label_selector=self._label_selector,
             field_selector=self._field_selector,
+            limit=self._page_size,
         ):
             # Transform page by page: only the kept fields outlive the page's raw JSON.
             fresh.update((object_key(obj), self._transform(obj)) for obj in items)

@@ -17,6 +17,7 @@ Every change maps to a Service *name* (the reconcile key) through `on_name`.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -47,6 +48,12 @@ def _service_page(raw: bytes) -> tuple[list[ServiceInfo], str, str | None]:
     from virtualservice_operator.kubeproto import service_page
 
     return service_page(raw)
+
+
+def _lists_done() -> None:
+    """Every informer has listed: the protobuf decoder's caches can go (if it was used)."""
+    if (kubeproto := sys.modules.get("virtualservice_operator.kubeproto")) is not None:
+        kubeproto.forget()
 
 
 # Listed as protobuf straight into records: the API server encodes protobuf for about half
@@ -204,9 +211,11 @@ class ClusterCache:
                 await informer.relist()
 
         await asyncio.gather(*(relist(informer) for informer in informers))
+        _lists_done()
 
     async def wait_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers()))
+        _lists_done()
 
     def informers(self) -> list[Informer[Any]]:
         extra = [self.unmanaged_vs] if self.unmanaged_vs is not None else []

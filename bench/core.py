@@ -122,6 +122,9 @@ class Options:
     wide_max_objects: int = 20_000  # the wide floor is skipped above this (time)
     commands_only: bool = False  # create the end state directly, time the commands, no more
     command_runs: int = 3  # each command is timed this many times; the median is kept
+    # Keep the cluster of the last scale after its run: describe it in this JSON file and
+    # wait until the file is deleted (to measure by hand against the same objects).
+    hold: Path | None = None
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -1236,23 +1239,42 @@ def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) ->
                 OPERATOR_NS, "virtualservice-operator", tmp / "sa.kubeconfig"
             )
 
+            held: dict[str, Any] = {}
+
             async def main() -> dict[str, Any]:
                 client = KubeClient.from_kubeconfig(str(cp.admin_kubeconfig))
+                ctx = Ctx(cp, client, sa, scale, options, tmp)
                 try:
-                    ctx = Ctx(cp, client, sa, scale, options, tmp)
                     if options.commands_only:
                         return await _commands_only(ctx)
                     return await _run_scale_async(ctx)
                 finally:
+                    held.update(default=ctx.default, devs=ctx.devs, config_map=ctx.config_map)
                     await client.close()
 
             res = asyncio.run(main())
+            if options.hold is not None:
+                _hold(cp, held, options.hold)
     finally:
         if own:
             cp.stop()
     res["scale_wall_s"] = time.monotonic() - began
     res["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return res
+
+
+def _hold(cp: ControlPlane, held: dict[str, Any], path: Path) -> None:
+    """Describe the cluster in `path` (JSON) and keep it until that file is deleted."""
+    info = {
+        **held,
+        "kubeconfig": str(cp.admin_kubeconfig),
+        "url": cp.url,
+        "apiserver_pid": cp.apiserver.pid if cp.apiserver else None,
+        "etcd_pid": cp.etcd.pid if cp.etcd else None,
+    }
+    path.write_text(json.dumps(info, indent=1) + "\n")
+    while path.exists():
+        time.sleep(1)
 
 
 def _warm_up(cp: ControlPlane) -> None:

@@ -99,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         "(a scale's other figures are kept)",
     )
     p.add_argument("--command-runs", type=int, default=3, help="runs per command (median kept)")
+    p.add_argument(
+        "--hold",
+        type=Path,
+        metavar="FILE",
+        help="keep the last scale's cluster: describe it in FILE (JSON: kubeconfig, "
+        "namespaces, ConfigMap, API server pid) and wait until FILE is deleted",
+    )
     args = p.parse_args(argv)
     scales = parse_scales(args.scales)
     out: Path = args.out
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_seconds=args.profile_seconds,
         commands_only=args.commands_only,
         command_runs=args.command_runs,
+        hold=args.hold,
         out_dir=out,
         log=lambda m: print(m, flush=True),
     )

@@ -17,6 +17,7 @@ Every change maps to a Service *name* (the reconcile key) through `on_name`.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -31,12 +32,43 @@ from virtualservice_operator.constants import (
     virtual_service_name,
 )
 from virtualservice_operator.informer import Informer
-from virtualservice_operator.kube import JSON, SERVICES, VIRTUAL_SERVICES, KubeClient, NotFound
+from virtualservice_operator.kube import (
+    JSON,
+    SERVICES,
+    VIRTUAL_SERVICES,
+    Kind,
+    KubeClient,
+    NotFound,
+)
 from virtualservice_operator.model import ServiceInfo, ServiceWire, VirtualServiceInfo
 
-# Listed straight into the fields ServiceInfo keeps (a Service's JSON is mostly
-# managedFields and status, which nothing here reads).
-_SERVICE_RECORDS = replace(SERVICES, items=ServiceWire)
+
+def _service_page(raw: bytes) -> tuple[list[ServiceInfo], str, str | None]:
+    # Imported on the first protobuf page: `explain`'s small JSON lists never pay for it.
+    from virtualservice_operator.kubeproto import service_page
+
+    return service_page(raw)
+
+
+def _lists_done() -> None:
+    """Every informer has listed: the protobuf decoder's caches can go (if it was used)."""
+    if (kubeproto := sys.modules.get("virtualservice_operator.kubeproto")) is not None:
+        kubeproto.forget()
+
+
+# Listed as protobuf straight into records: the API server encodes protobuf for about half
+# the CPU of JSON, and it reads faster here (bench/README.md). A JSON answer is decoded
+# into only the fields ServiceInfo keeps (a Service's JSON is mostly managedFields and
+# status, which nothing here reads).
+_SERVICE_RECORDS = replace(SERVICES, items=ServiceWire, protobuf=_service_page)
+# More objects than a list of ours will hold: one page, which the API server serves from
+# its watch cache (see `fill`).
+ONE_PAGE = 1_000_000
+# Lists `fill` has in flight: 3 at L, 145 MiB peak against 167 MiB with all 13 at once,
+# in the same time within the noise.
+FILL_IN_FLIGHT = 3
+# One name's Services (`fill` for explain): a page of one, not worth importing protobuf.
+_SERVICE_RECORDS_JSON = replace(SERVICES, items=ServiceWire)
 
 
 def _vs_names(vs: VirtualServiceInfo) -> list[str]:
@@ -73,14 +105,18 @@ class ClusterCache:
     # -- informers ----------------------------------------------------------------------
 
     def _service_informer(
-        self, namespace: str, field_selector: str | None = None
+        self,
+        namespace: str,
+        field_selector: str | None = None,
+        kind: Kind = _SERVICE_RECORDS,
+        page_size: int = 500,
     ) -> Informer[ServiceInfo]:
         def handler(old: ServiceInfo | None, new: ServiceInfo | None) -> None:
             self._on_name((new or old).name)  # type: ignore[union-attr]
 
         return Informer(
             self._client,
-            _SERVICE_RECORDS,
+            kind,
             namespace,
             transform=ServiceInfo.read,
             version_of=lambda s: s.resource_version,
@@ -88,10 +124,15 @@ class ClusterCache:
             field_selector=field_selector,
             watch_timeout=self._watch_timeout,
             idle_timeout=self._idle_timeout,
+            page_size=page_size,
         )
 
     def _vs_informer(
-        self, namespace: str | None, selector: str, field_selector: str | None = None
+        self,
+        namespace: str | None,
+        selector: str,
+        field_selector: str | None = None,
+        page_size: int = 500,
     ) -> Informer[VirtualServiceInfo]:
         def handler(old: VirtualServiceInfo | None, new: VirtualServiceInfo | None) -> None:
             for name in {*(_vs_names(old) if old else ()), *(_vs_names(new) if new else ())}:
@@ -109,6 +150,7 @@ class ClusterCache:
             indexers={"service": _vs_names},
             watch_timeout=self._watch_timeout,
             idle_timeout=self._idle_timeout,
+            page_size=page_size,
         )
 
     async def reconfigure(self, config: OperatorConfig) -> None:
@@ -141,21 +183,39 @@ class ClusterCache:
         With `name`, only what `snapshot(config, name)` reads: the Services of that name
         and ours named after it (and, as `fresh`, the other VirtualServices in D)."""
         services = f"metadata.name={name}" if name else None
+        kind = _SERVICE_RECORDS_JSON if name else _SERVICE_RECORDS
+        # One page per list: the API server serves it from its watch cache, where pages
+        # after the first come from etcd at several times the cost. The operator's own
+        # informers keep pages of 500, which bound their peak memory.
         self.services = {
-            ns: self._service_informer(ns, services) for ns in config.watched_namespaces
+            ns: self._service_informer(ns, services, kind, page_size=ONE_PAGE)
+            for ns in config.watched_namespaces
         }
-        if name:
-            own = f"metadata.name={virtual_service_name(name)}"
-            self.managed_vs = self._vs_informer(None, own_selector(self.instance), own)
+        own = f"metadata.name={virtual_service_name(name)}" if name else None
+        self.managed_vs = self._vs_informer(
+            None, own_selector(self.instance), own, page_size=ONE_PAGE
+        )
         self.unmanaged_vs = self._vs_informer(
-            config.default_namespace, others_selector(self.instance)
+            config.default_namespace, others_selector(self.instance), page_size=ONE_PAGE
         )
         self._default_namespace = config.default_namespace
         # The informer's own list (store, indexes, resourceVersion), not its watch loop.
-        await asyncio.gather(*(informer.relist() for informer in self.informers()))
+        # Whole lists a few at once: each answer is held whole until decoded, and more in
+        # flight only adds to the peak memory (the decoding is one at a time anyway). One
+        # name's lists are small: all at once.
+        informers = self.informers()
+        in_flight = asyncio.Semaphore(len(informers) if name else FILL_IN_FLIGHT)
+
+        async def relist(informer: Informer[Any]) -> None:
+            async with in_flight:
+                await informer.relist()
+
+        await asyncio.gather(*(relist(informer) for informer in informers))
+        _lists_done()
 
     async def wait_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers()))
+        _lists_done()
 
     def informers(self) -> list[Informer[Any]]:
         extra = [self.unmanaged_vs] if self.unmanaged_vs is not None else []

@@ -17,11 +17,10 @@ Only the fields `transform` keeps are held in memory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable, Iterable
-from typing import Generic, Protocol, TypeVar
-
-import structlog
+from typing import Any, Generic, Protocol, TypeVar
 
 from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
 from virtualservice_operator.kube import JSON, ApiError, Gone, Kind, KubeClient
@@ -40,7 +39,14 @@ class Keyed(Protocol):
 Handler = Callable[[T | None, T | None], None]
 """Called with (old, new) after each change: (None, new) added, (old, None) deleted."""
 
-log = structlog.get_logger("informer")
+
+@functools.cache
+def _log() -> Any:
+    # Imported when first needed: the read-only commands never log, and structlog is a
+    # noticeable part of their start-up.
+    import structlog
+
+    return structlog.get_logger("informer")
 
 
 def object_key(obj: JSON | Keyed) -> str:
@@ -79,6 +85,7 @@ class Informer(Generic[T]):
         watch_timeout: int = WATCH_TIMEOUT,
         idle_timeout: float = WATCH_IDLE_TIMEOUT,
         backoff_cap: float = 30.0,
+        page_size: int = 500,
     ) -> None:
         self._client = client
         self.kind = kind
@@ -93,6 +100,7 @@ class Informer(Generic[T]):
         self._watch_timeout = watch_timeout
         self._idle_timeout = idle_timeout
         self._backoff_cap = backoff_cap
+        self._page_size = page_size
         self._store: dict[str, T] = {}
         self.resource_version = ""
         self.synced = asyncio.Event()
@@ -144,7 +152,7 @@ class Informer(Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Gone:
-                log.info("watch expired, relisting", resource=self.description)
+                _log().info("watch expired, relisting", resource=self.description)
                 need_list = True
             except ApiError as e:
                 failures += 1
@@ -158,7 +166,7 @@ class Informer(Generic[T]):
 
     async def _backoff(self, failures: int, error: BaseException) -> None:
         delay = min(self._backoff_cap, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
-        log.warning(
+        _log().warning(
             "watch failed, retrying",
             resource=self.description,
             error=str(error),
@@ -177,6 +185,7 @@ class Informer(Generic[T]):
             self.namespace,
             label_selector=self._label_selector,
             field_selector=self._field_selector,
+            limit=self._page_size,
         ):
             # Transform page by page: only the kept fields outlive the page's raw JSON.
             fresh.update((object_key(obj), self._transform(obj)) for obj in items)
@@ -270,7 +279,7 @@ class Informer(Generic[T]):
             try:
                 handler(old, new)
             except Exception as e:  # a handler's bug must not stop the watch
-                log.error("event handler failed", resource=self.description, error=str(e))
+                _log().error("event handler failed", resource=self.description, error=str(e))
 
 
 def strip_managed_fields(obj: JSON) -> JSON:

@@ -5,8 +5,9 @@ lightkube's config layer, credentials from `kubeauth`; the transport is aiohttp'
 which costs about a third of the CPU per request of an httpx one (it matters: the
 operator's throughput under churn is bounded by its CPU per write). Requests are plain
 JSON so that the cache decides what to keep (a Service is a few hundred bytes in the
-cache, not a tree of typed models). HTTP failures become typed errors here, once
-(`raise ... from`).
+cache, not a tree of typed models), except lists of a kind that names a protobuf
+decoder (`Kind.protobuf`: Services), read as client-go reads built-in kinds (see
+`kubeproto`). HTTP failures become typed errors here, once (`raise ... from`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
 from virtualservice_operator.kubeauth import Credentials, CredentialsError, credentials_for
 
 JSON = dict[str, Any]
+
+PageDecoder = Callable[[bytes], tuple[list[Any], str, str | None]]
+"""A protobuf list page's bytes -> (items, resourceVersion, continue token)."""
+
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+# As client-go asks for a built-in kind: protobuf, JSON from a server that has none.
+_ACCEPT_PROTOBUF = f"{PROTOBUF},application/json"
 
 
 class ApiError(Exception):
@@ -110,13 +118,16 @@ def error_from_status(
 class Kind:
     """Where a resource kind lives in the REST API, and what its list items are decoded
     into: JSON dicts, or with `items`, a msgspec Struct naming only the fields read (a
-    list's items then skip the JSON tree entirely; watches and single reads stay JSON)."""
+    list's items then skip the JSON tree entirely; watches and single reads stay JSON).
+    With `protobuf`, lists are asked for as protobuf and its pages decoded by it (an
+    answer in JSON is still read as `items` says)."""
 
     group: str
     version: str
     plural: str
     kind: str
     items: type[msgspec.Struct] | None = field(default=None, compare=False)
+    protobuf: PageDecoder | None = field(default=None, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -257,7 +268,23 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> bytes:
         """The answer's body, undecoded; an error answer raises its typed error."""
-        headers = {"Accept": "application/json"}
+        raw, _ = await self._exchange(
+            method, path, params=params, body=body, content_type=content_type
+        )
+        return raw
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> tuple[bytes, str]:
+        """The answer's body, undecoded, and its content type."""
+        headers = {"Accept": accept}
         content = None
         if body is not None:
             content = json.dumps(body, separators=(",", ":")).encode()
@@ -280,7 +307,7 @@ class KubeClient:
                 continue  # rotated token: retry once, as client-go does
             if status >= 400:
                 raise _error(response, raw)
-            return raw
+            return raw, response.content_type
         raise AssertionError("unreachable")
 
     async def _refresh(self) -> bool:
@@ -303,10 +330,14 @@ class KubeClient:
     ) -> AsyncIterator[tuple[list[Any], str]]:
         """Pages of at most `limit` objects, each with the list's resourceVersion (final
         on the last page): JSON dicts, or `kind.items` Structs. A cache that transforms
-        page by page never holds the raw JSON of a whole large namespace at once."""
+        page by page never holds the raw JSON of a whole large namespace at once.
+
+        The API server serves a first page from its watch cache and the pages after it
+        from etcd, which for 5,000 objects costs it several times the CPU of one page
+        (bench/README.md): a limit above the count asks for one page."""
         token: str | None = None
         while True:
-            raw = await self._request(
+            raw, content_type = await self._exchange(
                 "GET",
                 kind.path(namespace),
                 params={
@@ -315,10 +346,18 @@ class KubeClient:
                     "limit": limit,
                     "continue": token,
                 },
+                accept=_ACCEPT_PROTOBUF if kind.protobuf else "application/json",
             )
-            page = _page_decoder(kind.items).decode(raw)
-            token = page.metadata.continue_
-            yield page.items or [], page.metadata.resourceVersion
+            if kind.protobuf is not None and content_type == PROTOBUF:
+                items, version, token = kind.protobuf(raw)
+            else:
+                page = _page_decoder(kind.items).decode(raw)
+                items, version, token = (
+                    page.items or [],
+                    page.metadata.resourceVersion,
+                    page.metadata.continue_,
+                )
+            yield items, version
             if not token:
                 return
 
@@ -501,7 +540,12 @@ def _transport_error(e: BaseException, reason: str) -> ServerError:
 def _error(response: aiohttp.ClientResponse, raw: bytes) -> ApiError:
     body: Any
     try:
-        body = _decode(raw)
+        if response.content_type == PROTOBUF:  # a Status, when we asked for protobuf
+            from virtualservice_operator.kubeproto import status
+
+            body = status(raw)
+        else:
+            body = _decode(raw)
     except (ValueError, msgspec.DecodeError):
         body = {"reason": response.reason or "", "message": raw[:500].decode(errors="replace")}
     retry_after = None

@@ -203,9 +203,17 @@ class ServiceInfo:
         )
 
     @classmethod
-    def read(cls, obj: Mapping[str, Any] | ServiceWire) -> ServiceInfo:
-        """From a list's typed item or a watch event's (or a write's answer's) JSON."""
+    def read(cls, obj: Mapping[str, Any] | ServiceWire | ServiceInfo) -> ServiceInfo:
+        """From a list's typed item or a watch event's (or a write's answer's) JSON; a
+        record already built (a protobuf list's) as it is."""
+        if isinstance(obj, ServiceInfo):
+            return obj
         return cls.from_wire(obj) if isinstance(obj, ServiceWire) else cls.from_dict(obj)
+
+    @property
+    def key(self) -> str:
+        """The informer's key: "namespace/name"."""
+        return f"{self.namespace}/{self.name}"
 
     @classmethod
     def _build(
@@ -222,18 +230,7 @@ class ServiceInfo:
         raw_annotations: Mapping[str, Any],
         has_selector: bool,
     ) -> ServiceInfo:
-        marked = PLACEHOLDER_LABEL in raw_labels or SOURCE_ANNOTATION in raw_annotations
-        # Placeholders are ours: keep all their labels and annotations so the planner can
-        # compare the configured extras. Real Services: only our keys (exclude, marking),
-        # which is all any decision reads; the cache stays small at any scale.
-        labels = {
-            str(k): str(v) for k, v in raw_labels.items() if marked or str(k).startswith(OUR_PREFIX)
-        }
-        annotations = {
-            str(k): str(v)
-            for k, v in raw_annotations.items()
-            if str(k).startswith(OUR_PREFIX) or (marked and k != _LAST_APPLIED)
-        }
+        labels, annotations = kept_metadata(raw_labels, raw_annotations)
         return cls(
             namespace=sys.intern(namespace),
             name=sys.intern(name),
@@ -242,10 +239,29 @@ class ServiceInfo:
             type=sys.intern(type),
             external_name=external_name,
             ports=_shared(ports),
-            labels=_shared_map(labels),
-            annotations=_shared_map(annotations),
+            labels=labels,
+            annotations=annotations,
             has_selector=has_selector,
         )
+
+
+def kept_metadata(
+    raw_labels: Mapping[str, Any], raw_annotations: Mapping[str, Any]
+) -> tuple[FrozenMap, FrozenMap]:
+    """The labels and annotations a `ServiceInfo` keeps of a Service's (shared maps)."""
+    marked = PLACEHOLDER_LABEL in raw_labels or SOURCE_ANNOTATION in raw_annotations
+    # Placeholders are ours: keep all their labels and annotations so the planner can
+    # compare the configured extras. Real Services: only our keys (exclude, marking),
+    # which is all any decision reads; the cache stays small at any scale.
+    labels = {
+        str(k): str(v) for k, v in raw_labels.items() if marked or str(k).startswith(OUR_PREFIX)
+    }
+    annotations = {
+        str(k): str(v)
+        for k, v in raw_annotations.items()
+        if str(k).startswith(OUR_PREFIX) or (marked and k != _LAST_APPLIED)
+    }
+    return _shared_map(labels), _shared_map(annotations)
 
 
 class _WireMeta(msgspec.Struct):

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from virtualservice_operator import kubeproto
+from virtualservice_operator.cache import _SERVICE_RECORDS
 from virtualservice_operator.kube import (
     CONFIGMAPS,
     SERVICES,
@@ -259,3 +261,71 @@ def _svc(name: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": "ns", "managedFields": [{"manager": "m"}]},
         "spec": {"type": "ExternalName", "externalName": "x", "ports": [{"port": 80}]},
     }
+
+
+def _pb(message: Any) -> bytes:
+    """A Kubernetes protobuf answer: the magic, then runtime.Unknown{raw: message}."""
+    return kubeproto.MAGIC + kubeproto.Unknown(raw=message.SerializeToString()).SerializeToString()
+
+
+def _pb_service_list(names: list[str], version: str, token: str) -> bytes:
+    page = kubeproto.ServiceList()
+    page.metadata.resourceVersion = version
+    setattr(page.metadata, "continue", token)
+    for name in names:
+        item = page.items.add()
+        item.metadata.name, item.metadata.namespace = name, "ns"
+        entry = kubeproto.MapEntry(key="app", value=name)
+        item.metadata.labels.append(entry.SerializeToString())
+        spec = kubeproto.ServiceSpec(type="ExternalName", externalName="x")
+        spec.ports.add(port=80, name="")  # Go writes an empty name: absent, as in JSON
+        item.spec = spec.SerializeToString()
+    return _pb(page)
+
+
+async def test_a_protobuf_kind_is_listed_as_protobuf_or_read_as_json(serve: Any) -> None:
+    """Asked as client-go asks (protobuf, else JSON): a protobuf answer is decoded by the
+    kind's decoder, a JSON one (a server without protobuf) as `items` says."""
+    answers = {
+        "": web.Response(
+            body=_pb_service_list(["a"], "7", "p2"),
+            content_type="application/vnd.kubernetes.protobuf",
+        ),
+        "p2": web.json_response({"metadata": {"resourceVersion": "8"}, "items": [_svc("b")]}),
+    }
+
+    async def answer(request: web.Request) -> web.Response:
+        return answers[request.query.get("continue", "")]
+
+    server = await serve(answer)
+    client = KubeClient(server.url)
+    try:
+        pages = [(items, rv) async for items, rv in client.list_pages(_SERVICE_RECORDS, "ns")]
+    finally:
+        await client.close()
+    assert [rv for _, rv in pages] == ["7", "8"]
+    [a], [b] = (items for items, _ in pages)
+    assert a == ServiceInfo.from_dict(
+        {**_svc("a"), "metadata": {**_svc("a")["metadata"], "labels": {"app": "a"}}}
+    )
+    assert isinstance(b, ServiceWire) and ServiceInfo.read(b) == ServiceInfo.from_dict(_svc("b"))
+    accepts = {r.headers["Accept"] for r in server.seen}
+    assert accepts == {"application/vnd.kubernetes.protobuf,application/json"}
+
+
+async def test_an_error_answered_in_protobuf_keeps_its_reason_and_message(serve: Any) -> None:
+    status = kubeproto.Status(status="Failure", message="too old", reason="Expired", code=410)
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(
+            status=410, body=_pb(status), content_type="application/vnd.kubernetes.protobuf"
+        )
+
+    client = KubeClient((await serve(answer)).url)
+    try:
+        with pytest.raises(Gone) as raised:
+            async for _ in client.list_pages(_SERVICE_RECORDS, "ns"):
+                pass
+    finally:
+        await client.close()
+    assert (raised.value.reason, raised.value.message) == ("Expired", "too old")

@@ -395,7 +395,7 @@ def loadavg() -> float:
         return float("nan")
 
 
-def _http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return int(r.status), bytes(r.read())
@@ -444,7 +444,7 @@ class Operator:
             if not self.alive():
                 raise RuntimeError(f"operator exited: {self.log_tail()}")
             code, _ = await asyncio.to_thread(
-                _http_get, f"http://127.0.0.1:{self.health_port}/readyz", 2
+                http_get, f"http://127.0.0.1:{self.health_port}/readyz", 2
             )
             if code == 200:
                 return time.monotonic()
@@ -453,7 +453,7 @@ class Operator:
 
     async def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         code, body = await asyncio.to_thread(
-            _http_get, f"http://127.0.0.1:{self.metrics_port}/metrics", 10
+            http_get, f"http://127.0.0.1:{self.metrics_port}/metrics", 10
         )
         return parse_exposition(body) if code == 200 else {}
 
@@ -747,7 +747,7 @@ async def _verify(ctx: Ctx, expected: dict[Key, JSON]) -> dict[str, int]:
 
 async def _profile(op: Operator, seconds: int, path: Path) -> None:
     code, body = await asyncio.to_thread(
-        _http_get,
+        http_get,
         f"http://127.0.0.1:{op.metrics_port}/debug/pprof/profile?seconds={seconds}",
         seconds + 60,
     )

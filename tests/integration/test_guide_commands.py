@@ -84,6 +84,20 @@ GUIDE_DEBUG_PATCH = '{"spec":{"template":{"spec":{"containers":[{"name":"manager
 # -- helpers ------------------------------------------------------------------------------
 
 
+# The guide's metric names ("Key Metrics to Monitor"), go_goroutines aside: not a Go
+# process (docs/operations.md, "Metrics").
+GUIDE_METRICS = (
+    "controller_runtime_reconcile_total",
+    "controller_runtime_reconcile_errors_total",
+    "controller_runtime_reconcile_time_seconds",
+    "workqueue_adds_total",
+    "workqueue_depth",
+    "workqueue_longest_running_processor_seconds",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+)
+
+
 def grep(text: str, pattern: str, after: int = 0, ignore_case: bool = False) -> list[str]:
     """`grep [-i] [-A after] PATTERN` (basic regex: `\\|` is alternation)."""
     regex = re.compile(pattern.replace("\\|", "|"), re.IGNORECASE if ignore_case else 0)
@@ -760,16 +774,7 @@ def test_rbac_review_leader_lease_and_served_ports(
     assert proc.get("health", "/healthz")[0] == 200
     assert proc.get("health", "/readyz")[0] == 200
     body = proc.metrics()
-    for name in (
-        "controller_runtime_reconcile_total",
-        "controller_runtime_reconcile_errors_total",
-        "controller_runtime_reconcile_time_seconds",
-        "workqueue_adds_total",
-        "workqueue_depth",
-        "workqueue_longest_running_processor_seconds",
-        "process_resident_memory_bytes",
-        "process_cpu_seconds_total",
-    ):
+    for name in GUIDE_METRICS:
         assert grep(body, name), name  # `curl .../metrics | grep NAME`
 
     # Shutdown releases the Lease at once (the rolling update's hand-over).

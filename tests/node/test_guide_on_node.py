@@ -29,9 +29,14 @@ import yaml
 
 from tests.conftest import FIGURES
 from tests.integration.harness import Api, wait_for
-from tests.integration.test_guide_commands import GUIDE, GUIDE_PLACEHOLDER_PATCH, guide_commands
+from tests.integration.test_guide_commands import (
+    GUIDE,
+    GUIDE_METRICS,
+    GUIDE_PLACEHOLDER_PATCH,
+    guide_commands,
+)
 from tests.node.conftest import cannot_run
-from tests.node.test_node import _readme_install_lines, _top
+from tests.node.test_node import _top, run_readme_install, user_env
 from virtualservice_operator_dev.controlplane import REPO_ROOT
 from virtualservice_operator_dev.node import Node
 
@@ -42,17 +47,6 @@ REPOSITORY = "harbor.intent.ai/library/virtualservice-operator"
 # The config's namespaces (deployments/config.yaml): production and three developer ones.
 DEFAULT_NS = "production"
 DEVELOPER_NS = ("staging", "dev-team-a", "dev-team-b")
-# The guide's metric names ("Key Metrics to Monitor").
-GUIDE_METRICS = (
-    "controller_runtime_reconcile_total",
-    "controller_runtime_reconcile_errors_total",
-    "controller_runtime_reconcile_time_seconds",
-    "workqueue_adds_total",
-    "workqueue_depth",
-    "workqueue_longest_running_processor_seconds",
-    "process_resident_memory_bytes",
-    "process_cpu_seconds_total",
-)
 # Not a Go process: no go_goroutines; its stand-ins (docs/operations.md, "Metrics").
 GOROUTINE_STAND_INS = ("python_asyncio_tasks", "python_threads")
 # docs/operations.md, "Turning profiling on" (its two lines joined).
@@ -219,11 +213,7 @@ def cluster(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
     """The README's install on the node, with a fresh Deployment (so that its revisions
     count from 1 here, whatever ran before); scaled to 0 at the end."""
     work = tmp_path_factory.mktemp("guide")
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(node.admin_kubeconfig),
-        "PATH": f"{node.bin_dir}:{os.environ['PATH']}",
-    }
+    env = user_env(node)
     c = Cluster(node, Api(node), work, env, _guide_lines())
     _load_image(node)
     node.kubectl(
@@ -237,18 +227,7 @@ def cluster(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         timeout=120,
     )
     wait_for(lambda: not c.pods(), 120, "no operator Pod left from before", interval=1)
-    for line in _readme_install_lines():
-        out = subprocess.run(
-            ["bash", "-c", line],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        # The namespace may be there already (another module installed before this one).
-        assert out.returncode == 0 or "AlreadyExists" in out.stderr, f"{line}: {out.stderr}"
+    run_readme_install(env, installed_before=True)
     for name in (DEFAULT_NS, *DEVELOPER_NS):
         if c.api.get(f"/api/v1/namespaces/{name}") is None:
             node.kubectl("create", "namespace", name)

@@ -185,7 +185,12 @@ def test_two_replicas_one_leads_the_standby_takes_over(manifests: Node, api: Api
     for dev in DEVS:
         wait_for(lambda dev=dev: api.service(dev, "ha-one"), 60, f"placeholder in {dev}")
     assert _leading(leader) and not _leading(standby)
-    assert _metric(leader, "virtualservice_operator_writes_total") >= 1 + len(DEVS)
+    # The object is on the server a moment before its writer counts the answer.
+    wait_for(
+        lambda: _metric(leader, "virtualservice_operator_writes_total") >= 1 + len(DEVS),
+        30,
+        "the leader counts its writes",
+    )
     # The standby has read everything (its caches are synced) and written nothing.
     assert _metric(standby, "virtualservice_operator_writes_total") == 0
     assert _metric(standby, "controller_runtime_reconcile_total") == 0
@@ -210,7 +215,11 @@ def test_two_replicas_one_leads_the_standby_takes_over(manifests: Node, api: Api
     assert _leading(standby)
     api.create_service(PROD, "ha-two", labels=OURS)
     wait_for(lambda: api.vs(PROD, "ha-two-virtual-service"), 60, "the new leader works")
-    assert _metric(standby, "virtualservice_operator_writes_total") >= 1
+    wait_for(
+        lambda: _metric(standby, "virtualservice_operator_writes_total") >= 1,
+        30,
+        "the new leader counts its writes",
+    )
     # The replacement, started now, stands by: the Lease stays where it is.
     pods = _scale(node, api, 2)
     assert _holder(api) == standby_name

@@ -11,14 +11,19 @@ import json
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from bench.core import SETUP_CONCURRENCY, Key, compute_expected, gather_limited, matches
+from bench.core import (
+    SETUP_CONCURRENCY,
+    Key,
+    compute_expected,
+    gather_limited,
+    http_get,
+    matches,
+)
 
 from virtualservice_operator.config import OperatorConfig, parse_config
 from virtualservice_operator.constants import PLACEHOLDER_LABEL, PLACEHOLDER_VALUE
@@ -134,16 +139,6 @@ def live(pods: list[JSON]) -> list[JSON]:
 def ready(pod: JSON) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return int(r.status), bytes(r.read())
-    except urllib.error.HTTPError as e:
-        return int(e.code), bytes(e.read())
-    except OSError:
-        return 0, b""
 
 
 def scrape(pod: JSON) -> Samples:

@@ -25,13 +25,18 @@ accepts.
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable
-from typing import Any, TypeVar
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from virtualservice_operator.model import FrozenMap, ServiceInfo, ServicePort, kept_metadata
+from virtualservice_operator.model import (
+    FrozenMap,
+    ServiceInfo,
+    ServicePort,
+    kept_metadata,
+    remember,
+)
 
 MAGIC = b"k8s\x00"
 
@@ -148,22 +153,10 @@ def status(raw: bytes) -> dict[str, Any]:
 
 # -- Services -------------------------------------------------------------------------------
 
-_K = TypeVar("_K", bound=Hashable)
-_V = TypeVar("_V")
-_CACHE_MAX = 10_000
-
 _Spec = tuple[str, str | None, tuple[ServicePort, ...], bool]  # type, externalName, ports, selector
 _SPECS: dict[bytes, _Spec] = {}
 _MAPS: dict[tuple[bytes, ...], dict[str, str]] = {}
 _KEPT: dict[tuple[tuple[bytes, ...], tuple[bytes, ...]], tuple[FrozenMap, FrozenMap]] = {}
-
-
-def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
-    """A bounded cache, emptied when full (as model's shared values)."""
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    cache[key] = value
-    return value
 
 
 def forget() -> None:
@@ -192,7 +185,7 @@ def _map(entries: tuple[bytes, ...]) -> dict[str, str]:
     found = _MAPS.get(entries)
     if found is None:
         pairs = (_parse(MapEntry, entry) for entry in entries)
-        found = _remember(_MAPS, entries, {e.key: e.value for e in pairs})
+        found = remember(_MAPS, entries, {e.key: e.value for e in pairs})
     return found
 
 
@@ -200,7 +193,7 @@ def _kept(labels: tuple[bytes, ...], annotations: tuple[bytes, ...]) -> tuple[Fr
     key = (labels, annotations)
     found = _KEPT.get(key)
     if found is None:
-        found = _remember(_KEPT, key, kept_metadata(_map(labels), _map(annotations)))
+        found = remember(_KEPT, key, kept_metadata(_map(labels), _map(annotations)))
     return found
 
 
@@ -212,7 +205,7 @@ def service_page(raw: bytes) -> tuple[list[ServiceInfo], str, str | None]:
     records = []
     for item in page.items:
         meta, spec_raw = item.metadata, item.spec
-        spec = _SPECS.get(spec_raw) or _remember(_SPECS, spec_raw, _spec(spec_raw))
+        spec = _SPECS.get(spec_raw) or remember(_SPECS, spec_raw, _spec(spec_raw))
         labels, annotations = _kept(tuple(meta.labels), tuple(meta.annotations))
         records.append(
             ServiceInfo(

@@ -348,20 +348,28 @@ class VirtualServiceInfo:
 
 
 _S = TypeVar("_S", bound=Hashable)
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
 _SHARED: dict[Hashable, Hashable] = {}
 _SHARED_MAX = 10_000
 
 
+def remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Put `value` in a bounded cache (emptied when full, at `_SHARED_MAX` entries) and
+    return it: the decoded-value caches here and in `kubeproto`."""
+    if len(cache) >= _SHARED_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _shared(value: _S) -> _S:
     """One instance of each equal value (placeholders of one Service share their labels
-    and ports across namespaces): a bounded cache, emptied when full."""
+    and ports across namespaces)."""
     existing = _SHARED.get(value)
     if existing is not None:
         return existing  # type: ignore[return-value]
-    if len(_SHARED) >= _SHARED_MAX:
-        _SHARED.clear()
-    _SHARED[value] = value
-    return value
+    return remember(_SHARED, value, value)  # type: ignore[return-value]
 
 
 _SHARED_MAPS: dict[tuple[tuple[str, str], ...], FrozenMap] = {}
@@ -374,10 +382,7 @@ def _shared_map(data: dict[str, str]) -> FrozenMap:
     existing = _SHARED_MAPS.get(key)
     if existing is not None:
         return existing
-    if len(_SHARED_MAPS) >= _SHARED_MAX:
-        _SHARED_MAPS.clear()
-    value = _SHARED_MAPS[key] = FrozenMap(data)
-    return value
+    return remember(_SHARED_MAPS, key, FrozenMap(data))
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

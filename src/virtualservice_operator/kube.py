@@ -1,9 +1,9 @@
 """The Kubernetes API boundary: a small async REST client over raw JSON.
 
 Kubeconfig and in-cluster loading (contexts, CA, client certificates) come from
-lightkube's config layer, credentials from `kubeauth`; the transport is aiohttp's client,
-which costs about a third of the CPU per request of an httpx one (it matters: the
-operator's throughput under churn is bounded by its CPU per write). Requests are plain
+lightkube's config layer, credentials from `kubeauth`; requests go through a transport
+(transport.py: aiohttp's client for the operator, `http.client` in threads for the
+read-only commands). Requests are plain
 JSON so that the cache decides what to keep (a Service is a few hundred bytes in the
 cache, not a tree of typed models), except lists of a kind that names a protobuf
 decoder (`Kind.protobuf`: Services), read as client-go reads built-in kinds (see
@@ -12,7 +12,6 @@ decoder (`Kind.protobuf`: Services), read as client-go reads built-in kinds (see
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import ssl
@@ -21,8 +20,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
+from urllib.parse import quote, urlencode
 
-import aiohttp
 import msgspec
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.config.kubeconfig import KubeConfig
@@ -32,6 +31,7 @@ from yarl import URL
 from virtualservice_operator import __version__
 from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
 from virtualservice_operator.kubeauth import Credentials, CredentialsError, credentials_for
+from virtualservice_operator.transport import Answer, TransportError, TransportFactory
 
 JSON = dict[str, Any]
 
@@ -160,10 +160,9 @@ RequestObserver = Callable[[str, int, float], None]
 The HTTP method, as client-go labels `rest_client_requests_total`: lists and watches are GET."""
 
 
+# Named in the API server's audit log, as client-go names its binaries.
 USER_AGENT = f"virtualservice-operator/{__version__}"
-REQUEST_TIMEOUT = 30.0
-CONNECT_TIMEOUT = 10.0
-_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, CredentialsError)
+_TRANSPORT_ERRORS = (TransportError, CredentialsError)
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,8 @@ class ClusterAccess:
 class KubeClient:
     """Async JSON client. One instance per process; close() when done.
 
-    The aiohttp session is made on first use, inside the event loop that uses it.
+    `transport` sends the requests: by default the operator's `AiohttpTransport`
+    (imported only then), `ThreadTransport` for the read-only commands (transport.py).
     """
 
     def __init__(
@@ -206,52 +206,46 @@ class KubeClient:
         server: str,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
         credentials: Credentials | None = None,
         observe: RequestObserver | None = None,
+        transport: TransportFactory | None = None,
     ) -> None:
-        self._server = server.rstrip("/")
-        self._ssl = ssl_context
+        if transport is None:
+            from virtualservice_operator.aiotransport import AiohttpTransport
+
+            transport = AiohttpTransport
+        self._transport = transport(server, ssl_context, server_hostname, USER_AGENT)
         self._credentials = credentials or Credentials()
         self._observe = observe or (lambda method, code, seconds: None)
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_kubeconfig(
-        cls, path: str | None = None, observe: RequestObserver | None = None
+        cls,
+        path: str | None = None,
+        observe: RequestObserver | None = None,
+        transport: TransportFactory | None = None,
     ) -> KubeClient:
         """A client for `ClusterAccess.from_kubeconfig(path)`."""
-        return cls.for_access(ClusterAccess.from_kubeconfig(path), observe)
+        return cls.for_access(ClusterAccess.from_kubeconfig(path), observe, transport)
 
     @classmethod
     def for_access(
-        cls, access: ClusterAccess, observe: RequestObserver | None = None
+        cls,
+        access: ClusterAccess,
+        observe: RequestObserver | None = None,
+        transport: TransportFactory | None = None,
     ) -> KubeClient:
         return cls(
             access.server,
             ssl_context=access.ssl_context,
             credentials=access.credentials,
             observe=observe,
+            transport=transport,
         )
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # No pool limit: long-lived watches must never starve requests.
-                connector=aiohttp.TCPConnector(ssl=self._ssl or False, limit=0),
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
-                trust_env=False,
-                # Named in the API server's audit log, as client-go names its binaries.
-                headers={"User-Agent": USER_AGENT},
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _url(self, path: str) -> URL:
-        return URL(self._server + path, encoded=True)
+        await self._transport.close()
 
     async def _headers(self, headers: dict[str, str]) -> dict[str, str]:
         if (value := await self._credentials.header()) is not None:
@@ -289,25 +283,22 @@ class KubeClient:
         if body is not None:
             content = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = content_type
-        url = self._url(path)
-        query = _clean(params)
+        target = _target(path, params)
         for attempt in (1, 2):
             started = time.monotonic()
             try:
-                async with self._http().request(
-                    method, url, params=query, data=content, headers=await self._headers(headers)
-                ) as response:
-                    raw = await response.read()
+                answer = await self._transport.send(
+                    method, target, await self._headers(headers), content
+                )
             except _TRANSPORT_ERRORS as e:
                 self._observe(method, 0, time.monotonic() - started)
                 raise _transport_error(e, "ConnectionError") from e
-            status = response.status
-            self._observe(method, status, time.monotonic() - started)
-            if status == 401 and attempt == 1 and await self._refresh():
+            self._observe(method, answer.status, time.monotonic() - started)
+            if answer.status == 401 and attempt == 1 and await self._refresh():
                 continue  # rotated token: retry once, as client-go does
-            if status >= 400:
-                raise _error(response, raw)
-            return raw, response.content_type
+            if answer.status >= 400:
+                raise _error(answer)
+            return answer.body, answer.content_type
         raise AssertionError("unreachable")
 
     async def _refresh(self) -> bool:
@@ -400,35 +391,26 @@ class KubeClient:
         `idle_timeout` bounds the silence between two bytes: a stalled connection
         (a proxy that froze, a half-open TCP session) ends in an error, not a hang.
         """
-        params = _clean(
-            {
-                "watch": "true",
-                "resourceVersion": resource_version,
-                "allowWatchBookmarks": "true",
-                "timeoutSeconds": timeout_seconds,
-                "labelSelector": label_selector,
-                "fieldSelector": field_selector,
-            }
-        )
-        # sock_read bounds the silence between two reads, not the watch's whole life.
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=idle_timeout
-        )
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": timeout_seconds,
+            "labelSelector": label_selector,
+            "fieldSelector": field_selector,
+        }
         started = time.monotonic()
+        target = _target(kind.path(namespace), params)
         try:
-            async with self._http().get(
-                self._url(kind.path(namespace)),
-                params=params,
-                timeout=timeout,
-                headers=await self._headers({"Accept": "application/json"}),
-            ) as response:
-                self._observe("GET", response.status, time.monotonic() - started)
-                if response.status >= 400:
-                    raise _error(response, await response.read())
-                # Lines by hand: aiohttp's readline() refuses lines over 128 KiB, and an
-                # object in a watch event may be bigger than that.
+            headers = await self._headers({"Accept": "application/json"})
+            async with self._transport.stream(target, headers, idle_timeout) as (head, chunks):
+                self._observe("GET", head.status, time.monotonic() - started)
+                if head.status >= 400:
+                    raise _error(head)
+                # Lines by hand: a line-reading helper would cap its length (aiohttp's
+                # readline() at 128 KiB), and an object in a watch event may be bigger.
                 buffer = bytearray()
-                async for chunk in response.content.iter_any():
+                async for chunk in chunks:
                     buffer += chunk
                     start = 0
                     while (end := buffer.find(b"\n", start)) >= 0:
@@ -484,10 +466,10 @@ class KubeClient:
         await self._request("DELETE", kind.path(namespace, name), body=body)
 
 
-def _clean(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if params is None:
-        return None
-    return {k: v for k, v in params.items() if v is not None and v != ""}
+def _target(path: str, params: Mapping[str, Any] | None) -> str:
+    """The path and its query, without the parameters that are None or empty."""
+    query = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
+    return f"{path}?{urlencode(query, quote_via=quote)}" if query else path
 
 
 _decode = msgspec.json.decode
@@ -537,19 +519,20 @@ def _transport_error(e: BaseException, reason: str) -> ServerError:
     return ServerError(0, reason, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
 
 
-def _error(response: aiohttp.ClientResponse, raw: bytes) -> ApiError:
+def _error(answer: Answer) -> ApiError:
+    raw = answer.body
     body: Any
     try:
-        if response.content_type == PROTOBUF:  # a Status, when we asked for protobuf
+        if answer.content_type == PROTOBUF:  # a Status, when we asked for protobuf
             from virtualservice_operator.kubeproto import status
 
             body = status(raw)
         else:
             body = _decode(raw)
     except (ValueError, msgspec.DecodeError):
-        body = {"reason": response.reason or "", "message": raw[:500].decode(errors="replace")}
+        body = {"reason": answer.reason, "message": raw[:500].decode(errors="replace")}
     retry_after = None
-    if (value := response.headers.get("Retry-After")) is not None:
+    if answer.retry_after is not None:
         with contextlib.suppress(ValueError):
-            retry_after = float(value)
-    return error_from_status(response.status, body if isinstance(body, dict) else None, retry_after)
+            retry_after = float(answer.retry_after)
+    return error_from_status(answer.status, body if isinstance(body, dict) else None, retry_after)

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from virtualservice_operator import kubeproto
+from virtualservice_operator.aiotransport import AiohttpTransport
 from virtualservice_operator.cache import _SERVICE_RECORDS
 from virtualservice_operator.kube import (
     CONFIGMAPS,
@@ -29,6 +33,8 @@ from virtualservice_operator.kube import (
 )
 from virtualservice_operator.kubeauth import Credentials
 from virtualservice_operator.model import ServiceInfo, ServiceWire
+from virtualservice_operator.servingcert import self_signed
+from virtualservice_operator.transport import ThreadTransport, TransportFactory
 
 
 @dataclass
@@ -42,10 +48,10 @@ Handler = Callable[[web.Request], Any]
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Handler], Any]]:
+async def serve() -> AsyncIterator[Callable[..., Any]]:
     runners: list[web.AppRunner] = []
 
-    async def start(handler: Handler) -> Server:
+    async def start(handler: Handler, tls: ssl.SSLContext | None = None) -> Server:
         server = Server(url="")
 
         async def record(request: web.Request) -> web.StreamResponse:
@@ -58,16 +64,23 @@ async def serve() -> AsyncIterator[Callable[[Handler], Any]]:
         app.router.add_route("*", "/{tail:.*}", record)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         runners.append(runner)
         port = runner.addresses[0][1]
-        server.url = f"http://127.0.0.1:{port}"
+        server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         return server
 
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture(params=[AiohttpTransport, ThreadTransport], ids=["aiohttp", "threads"])
+def transport(request: pytest.FixtureRequest) -> TransportFactory:
+    """Both transports answer every request alike (only the operator's watches)."""
+    factory: TransportFactory = request.param
+    return factory
 
 
 class Rotating(Credentials):
@@ -89,10 +102,14 @@ def _status(code: int, reason: str, message: str = "m") -> web.Response:
     return web.json_response(body, status=code)
 
 
-async def test_request_carries_user_agent_json_and_query(serve: Any) -> None:
+async def test_request_carries_user_agent_json_and_query(
+    serve: Any, transport: TransportFactory
+) -> None:
     server = await serve(lambda r: _async(web.json_response({"ok": True}, status=201)))
     seen: list[tuple[str, int]] = []
-    client = KubeClient(server.url, observe=lambda m, c, _: seen.append((m, c)))
+    client = KubeClient(
+        server.url, observe=lambda m, c, _: seen.append((m, c)), transport=transport
+    )
     try:
         body = {"metadata": {"name": "x"}}
         assert await client.create(CONFIGMAPS, "ns", body) == {"ok": True}
@@ -123,9 +140,11 @@ async def _async(value: Any) -> Any:
         (lambda: web.Response(status=502, text="<html>bad gateway</html>"), ServerError),
     ],
 )
-async def test_error_answers_become_typed_errors(serve: Any, answer: Any, error: type) -> None:
+async def test_error_answers_become_typed_errors(
+    serve: Any, transport: TransportFactory, answer: Any, error: type
+) -> None:
     server = await serve(lambda r: _async(answer()))
-    client = KubeClient(server.url)
+    client = KubeClient(server.url, transport=transport)
     try:
         with pytest.raises(error):
             await client.get(CONFIGMAPS, "ns", "x")
@@ -133,13 +152,13 @@ async def test_error_answers_become_typed_errors(serve: Any, answer: Any, error:
         await client.close()
 
 
-async def test_too_many_requests_keeps_retry_after(serve: Any) -> None:
+async def test_too_many_requests_keeps_retry_after(serve: Any, transport: TransportFactory) -> None:
     async def answer(_: web.Request) -> web.Response:
         response = _status(429, "TooManyRequests")
         response.headers["Retry-After"] = "3"
         return response
 
-    client = KubeClient((await serve(answer)).url)
+    client = KubeClient((await serve(answer)).url, transport=transport)
     try:
         with pytest.raises(TooManyRequests) as raised:
             await client.get(CONFIGMAPS, "ns", "x")
@@ -148,7 +167,9 @@ async def test_too_many_requests_keeps_retry_after(serve: Any) -> None:
         await client.close()
 
 
-async def test_a_401_is_retried_once_with_refreshed_credentials(serve: Any) -> None:
+async def test_a_401_is_retried_once_with_refreshed_credentials(
+    serve: Any, transport: TransportFactory
+) -> None:
     async def answer(request: web.Request) -> web.Response:
         if request.headers.get("Authorization") == "Bearer new":
             return web.json_response({"ok": True})
@@ -156,7 +177,7 @@ async def test_a_401_is_retried_once_with_refreshed_credentials(serve: Any) -> N
 
     server = await serve(answer)
     credentials = Rotating()
-    client = KubeClient(server.url, credentials=credentials)
+    client = KubeClient(server.url, credentials=credentials, transport=transport)
     try:
         assert await client.get(CONFIGMAPS, "ns", "x") == {"ok": True}
         assert [r.headers["Authorization"] for r in server.seen] == ["Bearer old", "Bearer new"]
@@ -170,9 +191,13 @@ async def test_a_401_is_retried_once_with_refreshed_credentials(serve: Any) -> N
         await client.close()
 
 
-async def test_no_answer_is_a_server_error_with_status_0(serve: Any) -> None:
+async def test_no_answer_is_a_server_error_with_status_0(
+    serve: Any, transport: TransportFactory
+) -> None:
     server = await serve(lambda r: _async(web.json_response({})))
-    client = KubeClient(server.url.rsplit(":", 1)[0] + ":1")  # nothing listens on port 1
+    client = KubeClient(
+        server.url.rsplit(":", 1)[0] + ":1", transport=transport
+    )  # nothing listens on port 1
     try:
         with pytest.raises(ServerError) as raised:
             await client.get(CONFIGMAPS, "ns", "x")
@@ -229,7 +254,9 @@ async def test_watch_error_event_is_raised_typed(serve: Any) -> None:
         await client.close()
 
 
-async def test_list_pages_decode_items_as_the_kind_says(serve: Any) -> None:
+async def test_list_pages_decode_items_as_the_kind_says(
+    serve: Any, transport: TransportFactory
+) -> None:
     """JSON dicts by default; with `Kind.items`, Structs of only the fields named there.
     Every page's continue token is followed and its resourceVersion reported."""
     pages = {
@@ -241,7 +268,7 @@ async def test_list_pages_decode_items_as_the_kind_says(serve: Any) -> None:
         return web.json_response(pages[request.query.get("continue", "")])
 
     server = await serve(answer)
-    client = KubeClient(server.url)
+    client = KubeClient(server.url, transport=transport)
     typed = replace(SERVICES, items=ServiceWire)
     try:
         plain = [(items, rv) async for items, rv in client.list_pages(SERVICES, "ns")]
@@ -283,7 +310,9 @@ def _pb_service_list(names: list[str], version: str, token: str) -> bytes:
     return _pb(page)
 
 
-async def test_a_protobuf_kind_is_listed_as_protobuf_or_read_as_json(serve: Any) -> None:
+async def test_a_protobuf_kind_is_listed_as_protobuf_or_read_as_json(
+    serve: Any, transport: TransportFactory
+) -> None:
     """Asked as client-go asks (protobuf, else JSON): a protobuf answer is decoded by the
     kind's decoder, a JSON one (a server without protobuf) as `items` says."""
     answers = {
@@ -298,7 +327,7 @@ async def test_a_protobuf_kind_is_listed_as_protobuf_or_read_as_json(serve: Any)
         return answers[request.query.get("continue", "")]
 
     server = await serve(answer)
-    client = KubeClient(server.url)
+    client = KubeClient(server.url, transport=transport)
     try:
         pages = [(items, rv) async for items, rv in client.list_pages(_SERVICE_RECORDS, "ns")]
     finally:
@@ -313,7 +342,9 @@ async def test_a_protobuf_kind_is_listed_as_protobuf_or_read_as_json(serve: Any)
     assert accepts == {"application/vnd.kubernetes.protobuf,application/json"}
 
 
-async def test_an_error_answered_in_protobuf_keeps_its_reason_and_message(serve: Any) -> None:
+async def test_an_error_answered_in_protobuf_keeps_its_reason_and_message(
+    serve: Any, transport: TransportFactory
+) -> None:
     status = kubeproto.Status(status="Failure", message="too old", reason="Expired", code=410)
 
     async def answer(request: web.Request) -> web.Response:
@@ -321,7 +352,7 @@ async def test_an_error_answered_in_protobuf_keeps_its_reason_and_message(serve:
             status=410, body=_pb(status), content_type="application/vnd.kubernetes.protobuf"
         )
 
-    client = KubeClient((await serve(answer)).url)
+    client = KubeClient((await serve(answer)).url, transport=transport)
     try:
         with pytest.raises(Gone) as raised:
             async for _ in client.list_pages(_SERVICE_RECORDS, "ns"):
@@ -329,3 +360,87 @@ async def test_an_error_answered_in_protobuf_keeps_its_reason_and_message(serve:
     finally:
         await client.close()
     assert (raised.value.reason, raised.value.message) == ("Expired", "too old")
+
+
+async def test_a_gzipped_answer_is_read_whole(serve: Any, transport: TransportFactory) -> None:
+    """Both ask for gzip (large lists travel compressed from a remote cluster)."""
+    items = [{"metadata": {"name": f"cm-{i}"}, "data": {"k": "v" * 100}} for i in range(500)]
+
+    async def answer(request: web.Request) -> web.Response:
+        assert "gzip" in request.headers.get("Accept-Encoding", "")
+        body = json.dumps({"metadata": {"resourceVersion": "9"}, "items": items}).encode()
+        response = web.Response(
+            body=zlib.compress(body, wbits=zlib.MAX_WBITS | 16),
+            content_type="application/json",
+        )
+        response.headers["Content-Encoding"] = "gzip"
+        return response
+
+    client = KubeClient((await serve(answer)).url, transport=transport)
+    try:
+        assert await client.list(CONFIGMAPS, "ns") == (items, "9")
+    finally:
+        await client.close()
+
+
+async def test_tls_server_name_is_the_name_checked(
+    serve: Any, transport: TransportFactory, tmp_path: Path
+) -> None:
+    """A kubeconfig's `tls-server-name`: the certificate names it, not the URL's host."""
+    cert, key = self_signed(["kube.internal"])
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server = await serve(lambda r: _async(web.json_response({"ok": True})), tls)
+    trust = ssl.create_default_context(cadata=cert.decode())
+    named = KubeClient(
+        server.url, ssl_context=trust, server_hostname="kube.internal", transport=transport
+    )
+    unnamed = KubeClient(server.url, ssl_context=trust, transport=transport)
+    try:
+        assert await named.get(CONFIGMAPS, "ns", "x") == {"ok": True}
+        with pytest.raises(ServerError) as refused:  # 127.0.0.1 is not in the certificate
+            await unnamed.get(CONFIGMAPS, "ns", "x")
+        assert refused.value.status == 0 and "certificate" in refused.value.message.lower()
+    finally:
+        await named.close()
+        await unnamed.close()
+
+
+async def test_threads_reuse_a_connection_and_replace_one_the_server_closed() -> None:
+    """Kept alive between requests; an idle connection the server has closed since is
+    replaced once, transparently."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        body = b'{"n": %d}' % len(connections)
+        for _ in range(2):  # two requests on this connection, then close it
+            if not await reader.readuntil(b"\r\n\r\n"):
+                break
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = KubeClient(f"http://127.0.0.1:{port}", transport=ThreadTransport)
+    try:
+        answers = [await client.get(CONFIGMAPS, "ns", "x") for _ in range(3)]
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    assert answers == [{"n": 1}, {"n": 1}, {"n": 2}]
+    assert connections == [0, 1]
+
+
+async def test_threads_do_not_watch() -> None:
+    client = KubeClient("http://127.0.0.1:1", transport=ThreadTransport)
+    with pytest.raises(ServerError, match="watching needs the operator's transport"):
+        async for _ in client.watch(CONFIGMAPS, "ns", resource_version="1"):
+            pass

@@ -48,6 +48,7 @@ from virtualservice_operator.kube import (
 from virtualservice_operator.model import ServiceInfo, VirtualServiceInfo
 from virtualservice_operator.plan import Action, Plan, plan
 from virtualservice_operator.template import TemplateError
+from virtualservice_operator.transport import ThreadTransport
 
 T = TypeVar("T")
 
@@ -90,7 +91,9 @@ def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T
 
     async def main() -> T:
         try:
-            client = KubeClient.from_kubeconfig(kubeconfig)
+            # The commands' own transport: aiohttp's import alone would be a fifth of
+            # explain's time (transport.py).
+            client = KubeClient.from_kubeconfig(kubeconfig, transport=ThreadTransport)
         except Exception as e:  # lightkube: missing file, no context, bad YAML...
             raise CommandError(f"cannot load kubeconfig: {type(e).__name__}: {e}") from e
         try:

@@ -203,7 +203,10 @@ class ClusterCache:
         # Whole lists a few at once: each answer is held whole until decoded, and more in
         # flight only adds to the peak memory (the decoding is one at a time anyway). One
         # name's lists are small: all at once.
-        informers = self.informers()
+        # The VirtualServices first: custom resources are listed as JSON, the slowest
+        # list for the API server to write (a quarter of a second at 5,000), so it is
+        # written while the Services' lists are decoded rather than after them.
+        informers = [*self.informers()[len(self.services) :], *self.services.values()]
         in_flight = asyncio.Semaphore(len(informers) if name else FILL_IN_FLIGHT)
 
         async def relist(informer: Informer[Any]) -> None:

@@ -91,7 +91,7 @@ def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T
     async def main() -> T:
         try:
             client = KubeClient.from_kubeconfig(kubeconfig)
-        except Exception as e:  # lightkube: missing file, no context, bad YAML...
+        except Exception as e:  # KubeconfigError: missing file, no context, bad YAML...
             raise CommandError(f"cannot load kubeconfig: {type(e).__name__}: {e}") from e
         try:
             return await work(client)

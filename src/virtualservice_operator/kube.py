@@ -29,7 +29,7 @@ from yarl import URL
 from virtualservice_operator import __version__
 from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
 from virtualservice_operator.kubeauth import Credentials, CredentialsError
-from virtualservice_operator.kubeconfig import ClusterAccess as ClusterAccess  # re-exported
+from virtualservice_operator.kubeconfig import ClusterAccess as ClusterAccess  # noqa: PLC0414
 
 JSON = dict[str, Any]
 

@@ -165,7 +165,7 @@ def _handshake(client: ssl.SSLContext | None, server: ssl.SSLContext) -> dict[st
 
 
 def _subject_cn(peer: dict[str, Any]) -> str:
-    return dict(pair[0] for pair in peer["subject"])["commonName"]
+    return str(dict(pair[0] for pair in peer["subject"])["commonName"])
 
 
 # -- kubeconfig files ------------------------------------------------------------------------

@@ -15,7 +15,17 @@ from virtualservice_operator_dev.controlplane import free_port
 
 def test_missing_kubeconfig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["status", "--kubeconfig", str(tmp_path / "nope")]) == 3
-    assert "error: cannot load kubeconfig" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: cannot load kubeconfig: KubeconfigError" in err
+    assert "give an existing, readable file" in err, "the fix is named"
+
+
+def test_run_with_a_missing_kubeconfig_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", "--kubeconfig", str(tmp_path / "nope")]) == 1
+    out = capsys.readouterr()
+    assert "cannot start: cannot read kubeconfig" in out.out + out.err
 
 
 def test_unreachable_api_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -339,7 +339,18 @@ def _trust(cluster: Cluster, where: str) -> ssl.SSLContext:
         raise KubeconfigError(
             f"{where}: {source} does not load ({e}); give the API server's CA certificate in PEM"
         ) from e
-    return ssl.create_default_context()  # the system's trust store
+    return _system_trust()
+
+
+def _system_trust() -> ssl.SSLContext:
+    """The system's trust store at OpenSSL's compiled-in paths: SSL_CERT_FILE and
+    SSL_CERT_DIR in the environment must not change whom we trust."""
+    paths = ssl.get_default_verify_paths()
+    cafile = paths.openssl_cafile if os.path.isfile(paths.openssl_cafile) else None
+    capath = paths.openssl_capath if os.path.isdir(paths.openssl_capath) else None
+    if cafile is None and capath is None:  # no compiled-in store: OpenSSL's own lookup
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
 def _load_client_certificate(context: ssl.SSLContext, user: User, where: str) -> None:

@@ -399,7 +399,13 @@ def test_relative_ca_file_is_relative_to_the_kubeconfig(
     _handshake(_load(path).ssl_context, _server_context(pki.server, tmp_path))
 
 
-def test_no_ca_uses_the_system_store_not_ours(tmp_path: Path, pki: Pki) -> None:
+def test_no_ca_uses_the_system_store_not_ours(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ca.crt").write_bytes(pki.ca.cert)
+    # The environment does not choose whom we trust (OpenSSL alone would read these).
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.crt"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
     context = _load(_write(tmp_path / "kc", _config())).ssl_context
     assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname

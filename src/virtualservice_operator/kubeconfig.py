@@ -153,7 +153,9 @@ def _read(path: Path) -> _File:
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
-        raise KubeconfigError(f"kubeconfig {path} is not YAML ({e}); fix its syntax") from e
+        raise KubeconfigError(
+            f"kubeconfig {path} is not YAML ({_yaml_error(e)}); fix its syntax"
+        ) from e
     if data is None:  # an empty file is an empty kubeconfig, as for kubectl
         data = {}
     if not isinstance(data, dict):
@@ -165,6 +167,13 @@ def _read(path: Path) -> _File:
         return msgspec.convert(data, _File)
     except msgspec.ValidationError as e:
         raise KubeconfigError(f"kubeconfig {path}: {e}; fix that field") from e
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's excerpt of the line (it may hold a secret)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or type(e).__name__
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def _add(

@@ -539,7 +539,9 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
-    _refused(_write(tmp_path / "a", "clusters: [\n"), "is not YAML", "fix its syntax")
+    message = _refused(_write(tmp_path / "a", "users:\n- token: s3cret: x\n"), "is not YAML")
+    assert "line 2" in message and "fix its syntax" in message
+    assert "s3cret" not in message, "no excerpt of the file: it may hold a secret"
     _refused(_write(tmp_path / "b", "- a\n- b\n"), "not a mapping", "current-context:")
     _refused(_write(tmp_path / "c", _config(server=5)), "$.clusters[0].cluster.server")  # type: ignore[arg-type]
 

@@ -238,7 +238,19 @@ def _resolve_user(user: User, path: Path) -> User:
     )
 
 
-def _select(merged: _Merged) -> tuple[str, Cluster, Path, str | None, User | None, Path | None]:
+@dataclass(frozen=True)
+class _Selected:
+    """The current context's cluster and user, each with the file that defined it."""
+
+    cluster_name: str
+    cluster: Cluster
+    cluster_file: Path
+    user_name: str | None = None
+    user: User | None = None
+    user_file: Path | None = None
+
+
+def _select(merged: _Merged) -> _Selected:
     where = merged.where()
     if merged.current_context is None:
         raise KubeconfigError(
@@ -263,14 +275,14 @@ def _select(merged: _Merged) -> tuple[str, Cluster, Path, str | None, User | Non
         cluster, certificate_authority=_resolve(cluster_file, cluster.certificate_authority)
     )
     if not context.user:
-        return context.cluster, cluster, cluster_file, None, None, None
+        return _Selected(context.cluster, cluster, cluster_file)
     if context.user not in merged.users:
         raise KubeconfigError(
             f"{context_file}: context {name!r} names user {context.user!r}, which is not "
             f"defined in {where}; add it under users: or fix the context"
         )
     user, user_file = merged.users[context.user]
-    return (
+    return _Selected(
         context.cluster,
         cluster,
         cluster_file,
@@ -453,14 +465,16 @@ class ClusterAccess:
 
     @classmethod
     def _from_files(cls, merged: _Merged) -> ClusterAccess:
-        cluster_name, cluster, cluster_file, user_name, user, user_file = _select(merged)
-        where = f"{cluster_file}: cluster {cluster_name!r}"
+        selected = _select(merged)
+        cluster, user = selected.cluster, selected.user
+        where = f"{selected.cluster_file}: cluster {selected.cluster_name!r}"
+        user_where = f"{selected.user_file}: user {selected.user_name!r}"
         server = (cluster.server or "").strip()
         if not server:
             raise KubeconfigError(f"{where} has no server; add server: https://HOST:PORT")
         try:
             parts = urlsplit(server)
-            hostname = parts.hostname
+            hostname, _ = parts.hostname, parts.port  # a bad port raises here, not later
         except ValueError as e:
             raise KubeconfigError(f"{where}: server {server!r} is not a URL ({e})") from e
         if parts.scheme not in ("https", "http") or not hostname:
@@ -471,9 +485,9 @@ class ClusterAccess:
         if parts.scheme == "https":
             context = _trust(cluster, where)
             if user is not None:
-                _load_client_certificate(context, user, f"{user_file}: user {user_name!r}")
+                _load_client_certificate(context, user, user_where)
         try:
             credentials = credentials_for(user)
         except CredentialsError as e:
-            raise KubeconfigError(f"{user_file}: user {user_name!r}: {e}") from e
+            raise KubeconfigError(f"{user_where}: {e}") from e
         return cls(server, context, credentials, cluster.tls_server_name or None)

@@ -590,6 +590,7 @@ REFUSALS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("no server", _with(cluster__server=None), ("has no server", "add server: https://")),
     ("not http(s)", _with(cluster__server="localhost:6443"), ("not an http(s) URL",)),
     ("bad IPv6", _with(cluster__server="https://[::1:6443"), ("is not a URL",)),
+    ("bad port", _with(cluster__server="https://h:99999"), ("is not a URL",)),
     (
         "insecure with a CA",
         _with(

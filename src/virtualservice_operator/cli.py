@@ -254,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
     import structlog
 
     from virtualservice_operator import app, logs
+    from virtualservice_operator.kubeconfig import KubeconfigError
 
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     logs.configure(args.zap_log_level, args.zap_development)
@@ -280,7 +281,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(app.run(options))
-    except (app.StartupError, ValueError) as e:  # ValueError: e.g. inconsistent lease timings
+    # ValueError: e.g. inconsistent lease timings.
+    except (app.StartupError, KubeconfigError, ValueError) as e:
         structlog.get_logger("manager").error(f"cannot start: {e}", error=str(e))
         return 1
 

@@ -1,7 +1,7 @@
 """The Kubernetes API boundary: a small async REST client over raw JSON.
 
 Kubeconfig and in-cluster loading (contexts, CA, client certificates) come from
-lightkube's config layer, credentials from `kubeauth`; requests go through a transport
+`kubeconfig`, credentials from `kubeauth`; requests go through a transport
 (transport.py: aiohttp's client for the operator, `http.client` in threads for the
 read-only commands). Requests are plain
 JSON so that the cache decides what to keep (a Service is a few hundred bytes in the
@@ -23,14 +23,11 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import msgspec
-from lightkube.config.client_adapter import verify_cluster
-from lightkube.config.kubeconfig import KubeConfig
-from lightkube.config.models import User
-from yarl import URL
 
 from virtualservice_operator import __version__
 from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
-from virtualservice_operator.kubeauth import Credentials, CredentialsError, credentials_for
+from virtualservice_operator.kubeauth import Credentials, CredentialsError
+from virtualservice_operator.kubeconfig import ClusterAccess as ClusterAccess  # noqa: PLC0414
 from virtualservice_operator.transport import Answer, TransportError, TransportFactory
 
 JSON = dict[str, Any]
@@ -165,35 +162,6 @@ USER_AGENT = f"virtualservice-operator/{__version__}"
 _TRANSPORT_ERRORS = (TransportError, CredentialsError)
 
 
-@dataclass(frozen=True)
-class ClusterAccess:
-    """Where the API server is and how to reach it, from a kubeconfig or in-cluster."""
-
-    server: str
-    ssl_context: ssl.SSLContext | None
-    credentials: Credentials
-
-    @property
-    def host(self) -> str:
-        """The server's host name: the `host` label of rest_client_* metrics."""
-        return URL(self.server).host or ""
-
-    @classmethod
-    def from_kubeconfig(cls, path: str | None = None) -> ClusterAccess:
-        """`path`, else in-cluster ServiceAccount credentials, else $KUBECONFIG / ~/.kube/config."""
-        config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
-        single = config.get()
-        assert single is not None, "kubeconfig has no current context"
-        server = single.cluster.server
-        context = None
-        if server.startswith("https:"):
-            # trust_env=False: SSL_CERT_FILE and friends must not change whom we trust.
-            context = verify_cluster(
-                single.cluster, single.user or User(), single.abs_file, trust_env=False
-            )
-        return cls(server, context, credentials_for(single.user))
-
-
 class KubeClient:
     """Async JSON client. One instance per process; close() when done.
 
@@ -239,6 +207,7 @@ class KubeClient:
         return cls(
             access.server,
             ssl_context=access.ssl_context,
+            server_hostname=access.tls_server_name,
             credentials=access.credentials,
             observe=observe,
             transport=transport,

@@ -11,8 +11,8 @@ That is client-go's behaviour for the cases an operator meets:
 - a static token or basic auth: sent as is;
 - client certificates: in the TLS context, no header.
 
-The kubeconfig is read by lightkube's config layer (contexts, in-cluster detection, CA and
-certificate files or data); only the HTTP transport is ours.
+The kubeconfig itself (contexts, in-cluster detection, CA and certificate files or data)
+is read by `kubeconfig`, which hands its `User` to `credentials_for`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lightkube.config.models import User, UserExec
+if TYPE_CHECKING:  # kubeconfig imports this module
+    from virtualservice_operator.kubeconfig import User, UserExec
 
 TOKEN_FILE_MAX_AGE = 60.0  # client-go's cachingTokenSource period for token files
 EXEC_EXPIRY_MARGIN = 10.0
@@ -170,7 +172,7 @@ def _expiry(timestamp: object) -> float | None:
 
 
 def credentials_for(user: User | None) -> Credentials:
-    """Lightkube's order: token file, token, exec, basic auth; client certs need no header."""
+    """In this order: token file, token, exec, basic auth; client certs need no header."""
     if user is None:
         return Credentials()
     if user.token_file is not None:

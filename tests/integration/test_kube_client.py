@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator.kube import CONFIGMAPS, ApiError, Kind, KubeClient
+from virtualservice_operator.kube import CONFIGMAPS, ApiError, Kind, KubeClient, ServerError
 from virtualservice_operator.kubeauth import EXEC_EXPIRY_MARGIN
+from virtualservice_operator.servingcert import self_signed
 from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
@@ -49,6 +50,64 @@ async def test_client_certificates_identify_the_admin(control_plane: ControlPlan
     client = KubeClient.from_kubeconfig(str(control_plane.admin_kubeconfig))
     try:
         assert await _whoami(client) == "admin"
+    finally:
+        await client.close()
+
+
+def _file_kubeconfig(cp: ControlPlane, directory: Path, cluster: dict[str, Any]) -> Path:
+    """The admin's client certificate and key as files, relative to the kubeconfig."""
+    (directory / "pki").mkdir(parents=True)
+    for source, name in ((cp.pki.admin_cert, "admin.crt"), (cp.pki.admin_key, "admin.key")):
+        (directory / "pki" / name).write_bytes(source.read_bytes())
+    config = cp._kubeconfig(
+        {"client-certificate": "pki/admin.crt", "client-key": "pki/admin.key"}, "t"
+    )
+    config["clusters"][0]["cluster"] = {"server": cp.url, **cluster}
+    path = directory / "config"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def test_ca_and_client_certificate_files_relative_to_the_kubeconfig(
+    control_plane: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "kc"
+    path = _file_kubeconfig(control_plane, directory, {"certificate-authority": "pki/ca.crt"})
+    (directory / "pki" / "ca.crt").write_bytes(control_plane.pki.ca_cert.read_bytes())
+    monkeypatch.chdir(tmp_path)  # relative to the kubeconfig, not to the working directory
+    client = KubeClient.from_kubeconfig(str(path))
+    try:
+        assert await _whoami(client) == "admin"
+    finally:
+        await client.close()
+
+
+async def test_insecure_skip_tls_verify_without_a_ca(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    path = _file_kubeconfig(control_plane, tmp_path / "kc", {"insecure-skip-tls-verify": True})
+    client = KubeClient.from_kubeconfig(str(path))
+    try:
+        assert await _whoami(client) == "admin"
+    finally:
+        await client.close()
+
+
+async def test_a_wrong_ca_is_a_tls_error(control_plane: ControlPlane, tmp_path: Path) -> None:
+    directory = tmp_path / "kc"
+    path = _file_kubeconfig(control_plane, directory, {"certificate-authority": "pki/ca.crt"})
+    unrelated, _ = self_signed(["localhost"])  # nothing the API server presents chains to it
+    (directory / "pki" / "ca.crt").write_bytes(unrelated)
+    seen: list[tuple[str, int]] = []
+    client = KubeClient.from_kubeconfig(
+        str(path), observe=lambda method, code, _: seen.append((method, code))
+    )
+    try:
+        with pytest.raises(ServerError) as failed:
+            await _whoami(client)
+        assert failed.value.status == 0
+        assert "certificate verify failed" in failed.value.message, failed.value.message
+        assert seen == [("POST", 0)]
     finally:
         await client.close()
 

@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
+import prometheus_client
 import pytest
+import structlog
 import yaml
 
-from virtualservice_operator import cli
+from virtualservice_operator import cli, logs
 from virtualservice_operator.commands.output import Style, table
 from virtualservice_operator_dev.controlplane import free_port
 
 
 def test_missing_kubeconfig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["status", "--kubeconfig", str(tmp_path / "nope")]) == 3
-    assert "error: cannot load kubeconfig" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: cannot load kubeconfig: KubeconfigError" in err
+    assert "give an existing, readable file" in err, "the fix is named"
+
+
+def test_run_with_a_missing_kubeconfig_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `run` configures process-wide logging and metrics: keep that within this test.
+    out = io.StringIO()
+    configure = logs.configure
+    monkeypatch.setattr(logs, "configure", lambda level, dev: configure(level, dev, stream=out))
+    monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
+    monkeypatch.setattr(prometheus_client, "disable_created_metrics", lambda: None)
+    try:
+        assert cli.main(["run", "--kubeconfig", str(tmp_path / "nope")]) == 1
+    finally:
+        structlog.reset_defaults()
+    assert "cannot start: cannot read kubeconfig" in out.getvalue(), out.getvalue()
 
 
 def test_unreachable_api_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from lightkube.config.models import NameValue, User, UserExec
 
 from virtualservice_operator.kubeauth import (
     Credentials,
@@ -18,13 +17,14 @@ from virtualservice_operator.kubeauth import (
     _expiry,
     credentials_for,
 )
+from virtualservice_operator.kubeconfig import NameValue, User, UserExec
 
 
 def _exec(*args: str, api_version: str = "client.authentication.k8s.io/v1beta1") -> UserExec:
     return UserExec(apiVersion=api_version, command=sys.executable, args=list(args))
 
 
-def test_lightkubes_order_token_file_then_token_then_exec_then_basic(tmp_path: Path) -> None:
+def test_order_token_file_then_token_then_exec_then_basic(tmp_path: Path) -> None:
     everything = dict(token="t", exec=_exec(), username="u", password="p")
     assert isinstance(credentials_for(User(token_file="/f", **everything)), TokenFileCredentials)  # type: ignore[arg-type]
     assert isinstance(credentials_for(User(**everything)), StaticCredentials)  # type: ignore[arg-type]

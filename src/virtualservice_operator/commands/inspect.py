@@ -94,7 +94,7 @@ def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T
             # The commands' own transport: aiohttp's import alone would be a fifth of
             # explain's time (transport.py).
             client = KubeClient.from_kubeconfig(kubeconfig, transport=ThreadTransport)
-        except Exception as e:  # lightkube: missing file, no context, bad YAML...
+        except Exception as e:  # KubeconfigError: missing file, no context, bad YAML...
             raise CommandError(f"cannot load kubeconfig: {type(e).__name__}: {e}") from e
         try:
             return await work(client)

@@ -157,3 +157,58 @@ def test_only_template_error_escapes(template: str, service: str, ns: str) -> No
     except TemplateError:
         return
     assert vs["metadata"]["name"] == f"{service}-virtual-service"
+
+
+# -- rendering by JSON text equals the walk --------------------------------------------
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["${serviceName}", "${defaultNamespace}", "x-${serviceName}.y", "$$", "$x"]),
+    st.text(alphabet='ab"\\\n\t\u00e9{}$:', max_size=6),
+)
+_KEYS = st.one_of(
+    st.sampled_from(["a", "b", "${serviceName}", "k-${defaultNamespace}", "web"]),
+    st.text(alphabet='ab"\\é', max_size=3),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+def _walked(template: str, service: str, ns: str) -> dict:
+    """The walk alone: what rendering gave before the JSON-text path existed."""
+    from virtualservice_operator import template as t
+
+    values = {t._TOKENS["serviceName"]: service, t._TOKENS["defaultNamespace"]: ns}
+    manifest = t._substitute(t._parse(template), values, "", [0])
+    t._check(manifest, service=service, default_namespace=ns)
+    manifest["metadata"]["namespace"] = ns
+    return manifest
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    extra=_VALUES,
+    service=st.sampled_from(["web", "a", "web-2", "x" * 63]),
+    ns=st.sampled_from(["prod", "d-1"]),
+)
+def test_rendering_by_json_text_equals_the_walk(extra: object, service: str, ns: str) -> None:
+    """Any value anywhere in a template (variables in strings and keys, odd floats, big
+    integers, quotes and backslashes): the same manifest or the same error both ways."""
+    import yaml
+
+    template = DEFAULT_TEMPLATE + yaml.safe_dump({"extra": extra}, allow_unicode=True)
+    try:
+        expected: object = _walked(template, service, ns)
+    except TemplateError as e:
+        expected = str(e)
+    try:
+        got: object = render(template, service=service, ns=ns)
+    except TemplateError as e:
+        got = str(e)
+    assert got == expected

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from virtualservice_operator import __version__
 from virtualservice_operator.constants import (
@@ -287,19 +290,43 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, process: bool = False) -> int:
+    """Run a subcommand; its exit code. `process`: this is the process's whole life
+    (the console script, `python -m`), see `entry`."""
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
     from virtualservice_operator.commands import EXIT_ERROR, CommandError
 
+    if process:
+        gc.disable()  # the heap of a command only grows until it ends (see `entry`)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        code = handler(args)
     except CommandError as e:  # every command's "cannot answer": one line, exit 3
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        code = EXIT_ERROR
+    if process:
+        _exit_now(code)
+    return code
+
+
+def entry() -> None:
+    """The console script. After a command other than `run`, the process ends without
+    freeing its heap object by object: `status` at 5,000 Services holds about a million
+    objects, and tearing them down took a quarter of a second after its answer was
+    written. The output is flushed first; a command holds nothing else to close."""
+    sys.exit(main(process=True))
+
+
+def _exit_now(code: int) -> NoReturn:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader stopped reading (`| head`): nothing more to say
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -146,3 +146,39 @@ def test_bad_service_name_and_bad_ports(capsys: pytest.CaptureFixture[str], tmp_
 def test_missing_file_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert cli.main(["render", "--config", str(tmp_path / "nope"), "--service", "a"]) == 3
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_as_a_process_every_line_is_written_and_the_exit_code_kept(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console script ends a command's process without tearing its heap down
+    (`cli.entry`): what it printed must still all be there, to a pipe or a file, and
+    its exit code and errors too."""
+    import subprocess
+    import sys
+
+    args = ["render", "--config", CONFIG_MAP, "--service", "cart", "-o", "json"]
+    assert cli.main(args) == 0
+    expected, notes = capsys.readouterr()
+    command = [sys.executable, "-m", "virtualservice_operator.cli"]
+    # Buffered, as a user's shell runs it: nothing reaches the pipe before a flush.
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    piped = subprocess.run(
+        [*command, *args], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert (piped.returncode, piped.stdout, piped.stderr) == (0, expected, notes)
+    with (tmp_path / "out.json").open("w") as out:
+        written = subprocess.run([*command, *args], check=False, stdout=out, timeout=60)
+    assert written.returncode == 0
+    assert (tmp_path / "out.json").read_text() == expected
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaultNamespace: Prod\n")
+    failed = subprocess.run(
+        [*command, "render", "--config", str(bad), "--service", "a"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert "'Prod' is not a valid namespace name" in failed.stderr

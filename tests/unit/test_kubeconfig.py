@@ -5,8 +5,6 @@ and that each refusal names the file and the fix."""
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import os
 import ssl
 import sys
@@ -17,10 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
 from virtualservice_operator.kubeauth import (
     Credentials,
@@ -29,98 +24,50 @@ from virtualservice_operator.kubeauth import (
     TokenFileCredentials,
 )
 from virtualservice_operator.kubeconfig import ClusterAccess, KubeconfigError
+from virtualservice_operator_dev.pki import write_pki
 
 # -- test certificates ---------------------------------------------------------------------
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey, password: bytes | None = None) -> bytes:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password)
-        if password
-        else serialization.NoEncryption()
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
 
 
 @dataclass(frozen=True)
 class Issued:
     cert: bytes
     key: bytes
-    private_key: ec.EllipticCurvePrivateKey
-
-
-def _issue(
-    cn: str,
-    issuer: Issued | None = None,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    issuer_name = x509.load_pem_x509_certificate(issuer.cert).subject if issuer else name
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if server:
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    if issuer:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()),
-            critical=False,
-        )
-    cert = builder.sign(issuer.private_key if issuer else key, hashes.SHA256())
-    return Issued(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key), key)
 
 
 @dataclass(frozen=True)
 class Pki:
+    """Two local control planes' certificates (virtualservice_operator_dev.pki)."""
+
     ca: Issued
-    server: Issued  # for localhost, signed by ca
-    client: Issued  # CN=alice, signed by ca
+    server: Issued  # for localhost and 127.0.0.1, signed by ca
+    client: Issued  # CN=admin, signed by ca
     other_ca: Issued
     other_server: Issued  # for localhost, signed by other_ca
 
 
 @pytest.fixture(scope="module")
-def pki() -> Pki:
-    ca, other_ca = _issue("test-ca", ca=True), _issue("other-ca", ca=True)
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    one, other = (write_pki(tmp_path_factory.mktemp(name)) for name in ("pki", "other-pki"))
+
+    def read(cert: Path, key: Path) -> Issued:
+        return Issued(cert.read_bytes(), key.read_bytes())
+
     return Pki(
-        ca,
-        _issue("localhost", ca, server=True),
-        _issue("alice", ca),
-        other_ca,
-        _issue("localhost", other_ca, server=True),
+        read(one.ca_cert, one.ca_key),
+        read(one.serving_cert, one.serving_key),
+        read(one.admin_cert, one.admin_key),
+        read(other.ca_cert, other.ca_key),
+        read(other.serving_cert, other.serving_key),
+    )
+
+
+def _encrypted(key: bytes, password: bytes) -> bytes:
+    loaded = serialization.load_pem_private_key(key, password=None)
+    return loaded.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
     )
 
 
@@ -438,7 +385,7 @@ def test_client_certificate_files_relative_to_the_kubeconfig(
     access = _load(path)
     assert type(access.credentials) is Credentials, "certificates: no header"
     peer = _handshake(access.ssl_context, _server_context(pki.server, tmp_path, pki.ca))
-    assert _subject_cn(peer) == "alice"
+    assert _subject_cn(peer) == "admin"
 
 
 @pytest.fixture
@@ -474,7 +421,7 @@ def test_client_certificate_data_via_removed_private_files(
     assert [mode for _, mode in temp_files] == [0o600, 0o600]
     assert not any(os.path.exists(name) for name, _ in temp_files), "deleted once loaded"
     peer = _handshake(access.ssl_context, _server_context(pki.server, tmp_path, pki.ca))
-    assert _subject_cn(peer) == "alice"
+    assert _subject_cn(peer) == "admin"
 
 
 def test_a_key_that_does_not_match_is_refused_and_its_file_removed(
@@ -490,7 +437,7 @@ def test_a_key_that_does_not_match_is_refused_and_its_file_removed(
 def test_an_encrypted_key_is_refused_without_a_prompt(tmp_path: Path, pki: Pki) -> None:
     user = {
         "client-certificate-data": _b64(pki.client.cert),
-        "client-key-data": _b64(_pem_key(pki.client.private_key, b"secret")),
+        "client-key-data": _b64(_encrypted(pki.client.key, b"secret")),
     }
     _refused(_write(tmp_path / "kc", _config(None, user)), "encrypted", "unencrypted key")
 

@@ -229,24 +229,9 @@ class KubeClient:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
-    ) -> bytes:
-        """The answer's body, undecoded; an error answer raises its typed error."""
-        raw, _ = await self._exchange(
-            method, path, params=params, body=body, content_type=content_type
-        )
-        return raw
-
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
         accept: str = "application/json",
-    ) -> tuple[bytes, str]:
-        """The answer's body, undecoded, and its content type."""
+    ) -> Answer:
+        """The answer, its body undecoded; an error answer raises its typed error."""
         headers = {"Accept": accept}
         content = None
         if body is not None:
@@ -267,7 +252,7 @@ class KubeClient:
                 continue  # rotated token: retry once, as client-go does
             if answer.status >= 400:
                 raise _error(answer)
-            return answer.body, answer.content_type
+            return answer
         raise AssertionError("unreachable")
 
     async def _refresh(self) -> bool:
@@ -297,7 +282,7 @@ class KubeClient:
         (bench/README.md): a limit above the count asks for one page."""
         token: str | None = None
         while True:
-            raw, content_type = await self._exchange(
+            answer = await self._request(
                 "GET",
                 kind.path(namespace),
                 params={
@@ -308,10 +293,10 @@ class KubeClient:
                 },
                 accept=_ACCEPT_PROTOBUF if kind.protobuf else "application/json",
             )
-            if kind.protobuf is not None and content_type == PROTOBUF:
-                items, version, token = kind.protobuf(raw)
+            if kind.protobuf is not None and answer.content_type == PROTOBUF:
+                items, version, token = kind.protobuf(answer.body)
             else:
-                page = _page_decoder(kind.items).decode(raw)
+                page = _page_decoder(kind.items).decode(answer.body)
                 items, version, token = (
                     page.items or [],
                     page.metadata.resourceVersion,
@@ -444,8 +429,8 @@ def _target(path: str, params: Mapping[str, Any] | None) -> str:
 _decode = msgspec.json.decode
 
 
-def _json(raw: bytes) -> JSON:
-    return _decode(raw) if raw else {}
+def _json(answer: Answer) -> JSON:
+    return _decode(answer.body) if answer.body else {}
 
 
 class _ListMeta(msgspec.Struct):

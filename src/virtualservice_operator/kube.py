@@ -28,7 +28,7 @@ from virtualservice_operator import __version__
 from virtualservice_operator.constants import WATCH_IDLE_TIMEOUT, WATCH_TIMEOUT
 from virtualservice_operator.kubeauth import Credentials, CredentialsError
 from virtualservice_operator.kubeconfig import ClusterAccess as ClusterAccess  # noqa: PLC0414
-from virtualservice_operator.transport import Answer, TransportError, TransportFactory
+from virtualservice_operator.transport import Answer, TransportError, TransportFactory, describe
 
 JSON = dict[str, Any]
 
@@ -470,7 +470,8 @@ def _transport_error(e: BaseException, reason: str) -> ServerError:
     """No answer (status 0): the connection failed, or credentials could not be had."""
     if isinstance(e, CredentialsError):
         reason = "CredentialsError"
-    return ServerError(0, reason, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    # A TransportError's message already names the error beneath it.
+    return ServerError(0, reason, str(e) if isinstance(e, TransportError) else describe(e))
 
 
 def _error(answer: Answer) -> ApiError:

@@ -203,6 +203,9 @@ async def test_no_answer_is_a_server_error_with_status_0(
             await client.get(CONFIGMAPS, "ns", "x")
         assert raised.value.status == 0
         assert raised.value.reason == "ConnectionError"
+        # The error beneath, named once (ConnectionRefusedError, ClientConnectorError...).
+        assert raised.value.message.split(":")[0].endswith("Error")
+        assert "TransportError" not in raised.value.message
     finally:
         await client.close()
     assert server.seen == []

@@ -81,7 +81,7 @@ class AiohttpTransport:
                 self._url(target), timeout=timeout, headers=headers, **self._extra
             ) as response:
                 body = await response.read() if response.status >= 400 else b""
-                yield _answer(response, body), _chunks(response)
+                yield _answer(response, body), response.content.iter_any()
         except _ERRORS as e:
             raise TransportError(describe(e)) from e
 
@@ -99,8 +99,3 @@ def _answer(response: aiohttp.ClientResponse, body: bytes) -> Answer:
         response.headers.get("Retry-After"),
         body,
     )
-
-
-async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    async for chunk in response.content.iter_any():
-        yield chunk

@@ -206,7 +206,11 @@ class ClusterCache:
         # The VirtualServices first: custom resources are listed as JSON, the slowest
         # list for the API server to write (a quarter of a second at 5,000), so it is
         # written while the Services' lists are decoded rather than after them.
-        informers = [*self.informers()[len(self.services) :], *self.services.values()]
+        informers: list[Informer[Any]] = [
+            self.managed_vs,
+            self.unmanaged_vs,
+            *self.services.values(),
+        ]
         in_flight = asyncio.Semaphore(len(informers) if name else FILL_IN_FLIGHT)
 
         async def relist(informer: Informer[Any]) -> None:

@@ -109,11 +109,11 @@ class ThreadTransport:
         user_agent: str = "",
     ) -> None:
         url = urlsplit(server)
-        self._https = url.scheme == "https"
         self._host = url.hostname or ""
         self._port = url.port
         self._prefix = url.path.rstrip("/")
-        self._tls = ssl_context or (ssl.create_default_context() if self._https else None)
+        # None: plain HTTP.
+        self._tls = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
         self._server_hostname = server_hostname
         self._user_agent = user_agent
         self._idle: list[http.client.HTTPConnection] = []
@@ -124,7 +124,7 @@ class ThreadTransport:
         with self._lock:
             if self._idle:
                 return self._idle.pop(), True
-        if self._tls is not None and self._https:
+        if self._tls is not None:
             return _Connection(self._host, self._port, self._tls, self._server_hostname), False
         return http.client.HTTPConnection(self._host, self._port, timeout=REQUEST_TIMEOUT), False
 

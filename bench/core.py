@@ -50,20 +50,19 @@ from typing import Any
 
 import yaml
 
-from virtualservice_operator.config import OperatorConfig, parse_config
-from virtualservice_operator.constants import (
-    DEFAULT_WORKERS,
+from virtualservice_operator.domain.config import OperatorConfig, parse_config
+from virtualservice_operator.domain.constants import (
     PLACEHOLDER_LABEL,
     PLACEHOLDER_VALUE,
     SOURCE_ANNOTATION,
 )
-from virtualservice_operator.desired import compute_desired
-from virtualservice_operator.instance import default_instance
-from virtualservice_operator.kube import (
+from virtualservice_operator.domain.desired import compute_desired
+from virtualservice_operator.domain.instance import default_instance
+from virtualservice_operator.domain.model import ServiceInfo
+from virtualservice_operator.kube.client import (
     CONFIGMAPS,
     JSON,
     SERVICES,
-    VIRTUAL_SERVICES,
     AlreadyExists,
     ApiError,
     Kind,
@@ -71,10 +70,10 @@ from virtualservice_operator.kube import (
     NotFound,
     ServerError,
     TooManyRequests,
-    virtual_service_kind,
 )
-from virtualservice_operator.metrics import parse_exposition
-from virtualservice_operator.model import ServiceInfo
+from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES, virtual_service_kind
+from virtualservice_operator.runtime.defaults import DEFAULT_WORKERS
+from virtualservice_operator.runtime.metrics import parse_exposition
 from virtualservice_operator_dev.controlplane import (
     REPO_ROOT,
     ControlPlane,

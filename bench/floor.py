@@ -17,7 +17,8 @@ import json
 import sys
 from typing import Any
 
-from virtualservice_operator.kube import SERVICES, KubeClient, virtual_service_kind
+from virtualservice_operator.kube.client import SERVICES, KubeClient
+from virtualservice_operator.operator.kinds import virtual_service_kind
 
 
 async def create_all(kubeconfig: str, objects: list[dict[str, Any]], concurrency: int) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 
 from bench import report
 from bench.core import SCALES, Options, run_scale
-from virtualservice_operator.constants import DEFAULT_WORKERS
+from virtualservice_operator.runtime.defaults import DEFAULT_WORKERS
 from virtualservice_operator_dev.controlplane import REPO_ROOT, default_bin_dir
 
 ORDER = ["XS", "S", "M", "L"]

@@ -31,18 +31,16 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from virtualservice_operator import __version__
-from virtualservice_operator.constants import (
-    CONFIG_MAP_NAME,
+from virtualservice_operator.domain.constants import CONFIG_MAP_NAME, LEASE_NAME, OPERATOR_NAMESPACE
+from virtualservice_operator.kube.client import WATCH_IDLE_TIMEOUT
+from virtualservice_operator.runtime.defaults import (
     DEFAULT_WORKERS,
     HEALTH_PROBE_BIND_ADDRESS,
     LEASE_DURATION,
-    LEASE_NAME,
     METRICS_BIND_ADDRESS,
-    OPERATOR_NAMESPACE,
     RENEW_DEADLINE,
     RETRY_PERIOD,
     SYNC_PERIOD,
-    WATCH_IDLE_TIMEOUT,
 )
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -77,7 +75,7 @@ def parse_duration(value: str) -> float:
 
 
 def _instance(value: str) -> str:
-    from virtualservice_operator.instance import InstanceError, check_instance
+    from virtualservice_operator.domain.instance import InstanceError, check_instance
 
     try:
         return check_instance(value)
@@ -256,8 +254,9 @@ def _run(args: argparse.Namespace) -> int:
     import prometheus_client
     import structlog
 
-    from virtualservice_operator import app, logs
-    from virtualservice_operator.kubeconfig import KubeconfigError
+    from virtualservice_operator.kube.kubeconfig import KubeconfigError
+    from virtualservice_operator.operator import app
+    from virtualservice_operator.runtime import logs
 
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     logs.configure(args.zap_log_level, args.zap_development)

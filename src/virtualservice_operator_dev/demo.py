@@ -33,8 +33,8 @@ from virtualservice_operator.commands.inspect import (
 )
 from virtualservice_operator.commands.output import table
 from virtualservice_operator.commands.status import judged
-from virtualservice_operator.constants import CONFIG_MAP_NAME, OPERATOR_NAMESPACE
-from virtualservice_operator.kube import KubeClient
+from virtualservice_operator.domain.constants import CONFIG_MAP_NAME, OPERATOR_NAMESPACE
+from virtualservice_operator.kube.client import KubeClient
 from virtualservice_operator_dev.controlplane import (
     REPO_ROOT,
     ControlPlane,

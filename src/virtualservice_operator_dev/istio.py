@@ -5,7 +5,7 @@ module cache into `.cache/` (a step of `hack/build-controlplane.sh`). From that 
 - the local control plane installs the VirtualService CRD (`write_crds`);
 - two committed files are generated, and a test keeps them equal to it:
   `deployments/crd/virtualservices.networking.istio.io.yaml` (the CRD, verbatim) and the
-  operator's offline schema, package data `virtualservice_operator/schemas/...json`.
+  operator's offline schema, package data `virtualservice_operator/domain/schemas/...json`.
 
 Command line: `python -m virtualservice_operator_dev.istio [--check]` writes (or, with
 `--check`, compares) the generated files; run it after changing the pinned version.
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from virtualservice_operator.schema import SCHEMA_FILE
+from virtualservice_operator.domain.schema import SCHEMA_FILE
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ MODULE = "istio.io/api"
 MODULE_FILE = "kubernetes/customresourcedefinitions.gen.yaml"
 VIRTUAL_SERVICE_CRD = "virtualservices.networking.istio.io"
 CRD_FILE = REPO_ROOT / "deployments" / "crd" / f"{VIRTUAL_SERVICE_CRD}.yaml"
-SCHEMA_PATH = REPO_ROOT / "src" / "virtualservice_operator" / SCHEMA_FILE
+SCHEMA_PATH = REPO_ROOT / "src" / "virtualservice_operator" / "domain" / SCHEMA_FILE
 
 
 def istio_api_version() -> str:

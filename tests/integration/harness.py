@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from virtualservice_operator.metrics import parse_exposition
+from virtualservice_operator.runtime.metrics import parse_exposition
 from virtualservice_operator_dev.controlplane import ControlPlane, free_port
 from virtualservice_operator_dev.operator import spawn_operator
 

@@ -35,7 +35,7 @@ import yaml
 from tests.integration.conftest import Namespaces, OperatorFactory
 from tests.integration.harness import OPERATOR_NS, Api, wait_for
 from virtualservice_operator.cli import build_parser
-from virtualservice_operator.config import parse_config
+from virtualservice_operator.domain.config import parse_config
 from virtualservice_operator_dev.controlplane import REPO_ROOT, ControlPlane
 
 pytestmark = pytest.mark.integration

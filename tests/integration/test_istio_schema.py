@@ -24,8 +24,8 @@ import yaml
 
 from tests.integration.conftest import Namespaces
 from virtualservice_operator import cli
-from virtualservice_operator.config import DEFAULT_TEMPLATE
-from virtualservice_operator.schema import istio_schema, validate_virtual_service
+from virtualservice_operator.domain.config import DEFAULT_TEMPLATE
+from virtualservice_operator.domain.schema import istio_schema, validate_virtual_service
 from virtualservice_operator_dev.controlplane import ControlPlane
 from virtualservice_operator_dev.istio import VIRTUAL_SERVICE_CRD
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator.kube import CONFIGMAPS, ApiError, Kind, KubeClient, ServerError
-from virtualservice_operator.kubeauth import EXEC_EXPIRY_MARGIN
-from virtualservice_operator.servingcert import self_signed
+from virtualservice_operator.kube.client import CONFIGMAPS, ApiError, Kind, KubeClient, ServerError
+from virtualservice_operator.kube.credentials import EXEC_EXPIRY_MARGIN
+from virtualservice_operator.serving.cert import self_signed
 from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration

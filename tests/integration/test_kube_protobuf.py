@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator.cache import _SERVICE_RECORDS
-from virtualservice_operator.constants import (
+from virtualservice_operator.domain.constants import (
     EXCLUDE_LABEL,
     INSTANCE_LABEL,
     PLACEHOLDER_LABEL,
@@ -20,8 +19,9 @@ from virtualservice_operator.constants import (
     SOURCE_ANNOTATION,
     service_host,
 )
-from virtualservice_operator.kube import SERVICES, ApiError, KubeClient
-from virtualservice_operator.model import ServiceInfo, ServiceWire
+from virtualservice_operator.domain.model import ServiceInfo, ServiceWire
+from virtualservice_operator.kube.client import SERVICES, ApiError, KubeClient
+from virtualservice_operator.operator.cache import _SERVICE_RECORDS
 from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator.kube import KubeClient
-from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector
+from virtualservice_operator.kube.client import KubeClient
+from virtualservice_operator.runtime.leader import LeaderElectionConfig, LeaderElector
 from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ import pytest
 
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import OPERATOR_NS, Api, OperatorProcess, sample_sum, wait_for
-from virtualservice_operator.metrics import parse_exposition
+from virtualservice_operator.runtime.metrics import parse_exposition
 from virtualservice_operator_dev.controlplane import ControlPlane, free_port
 
 pytestmark = pytest.mark.integration

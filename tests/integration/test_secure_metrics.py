@@ -19,7 +19,7 @@ import pytest
 
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import Api
-from virtualservice_operator.servingcert import self_signed
+from virtualservice_operator.serving.cert import self_signed
 from virtualservice_operator_dev.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration

@@ -51,8 +51,8 @@ from tests.node.world import (
     scrape,
     shipped_config,
 )
-from virtualservice_operator.constants import EXCLUDE_LABEL, INSTANCE_LABEL, LEASE_NAME
-from virtualservice_operator.instance import DEFAULT_INSTANCE, default_instance
+from virtualservice_operator.domain.constants import EXCLUDE_LABEL, INSTANCE_LABEL, LEASE_NAME
+from virtualservice_operator.domain.instance import DEFAULT_INSTANCE, default_instance
 from virtualservice_operator_dev.controlplane import REPO_ROOT
 from virtualservice_operator_dev.node import NODE_NAME, Node
 

@@ -19,7 +19,7 @@ from tests.conftest import FIGURES
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import Api, sample_sum, wait_for
 from tests.node.conftest import cannot_run, node_command
-from virtualservice_operator.metrics import parse_exposition
+from virtualservice_operator.runtime.metrics import parse_exposition
 from virtualservice_operator_dev.controlplane import REPO_ROOT
 from virtualservice_operator_dev.node import (
     NODE_IP,

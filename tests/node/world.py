@@ -25,16 +25,11 @@ from bench.core import (
     matches,
 )
 
-from virtualservice_operator.config import OperatorConfig, parse_config
-from virtualservice_operator.constants import PLACEHOLDER_LABEL, PLACEHOLDER_VALUE
-from virtualservice_operator.kube import (
-    JSON,
-    SERVICES,
-    VIRTUAL_SERVICES,
-    AlreadyExists,
-    KubeClient,
-)
-from virtualservice_operator.metrics import parse_exposition
+from virtualservice_operator.domain.config import OperatorConfig, parse_config
+from virtualservice_operator.domain.constants import PLACEHOLDER_LABEL, PLACEHOLDER_VALUE
+from virtualservice_operator.kube.client import JSON, SERVICES, AlreadyExists, KubeClient
+from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES
+from virtualservice_operator.runtime.metrics import parse_exposition
 from virtualservice_operator_dev.controlplane import REPO_ROOT
 from virtualservice_operator_dev.node import CGROUP_ROOT, Node
 

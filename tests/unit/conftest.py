@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
-from virtualservice_operator.config import DEFAULT_TEMPLATE, OperatorConfig
-from virtualservice_operator.constants import (
+from virtualservice_operator.domain.config import DEFAULT_TEMPLATE, OperatorConfig
+from virtualservice_operator.domain.constants import (
     EXCLUDE_LABEL,
     INSTANCE_LABEL,
     MANAGED_BY_LABEL,
@@ -25,9 +25,9 @@ from virtualservice_operator.constants import (
     service_host,
     virtual_service_name,
 )
-from virtualservice_operator.instance import DEFAULT_INSTANCE
-from virtualservice_operator.model import ServiceInfo, ServicePort
-from virtualservice_operator.plan import Plan
+from virtualservice_operator.domain.instance import DEFAULT_INSTANCE
+from virtualservice_operator.domain.model import ServiceInfo, ServicePort
+from virtualservice_operator.domain.plan import Plan
 
 NAMESPACES = ("prod", "staging", "dev-a", "dev-ab", "qa")
 UNWATCHED = "old-dev"

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtualservice_operator.authz import (
+from virtualservice_operator.kube.client import JSON, Kind, ServerError
+from virtualservice_operator.serving.authz import (
     ALLOW_TTL,
     DENY_TTL,
     AccessReview,
     User,
     bearer_token,
 )
-from virtualservice_operator.kube import JSON, Kind, ServerError
 
 _TOKEN_CHARS = string.ascii_letters + string.digits + "-._~+/="
 

@@ -11,8 +11,9 @@ import pytest
 import structlog
 import yaml
 
-from virtualservice_operator import cli, logs
+from virtualservice_operator import cli
 from virtualservice_operator.commands.output import Style, table
+from virtualservice_operator.runtime import logs
 from virtualservice_operator_dev.controlplane import free_port
 
 

@@ -10,9 +10,9 @@ import yaml
 
 from virtualservice_operator import cli
 from virtualservice_operator.commands.servercheck import _is_refusal, sample_virtual_service
-from virtualservice_operator.config import OperatorConfig
-from virtualservice_operator.kube import ApiError, Forbidden, Invalid, NotFound, ServerError
-from virtualservice_operator.schema import validate_virtual_service
+from virtualservice_operator.domain.config import OperatorConfig
+from virtualservice_operator.domain.schema import validate_virtual_service
+from virtualservice_operator.kube.client import ApiError, Forbidden, Invalid, NotFound, ServerError
 
 # The two mistakes the schema catches and the operator's own checks did not.
 BAD = """\

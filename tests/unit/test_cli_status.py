@@ -14,15 +14,15 @@ import pytest
 
 from virtualservice_operator.commands.inspect import ClusterView, evaluate, load_view
 from virtualservice_operator.commands.status import collect, judged
-from virtualservice_operator.config import OperatorConfig
-from virtualservice_operator.constants import (
+from virtualservice_operator.domain.config import OperatorConfig
+from virtualservice_operator.domain.constants import (
     INSTANCE_LABEL,
     others_selector,
     own_selector,
 )
-from virtualservice_operator.desired import compute_desired
-from virtualservice_operator.informer import Informer
-from virtualservice_operator.model import ServiceInfo
+from virtualservice_operator.domain.desired import compute_desired
+from virtualservice_operator.domain.model import ServiceInfo
+from virtualservice_operator.runtime.informer import Informer
 
 D, DEVS = "prod", ("dev-a", "dev-b", "dev-c")
 CONFIG = OperatorConfig(

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from virtualservice_operator.clock import Clock, FakeClock, RealClock
+from virtualservice_operator.runtime.clock import Clock, FakeClock, RealClock
 
 
 async def test_real_clock_is_monotonic_and_sleeps() -> None:

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from virtualservice_operator.config import (
+from virtualservice_operator.domain.config import (
     DEFAULT_TEMPLATE,
     ConfigError,
     OperatorConfig,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from virtualservice_operator.controller import Controller
-from virtualservice_operator.metrics import OperatorMetrics, exposition, parse_exposition
-from virtualservice_operator.reconciler import Result, TerminalError
-from virtualservice_operator.workqueue import WorkQueue
+from virtualservice_operator.runtime.controller import Controller
+from virtualservice_operator.runtime.metrics import OperatorMetrics, exposition, parse_exposition
+from virtualservice_operator.runtime.reconcile import Result, TerminalError
+from virtualservice_operator.runtime.workqueue import WorkQueue
 
 
 class ScriptedReconciler:

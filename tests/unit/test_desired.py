@@ -12,15 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtualservice_operator.config import OperatorConfig
-from virtualservice_operator.desired import (
+from virtualservice_operator.domain.config import OperatorConfig
+from virtualservice_operator.domain.desired import (
     Desired,
     baggage_regex,
     compute_desired,
     is_http_port,
 )
-from virtualservice_operator.instance import DEFAULT_INSTANCE
-from virtualservice_operator.model import ServiceInfo, ServicePort
+from virtualservice_operator.domain.instance import DEFAULT_INSTANCE
+from virtualservice_operator.domain.model import ServiceInfo, ServicePort
 
 INSTANCE = "virtualservice-operator/instance"
 

@@ -4,11 +4,11 @@ bench/README.md.)"""
 
 from __future__ import annotations
 
-from virtualservice_operator.events import EventRecorder, ObjectRef
+from virtualservice_operator.runtime.events import EventRecorder, ObjectRef
 
 
 def test_duplicate_events_are_sent_once() -> None:
-    rec = EventRecorder(None)
+    rec = EventRecorder(None, component="test")
     ref = ObjectRef("Service", "prod", "web")
     rec.normal(ref, "VirtualServiceCreated", "made")
     rec.normal(ref, "VirtualServiceCreated", "made")
@@ -17,7 +17,7 @@ def test_duplicate_events_are_sent_once() -> None:
 
 
 def test_memory_is_bounded() -> None:
-    rec = EventRecorder(None, capacity=10, remember=1000)
+    rec = EventRecorder(None, component="test", capacity=10, remember=1000)
     for i in range(50_000):
         rec.normal(ObjectRef("Service", "prod", f"s{i}"), "PlaceholderCreated", "made")
     assert len(rec._recent) == 1000

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from virtualservice_operator.executor import Executor, NotLeading, WriteConflict
-from virtualservice_operator.kube import AlreadyExists, NotFound
-from virtualservice_operator.metrics import OperatorMetrics
-from virtualservice_operator.plan import Action
+from virtualservice_operator.domain.plan import Action
+from virtualservice_operator.kube.client import AlreadyExists, NotFound
+from virtualservice_operator.operator.executor import Executor, WriteConflict
+from virtualservice_operator.runtime.leader import NotLeading
+from virtualservice_operator.runtime.metrics import OperatorMetrics
 
 BODY = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "dev"}}
 CREATE = Action(verb="create", kind="Service", namespace="dev", name="web", body=BODY, reason="r")

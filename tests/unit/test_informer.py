@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from virtualservice_operator.informer import Informer, version_of_json
-from virtualservice_operator.kube import SERVICES, Gone, ServerError
+from virtualservice_operator.kube.client import SERVICES, Gone, ServerError
+from virtualservice_operator.runtime.informer import Informer, version_of_json
 
 
 def svc(name: str, rv: str) -> dict[str, Any]:

@@ -11,16 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.test_plan import INSTANCE, cfg, converged, ours, run, svc
-from virtualservice_operator.config import parse_config
-from virtualservice_operator.constants import own_placeholders_selector
-from virtualservice_operator.desired import compute_desired
-from virtualservice_operator.instance import (
+from virtualservice_operator.domain.config import parse_config
+from virtualservice_operator.domain.constants import own_placeholders_selector
+from virtualservice_operator.domain.desired import compute_desired
+from virtualservice_operator.domain.instance import (
     DEFAULT_INSTANCE,
     InstanceError,
     check_instance,
     default_instance,
 )
-from virtualservice_operator.plan import plan_orphan_sweep
+from virtualservice_operator.domain.plan import plan_orphan_sweep
 
 OTHER = "staging-system.virtualservice-operator-config"
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from virtualservice_operator import kubeproto
-from virtualservice_operator.aiotransport import AiohttpTransport
-from virtualservice_operator.cache import _SERVICE_RECORDS
-from virtualservice_operator.kube import (
+from virtualservice_operator.domain.model import ServiceInfo, ServiceWire
+from virtualservice_operator.kube import protobuf as kubeproto
+from virtualservice_operator.kube.aiotransport import AiohttpTransport
+from virtualservice_operator.kube.client import (
     CONFIGMAPS,
     SERVICES,
     USER_AGENT,
@@ -31,10 +31,10 @@ from virtualservice_operator.kube import (
     ServerError,
     TooManyRequests,
 )
-from virtualservice_operator.kubeauth import Credentials
-from virtualservice_operator.model import ServiceInfo, ServiceWire
-from virtualservice_operator.servingcert import self_signed
-from virtualservice_operator.transport import ThreadTransport, TransportFactory
+from virtualservice_operator.kube.credentials import Credentials
+from virtualservice_operator.kube.transport import ThreadTransport, TransportFactory
+from virtualservice_operator.operator.cache import _SERVICE_RECORDS
+from virtualservice_operator.serving.cert import self_signed
 
 
 @dataclass

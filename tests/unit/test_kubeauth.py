@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from virtualservice_operator.kubeauth import (
+from virtualservice_operator.kube.credentials import (
     Credentials,
     CredentialsError,
     ExecCredentials,
@@ -17,7 +17,7 @@ from virtualservice_operator.kubeauth import (
     _expiry,
     credentials_for,
 )
-from virtualservice_operator.kubeconfig import NameValue, User, UserExec
+from virtualservice_operator.kube.kubeconfig_types import NameValue, User, UserExec
 
 
 def _exec(*args: str, api_version: str = "client.authentication.k8s.io/v1beta1") -> UserExec:

@@ -17,13 +17,13 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from virtualservice_operator.kubeauth import (
+from virtualservice_operator.kube.credentials import (
     Credentials,
     ExecCredentials,
     StaticCredentials,
     TokenFileCredentials,
 )
-from virtualservice_operator.kubeconfig import ClusterAccess, KubeconfigError
+from virtualservice_operator.kube.kubeconfig import ClusterAccess, KubeconfigError
 from virtualservice_operator_dev.pki import write_pki
 
 # -- test certificates ---------------------------------------------------------------------

@@ -11,15 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtualservice_operator import kubeproto
-from virtualservice_operator.constants import (
+from virtualservice_operator.domain.constants import (
     EXCLUDE_LABEL,
     INSTANCE_LABEL,
     PLACEHOLDER_LABEL,
     PLACEHOLDER_VALUE,
     SOURCE_ANNOTATION,
 )
-from virtualservice_operator.model import ServiceInfo
+from virtualservice_operator.domain.model import ServiceInfo
+from virtualservice_operator.kube import protobuf as kubeproto
+from virtualservice_operator.operator import service_protobuf
 
 _names = st.from_regex(r"[a-z]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 _values = st.sampled_from(["", "true", "a", "prod/svc", "svc.prod.svc.cluster.local"])
@@ -111,7 +112,7 @@ def test_a_protobuf_page_makes_the_records_json_makes(
 ) -> None:
     raw = _encoded(objs, token)
     for _ in range(2):  # the second time from the decoded-value caches
-        records, version, after = kubeproto.service_page(raw)
+        records, version, after = service_protobuf.service_page(raw)
         expected = [ServiceInfo.from_dict(obj) for obj in objs]
         assert records == expected
         assert [r.is_placeholder for r in records] == [e.is_placeholder for e in expected]
@@ -123,9 +124,9 @@ def test_a_protobuf_page_makes_the_records_json_makes(
 
 def test_a_page_without_the_kubernetes_envelope_is_refused() -> None:
     with pytest.raises(kubeproto.ProtobufError, match="magic"):
-        kubeproto.service_page(b'{"kind": "ServiceList"}')
+        service_protobuf.service_page(b'{"kind": "ServiceList"}')
     with pytest.raises(kubeproto.ProtobufError, match="cannot decode"):
-        kubeproto.service_page(kubeproto.MAGIC + b"\xff\xff\xff")
+        service_protobuf.service_page(kubeproto.MAGIC + b"\xff\xff\xff")
     gzipped = kubeproto.Unknown(raw=b"x", contentEncoding="gzip").SerializeToString()
     with pytest.raises(kubeproto.ProtobufError, match="content encoding"):
-        kubeproto.service_page(kubeproto.MAGIC + gzipped)
+        service_protobuf.service_page(kubeproto.MAGIC + gzipped)

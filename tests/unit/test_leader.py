@@ -12,8 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from virtualservice_operator.clock import FakeClock
-from virtualservice_operator.kube import (
+from virtualservice_operator.kube.client import (
     LEASES,
     AlreadyExists,
     Conflict,
@@ -22,8 +21,9 @@ from virtualservice_operator.kube import (
     NotFound,
     ServerError,
 )
-from virtualservice_operator.leader import LeaderElectionConfig, LeaderElector
-from virtualservice_operator.metrics import OperatorMetrics
+from virtualservice_operator.runtime.clock import FakeClock
+from virtualservice_operator.runtime.leader import LeaderElectionConfig, LeaderElector
+from virtualservice_operator.runtime.metrics import OperatorMetrics
 
 JSON = dict[str, Any]
 NS, NAME = "ops", "lease"
@@ -149,11 +149,10 @@ async def advance_until(clock: FakeClock, condition: Callable[[], bool], limit: 
 
 def test_defaults_are_controller_runtimes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POD_NAME", "manager-7d9f")
-    c = LeaderElectionConfig(namespace=NS)
+    c = LeaderElectionConfig(namespace=NS, name=NAME)
     assert (c.lease_duration, c.renew_deadline, c.retry_period) == (15.0, 10.0, 2.0)
-    assert c.name == "virtualservice-operator-leader"
     assert re.fullmatch(r"manager-7d9f_[0-9a-f]{8}", c.identity)
-    assert LeaderElectionConfig(namespace=NS).identity != c.identity
+    assert LeaderElectionConfig(namespace=NS, name=NAME).identity != c.identity
 
 
 @pytest.mark.parametrize(
@@ -168,11 +167,13 @@ def test_defaults_are_controller_runtimes(monkeypatch: pytest.MonkeyPatch) -> No
 def test_invalid_timings_are_refused(timings: tuple[float, float, float], setting: str) -> None:
     lease, renew, retry = timings
     with pytest.raises(ValueError, match=setting):
-        LeaderElectionConfig(NS, lease_duration=lease, renew_deadline=renew, retry_period=retry)
+        LeaderElectionConfig(
+            NS, NAME, lease_duration=lease, renew_deadline=renew, retry_period=retry
+        )
 
 
 def test_short_timings_are_accepted() -> None:
-    LeaderElectionConfig(NS, lease_duration=3, renew_deadline=2, retry_period=0.5)
+    LeaderElectionConfig(NS, NAME, lease_duration=3, renew_deadline=2, retry_period=0.5)
 
 
 # -- acquiring ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from virtualservice_operator.manager import Manager
+from virtualservice_operator.runtime.manager import Manager
 
 
 class Part:

@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from virtualservice_operator.clock import FakeClock
-from virtualservice_operator.metrics import (
+from virtualservice_operator.runtime.clock import FakeClock
+from virtualservice_operator.runtime.metrics import (
     RECONCILE_RESULTS,
     OperatorMetrics,
     exposition,
     parse_exposition,
 )
-from virtualservice_operator.ratelimit import ItemExponentialFailureRateLimiter
-from virtualservice_operator.workqueue import QueueMetricsRecorder, WorkQueue
+from virtualservice_operator.runtime.ratelimit import ItemExponentialFailureRateLimiter
+from virtualservice_operator.runtime.workqueue import QueueMetricsRecorder, WorkQueue
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -10,13 +10,13 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtualservice_operator.constants import (
+from virtualservice_operator.domain.constants import (
     EXCLUDE_LABEL,
     INSTANCE_LABEL,
     PLACEHOLDER_LABEL,
     SOURCE_ANNOTATION,
 )
-from virtualservice_operator.model import ServiceInfo, ServiceWire
+from virtualservice_operator.domain.model import ServiceInfo, ServiceWire
 
 KEYS = st.sampled_from(
     [PLACEHOLDER_LABEL, SOURCE_ANNOTATION, INSTANCE_LABEL, EXCLUDE_LABEL, "app", "team"]

@@ -9,13 +9,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtualservice_operator import plan as planner
-from virtualservice_operator.config import OperatorConfig
-from virtualservice_operator.constants import SYSTEM_NAMESPACES
-from virtualservice_operator.desired import compute_desired
-from virtualservice_operator.instance import DEFAULT_INSTANCE
-from virtualservice_operator.model import ServiceInfo, ServicePort, VirtualServiceInfo
-from virtualservice_operator.plan import Action, Plan, PlanWarning, plan_orphan_sweep
+from virtualservice_operator.domain import plan as planner
+from virtualservice_operator.domain.config import OperatorConfig
+from virtualservice_operator.domain.constants import SYSTEM_NAMESPACES
+from virtualservice_operator.domain.desired import compute_desired
+from virtualservice_operator.domain.instance import DEFAULT_INSTANCE
+from virtualservice_operator.domain.model import ServiceInfo, ServicePort, VirtualServiceInfo
+from virtualservice_operator.domain.plan import Action, Plan, PlanWarning, plan_orphan_sweep
 
 PH_LABEL = "virtualservice-operator/placeholder-service"
 SOURCE = "virtualservice-operator/source"

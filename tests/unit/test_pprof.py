@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from virtualservice_operator import pprof
-from virtualservice_operator.pprof import ProfileBusy, cpu_profile, heap_profile
+from virtualservice_operator.serving import pprof
+from virtualservice_operator.serving.pprof import ProfileBusy, cpu_profile, heap_profile
 
 # --------------------------------------------------------------------- test-side proto reader
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from virtualservice_operator.clock import FakeClock
-from virtualservice_operator.ratelimit import (
+from virtualservice_operator.runtime.clock import FakeClock
+from virtualservice_operator.runtime.ratelimit import (
     BucketRateLimiter,
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,

@@ -9,19 +9,19 @@ from typing import Any
 import pytest
 import structlog
 
-from virtualservice_operator.config import parse_config
-from virtualservice_operator.desired import compute_desired
-from virtualservice_operator.events import EventRecorder
-from virtualservice_operator.executor import Executor
-from virtualservice_operator.kube import Conflict
-from virtualservice_operator.metrics import OperatorMetrics
-from virtualservice_operator.model import ServiceInfo, ServicePort, VirtualServiceInfo
-from virtualservice_operator.reconciler import (
+from virtualservice_operator.domain.config import parse_config
+from virtualservice_operator.domain.desired import compute_desired
+from virtualservice_operator.domain.model import ServiceInfo, ServicePort, VirtualServiceInfo
+from virtualservice_operator.kube.client import Conflict
+from virtualservice_operator.operator.executor import Executor
+from virtualservice_operator.operator.reconciler import (
     CONFLICTS_BEFORE_EXHAUSTED,
     Result,
     TerminalError,
     VirtualServiceReconciler,
 )
+from virtualservice_operator.runtime.events import EventRecorder
+from virtualservice_operator.runtime.metrics import OperatorMetrics
 
 CONFIG = parse_config("defaultNamespace: prod\ndeveloperNamespaces: [dev]\n").config
 
@@ -92,7 +92,9 @@ def reconciler(
     client: FakeClient, cache: FakeCache, config: Any = CONFIG
 ) -> VirtualServiceReconciler:
     executor = Executor(client, cache, OperatorMetrics())  # type: ignore[arg-type]
-    return VirtualServiceReconciler(cache, lambda: config, EventRecorder(None), executor)  # type: ignore[arg-type]
+    return VirtualServiceReconciler(
+        cache, lambda: config, EventRecorder(None, component="test"), executor
+    )  # type: ignore[arg-type]
 
 
 async def test_converged_name_costs_no_request() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import structlog
 
-from virtualservice_operator.config import parse_config
-from virtualservice_operator.plan import Action
-from virtualservice_operator.resync import OrphanSweep, Resync
+from virtualservice_operator.domain.config import parse_config
+from virtualservice_operator.domain.plan import Action
+from virtualservice_operator.operator.resync import OrphanSweep, Resync
 
 CONFIG = parse_config("defaultNamespace: prod\ndeveloperNamespaces: [dev]\n").config
 

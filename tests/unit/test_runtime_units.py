@@ -15,16 +15,16 @@ import aiohttp
 import pytest
 import structlog
 
-from virtualservice_operator import logs
-from virtualservice_operator.app import Operator, Options
 from virtualservice_operator.cli import build_parser, parse_duration
-from virtualservice_operator.config import parse_config
-from virtualservice_operator.controller import Controller
-from virtualservice_operator.httpserver import Servers, parse_bind_address, start_servers
-from virtualservice_operator.kube import KubeClient
-from virtualservice_operator.metrics import OperatorMetrics
-from virtualservice_operator.reconciler import Result
-from virtualservice_operator.workqueue import WorkQueue
+from virtualservice_operator.domain.config import parse_config
+from virtualservice_operator.kube.client import KubeClient
+from virtualservice_operator.operator.app import Operator, Options
+from virtualservice_operator.runtime import logs
+from virtualservice_operator.runtime.controller import Controller
+from virtualservice_operator.runtime.metrics import OperatorMetrics
+from virtualservice_operator.runtime.reconcile import Result
+from virtualservice_operator.runtime.workqueue import WorkQueue
+from virtualservice_operator.serving.server import Servers, parse_bind_address, start_servers
 
 # -- 3. probes: /readyz 503 until ready, then 200 ------------------------------------------
 

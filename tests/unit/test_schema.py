@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtualservice_operator.config import DEFAULT_TEMPLATE, ConfigError, parse_config
-from virtualservice_operator.constants import ISTIO_VERSIONS
-from virtualservice_operator.desired import compute_desired
-from virtualservice_operator.kube import VIRTUAL_SERVICES
-from virtualservice_operator.schema import istio_schema, validate_virtual_service
-from virtualservice_operator.template import render_virtual_service
+from virtualservice_operator.domain.config import DEFAULT_TEMPLATE, ConfigError, parse_config
+from virtualservice_operator.domain.constants import ISTIO_VERSIONS
+from virtualservice_operator.domain.desired import compute_desired
+from virtualservice_operator.domain.schema import istio_schema, validate_virtual_service
+from virtualservice_operator.domain.template import render_virtual_service
+from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES
 
 
 def good() -> dict[str, Any]:

@@ -18,13 +18,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.unit.test_authz import PROMETHEUS, FakeApiServer
-from virtualservice_operator.httpserver import Servers, start_servers
-from virtualservice_operator.metrics import OperatorMetrics
-from virtualservice_operator.servingcert import (
+from virtualservice_operator.runtime.metrics import OperatorMetrics
+from virtualservice_operator.serving.cert import (
     CertificateError,
     CertificateReloader,
     self_signed,
 )
+from virtualservice_operator.serving.server import Servers, start_servers
 
 
 def test_self_signed_certificate_serves_the_given_names_and_is_no_ca() -> None:

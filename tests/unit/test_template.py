@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtualservice_operator.config import DEFAULT_TEMPLATE
-from virtualservice_operator.template import TemplateError, render_virtual_service
+from virtualservice_operator.domain.config import DEFAULT_TEMPLATE
+from virtualservice_operator.domain.template import TemplateError, render_virtual_service
 
 
 def render(template: str, service: str = "web", ns: str = "prod") -> dict:
@@ -182,7 +182,7 @@ _VALUES = st.recursive(
 
 def _walked(template: str, service: str, ns: str) -> dict:
     """The walk alone: what rendering gave before the JSON-text path existed."""
-    from virtualservice_operator import template as t
+    from virtualservice_operator.domain import template as t
 
     values = {t._TOKENS["serviceName"]: service, t._TOKENS["defaultNamespace"]: ns}
     manifest = t._substitute(t._parse(template), values, "", [0])

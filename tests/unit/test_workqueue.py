@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtualservice_operator.clock import FakeClock
-from virtualservice_operator.ratelimit import ItemExponentialFailureRateLimiter
-from virtualservice_operator.workqueue import ShutDown, WorkQueue
+from virtualservice_operator.runtime.clock import FakeClock
+from virtualservice_operator.runtime.ratelimit import ItemExponentialFailureRateLimiter
+from virtualservice_operator.runtime.workqueue import ShutDown, WorkQueue
 
 
 @pytest.fixture

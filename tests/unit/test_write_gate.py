@@ -21,9 +21,9 @@ import virtualservice_operator
 
 PACKAGE = Path(virtualservice_operator.__file__).parent
 WRITES = {"create", "replace", "merge_patch", "delete"}
-EXECUTOR = "executor.py"
-OWN_RECORDS = {"leader.py": "LEASES", "events.py": "EVENTS"}
-REVIEWS = "authz.py"  # its one create sends TokenReviews and SubjectAccessReviews
+EXECUTOR = "operator/executor.py"
+OWN_RECORDS = {"runtime/leader.py": "LEASES", "runtime/events.py": "EVENTS"}
+REVIEWS = "serving/authz.py"  # its one create sends TokenReviews and SubjectAccessReviews
 
 
 def _modules() -> list[Path]:
@@ -75,7 +75,9 @@ def test_the_executor_does_write() -> None:
     assert {call.func.attr for call in _write_calls(tree)} == WRITES  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("module", ["reconciler.py", "controller.py", "executor.py"])
+@pytest.mark.parametrize(
+    "module", ["operator/reconciler.py", "runtime/controller.py", "operator/executor.py"]
+)
 def test_no_worker_sleeps(module: str) -> None:
     tree = ast.parse((PACKAGE / module).read_text())
     sleeps = [

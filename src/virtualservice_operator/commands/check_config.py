@@ -22,7 +22,7 @@ from virtualservice_operator.commands import (
 from virtualservice_operator.commands.configfile import load_config_file
 from virtualservice_operator.commands.output import Style
 from virtualservice_operator.commands.servercheck import check_on_server
-from virtualservice_operator.config import ConfigError, OperatorConfig
+from virtualservice_operator.domain.config import ConfigError, OperatorConfig
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

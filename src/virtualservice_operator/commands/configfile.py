@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from virtualservice_operator.commands import CommandError
-from virtualservice_operator.config import LoadedConfig, parse_config_file
+from virtualservice_operator.domain.config import LoadedConfig, parse_config_file
 
 
 def read_text(path: str) -> str:

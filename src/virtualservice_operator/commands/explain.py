@@ -41,13 +41,13 @@ from virtualservice_operator.commands.inspect import (
     with_client,
 )
 from virtualservice_operator.commands.output import Style, table
-from virtualservice_operator.constants import (
+from virtualservice_operator.domain.constants import (
     EXCLUDE_LABEL,
     SYSTEM_NAMESPACES,
     virtual_service_name,
 )
-from virtualservice_operator.kube import EVENTS, JSON, Forbidden, KubeClient
-from virtualservice_operator.model import ServiceInfo, is_dns_label
+from virtualservice_operator.domain.model import ServiceInfo, is_dns_label
+from virtualservice_operator.kube.client import EVENTS, JSON, Forbidden, KubeClient
 
 MAX_EVENTS = 10
 

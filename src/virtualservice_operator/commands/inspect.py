@@ -24,10 +24,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from virtualservice_operator.cache import ClusterCache
 from virtualservice_operator.commands import CommandError
-from virtualservice_operator.config import ConfigError, OperatorConfig, config_from_configmap
-from virtualservice_operator.constants import (
+from virtualservice_operator.domain.config import ConfigError, OperatorConfig, config_from_configmap
+from virtualservice_operator.domain.constants import (
     CONFIG_KEY,
     CONFIG_MAP_NAME,
     MANAGED_BY_LABEL,
@@ -35,9 +34,12 @@ from virtualservice_operator.constants import (
     OPERATOR_NAMESPACE,
     virtual_service_name,
 )
-from virtualservice_operator.desired import Desired, compute_desired
-from virtualservice_operator.instance import default_instance, owner
-from virtualservice_operator.kube import (
+from virtualservice_operator.domain.desired import Desired, compute_desired
+from virtualservice_operator.domain.instance import default_instance, owner
+from virtualservice_operator.domain.model import ServiceInfo, VirtualServiceInfo
+from virtualservice_operator.domain.plan import Action, Plan, plan
+from virtualservice_operator.domain.template import TemplateError
+from virtualservice_operator.kube.client import (
     CONFIGMAPS,
     JSON,
     SERVICES,
@@ -45,10 +47,8 @@ from virtualservice_operator.kube import (
     KubeClient,
     NotFound,
 )
-from virtualservice_operator.model import ServiceInfo, VirtualServiceInfo
-from virtualservice_operator.plan import Action, Plan, plan
-from virtualservice_operator.template import TemplateError
-from virtualservice_operator.transport import ThreadTransport
+from virtualservice_operator.kube.transport import ThreadTransport
+from virtualservice_operator.operator.cache import ClusterCache
 
 T = TypeVar("T")
 
@@ -92,7 +92,7 @@ def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T
     async def main() -> T:
         try:
             # The commands' own transport: aiohttp's import alone would be a fifth of
-            # explain's time (transport.py).
+            # explain's time (kube/transport.py).
             client = KubeClient.from_kubeconfig(kubeconfig, transport=ThreadTransport)
         except Exception as e:  # KubeconfigError: missing file, no context, bad YAML...
             raise CommandError(f"cannot load kubeconfig: {type(e).__name__}: {e}") from e

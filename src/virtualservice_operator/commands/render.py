@@ -22,10 +22,10 @@ from virtualservice_operator.commands import (
 )
 from virtualservice_operator.commands.configfile import load_config_file
 from virtualservice_operator.commands.output import dump_all
-from virtualservice_operator.config import ConfigError
-from virtualservice_operator.desired import compute_desired
-from virtualservice_operator.model import ServiceInfo, ServicePort, is_dns_label
-from virtualservice_operator.template import TemplateError
+from virtualservice_operator.domain.config import ConfigError
+from virtualservice_operator.domain.desired import compute_desired
+from virtualservice_operator.domain.model import ServiceInfo, ServicePort, is_dns_label
+from virtualservice_operator.domain.template import TemplateError
 
 
 def parse_ports(value: str) -> tuple[ServicePort, ...]:

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 
 from virtualservice_operator.commands import CommandError
 from virtualservice_operator.commands.inspect import with_client
-from virtualservice_operator.config import SAMPLE_SERVICE, OperatorConfig
-from virtualservice_operator.desired import compute_desired
-from virtualservice_operator.kube import (
+from virtualservice_operator.domain.config import SAMPLE_SERVICE, OperatorConfig
+from virtualservice_operator.domain.desired import compute_desired
+from virtualservice_operator.domain.model import ServiceInfo, ServicePort
+from virtualservice_operator.kube.client import (
     JSON,
     ApiError,
     Forbidden,
     Invalid,
     KubeClient,
     NotFound,
-    virtual_service_kind,
 )
-from virtualservice_operator.model import ServiceInfo, ServicePort
+from virtualservice_operator.operator.kinds import virtual_service_kind
 
 
 @dataclass(frozen=True)

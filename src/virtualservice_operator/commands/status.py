@@ -34,8 +34,8 @@ from virtualservice_operator.commands.inspect import (
     with_client,
 )
 from virtualservice_operator.commands.output import Style, dump, table
-from virtualservice_operator.desired import developer_route_names
-from virtualservice_operator.kube import KubeClient
+from virtualservice_operator.domain.desired import developer_route_names
+from virtualservice_operator.kube.client import KubeClient
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

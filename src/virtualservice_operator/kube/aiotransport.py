@@ -1,0 +1,101 @@
+"""The operator's transport: aiohttp's client on the operator's event loop (see
+transport.py for why the read-only commands use another)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from virtualservice_operator.kube.transport import (
+    CONNECT_TIMEOUT,
+    REQUEST_TIMEOUT,
+    Answer,
+    Streamed,
+    TransportError,
+    describe,
+)
+
+_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+class AiohttpTransport:
+    """One aiohttp session, made on first use inside the event loop that uses it."""
+
+    def __init__(
+        self,
+        server: str,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        user_agent: str = "",
+    ) -> None:
+        self._server = server.rstrip("/")
+        self._ssl = ssl_context
+        # aiohttp checks the certificate against this name in place of the URL's host.
+        self._extra: dict[str, Any] = (
+            {"server_hostname": server_hostname} if server_hostname else {}
+        )
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                # No pool limit: long-lived watches must never starve requests.
+                connector=aiohttp.TCPConnector(ssl=self._ssl or False, limit=0),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
+                trust_env=False,
+                headers={"User-Agent": self._user_agent},
+            )
+        return self._session
+
+    def _url(self, target: str) -> URL:
+        return URL(self._server + target, encoded=True)
+
+    async def send(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
+    ) -> Answer:
+        try:
+            async with self._http().request(
+                method, self._url(target), data=body, headers=headers, **self._extra
+            ) as response:
+                return _answer(response, await response.read())
+        except _ERRORS as e:
+            raise TransportError(describe(e)) from e
+
+    @asynccontextmanager
+    async def stream(
+        self, target: str, headers: Mapping[str, str], idle_timeout: float
+    ) -> AsyncIterator[Streamed]:
+        # sock_read bounds the silence between two reads, not the watch's whole life.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=idle_timeout
+        )
+        try:
+            async with self._http().get(
+                self._url(target), timeout=timeout, headers=headers, **self._extra
+            ) as response:
+                body = await response.read() if response.status >= 400 else b""
+                yield _answer(response, body), response.content.iter_any()
+        except _ERRORS as e:
+            raise TransportError(describe(e)) from e
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _answer(response: aiohttp.ClientResponse, body: bytes) -> Answer:
+    return Answer(
+        response.status,
+        response.reason or "",
+        response.content_type,
+        response.headers.get("Retry-After"),
+        body,
+    )

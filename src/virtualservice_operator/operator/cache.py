@@ -1,0 +1,314 @@
+"""What the operator knows of the cluster: one informer per (kind, namespace) it watches.
+
+- Services: one informer per watched namespace (the default one and each developer
+  one), so only those namespaces are cached, and only the fields ServiceInfo keeps.
+- This instance's VirtualServices (`managed_vs`): one cluster-wide informer on
+  `virtualservice-operator/instance=<instance>`, so ours are seen wherever they are (an
+  old default namespace leaves orphans), also after a user removed `managed-by` from one.
+- Every other VirtualService in the default namespace (`unmanaged_vs`: the instance label
+  missing or different): to leave a user's or another instance's alone (and say so), and
+  to warn about a second one for the same host. The two selectors split D's
+  VirtualServices between them: each is in exactly one.
+
+Every change maps to a Service *name* (the reconcile key) through `on_name`.
+`reconfigure` starts and stops informers when the config changes the namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from virtualservice_operator.domain.config import OperatorConfig
+from virtualservice_operator.domain.constants import (
+    others_selector,
+    own_selector,
+    service_for_virtual_service,
+    virtual_service_name,
+)
+from virtualservice_operator.domain.model import ServiceInfo, ServiceWire, VirtualServiceInfo
+from virtualservice_operator.kube.client import (
+    JSON,
+    SERVICES,
+    WATCH_IDLE_TIMEOUT,
+    WATCH_TIMEOUT,
+    Kind,
+    KubeClient,
+    NotFound,
+)
+from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES
+from virtualservice_operator.runtime.informer import Informer
+
+
+def _service_page(raw: bytes) -> tuple[list[ServiceInfo], str, str | None]:
+    # Imported on the first protobuf page: `explain`'s small JSON lists never pay for it.
+    from virtualservice_operator.operator.service_protobuf import service_page
+
+    return service_page(raw)
+
+
+def _lists_done() -> None:
+    """Every informer has listed: the protobuf decoder's caches can go (if it was used)."""
+    decoder = sys.modules.get("virtualservice_operator.operator.service_protobuf")
+    if decoder is not None:
+        decoder.forget()
+
+
+# Listed as protobuf straight into records: the API server encodes protobuf for about half
+# the CPU of JSON, and it reads faster here (bench/README.md). A JSON answer is decoded
+# into only the fields ServiceInfo keeps (a Service's JSON is mostly managedFields and
+# status, which nothing here reads).
+_SERVICE_RECORDS = replace(SERVICES, items=ServiceWire, protobuf=_service_page)
+# More objects than a list of ours will hold: one page, which the API server serves from
+# its watch cache (see `fill`).
+ONE_PAGE = 1_000_000
+# Lists `fill` has in flight: 3 at L, 145 MiB peak against 167 MiB with all 13 at once,
+# in the same time within the noise.
+FILL_IN_FLIGHT = 3
+# One name's Services (`fill` for explain): a page of one, not worth importing protobuf.
+_SERVICE_RECORDS_JSON = replace(SERVICES, items=ServiceWire)
+
+
+def _vs_names(vs: VirtualServiceInfo) -> list[str]:
+    """The Service names a VirtualService concerns: its own name's, and its short hosts'."""
+    names = {host.split(".", 1)[0] for host in vs.hosts if host}
+    if name := service_for_virtual_service(vs.name):
+        names.add(name)
+    return sorted(names)
+
+
+class ClusterCache:
+    def __init__(
+        self,
+        client: KubeClient,
+        on_name: Callable[[str], None],
+        *,
+        instance: str,
+        watch_timeout: int = WATCH_TIMEOUT,
+        idle_timeout: float = WATCH_IDLE_TIMEOUT,
+    ) -> None:
+        self._client = client
+        self._on_name = on_name
+        self._watch_timeout = watch_timeout
+        self._idle_timeout = idle_timeout
+        self.services: dict[str, Informer[ServiceInfo]] = {}
+        self.instance = instance
+        self.managed_vs: Informer[VirtualServiceInfo] = self._vs_informer(
+            None, own_selector(instance)
+        )
+        self.unmanaged_vs: Informer[VirtualServiceInfo] | None = None
+        self._default_namespace: str | None = None
+        self._reconfiguring = asyncio.Lock()
+
+    # -- informers ----------------------------------------------------------------------
+
+    def _service_informer(
+        self,
+        namespace: str,
+        field_selector: str | None = None,
+        kind: Kind = _SERVICE_RECORDS,
+        page_size: int = 500,
+    ) -> Informer[ServiceInfo]:
+        def handler(old: ServiceInfo | None, new: ServiceInfo | None) -> None:
+            self._on_name((new or old).name)  # type: ignore[union-attr]
+
+        return Informer(
+            self._client,
+            kind,
+            namespace,
+            transform=ServiceInfo.read,
+            version_of=lambda s: s.resource_version,
+            handler=handler,
+            field_selector=field_selector,
+            watch_timeout=self._watch_timeout,
+            idle_timeout=self._idle_timeout,
+            page_size=page_size,
+        )
+
+    def _vs_informer(
+        self,
+        namespace: str | None,
+        selector: str,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> Informer[VirtualServiceInfo]:
+        def handler(old: VirtualServiceInfo | None, new: VirtualServiceInfo | None) -> None:
+            for name in {*(_vs_names(old) if old else ()), *(_vs_names(new) if new else ())}:
+                self._on_name(name)
+
+        return Informer(
+            self._client,
+            VIRTUAL_SERVICES,
+            namespace,
+            transform=VirtualServiceInfo.from_dict,
+            version_of=lambda vs: vs.resource_version,
+            handler=handler,
+            label_selector=selector,
+            field_selector=field_selector,
+            indexers={"service": _vs_names},
+            watch_timeout=self._watch_timeout,
+            idle_timeout=self._idle_timeout,
+            page_size=page_size,
+        )
+
+    async def reconfigure(self, config: OperatorConfig) -> None:
+        """Watch exactly the namespaces `config` names; wait until every informer is synced."""
+        # One at a time: a reload may come while the first fill is still going on.
+        async with self._reconfiguring:
+            await self._reconfigure(config)
+
+    async def _reconfigure(self, config: OperatorConfig) -> None:
+        wanted = set(config.watched_namespaces)
+        for ns in sorted(set(self.services) - wanted):
+            await self.services.pop(ns).stop()
+        for ns in sorted(wanted - set(self.services)):
+            self.services[ns] = self._service_informer(ns)
+            self.services[ns].start()
+        if self._default_namespace != config.default_namespace:
+            if self.unmanaged_vs is not None:
+                await self.unmanaged_vs.stop()
+            self.unmanaged_vs = self._vs_informer(
+                config.default_namespace, others_selector(self.instance)
+            )
+            self.unmanaged_vs.start()
+            self._default_namespace = config.default_namespace
+        self.managed_vs.start()
+        await self.wait_synced()
+
+    async def fill(self, config: OperatorConfig, name: str | None = None) -> None:
+        """List once, without watching, what `config` makes a cache never started hold: a
+        snapshot for the read-only commands, read through the reconciler's own indexes.
+        With `name`, only what `snapshot(config, name)` reads: the Services of that name
+        and ours named after it (and, as `fresh`, the other VirtualServices in D)."""
+        services = f"metadata.name={name}" if name else None
+        kind = _SERVICE_RECORDS_JSON if name else _SERVICE_RECORDS
+        # One page per list: the API server serves it from its watch cache, where pages
+        # after the first come from etcd at several times the cost. The operator's own
+        # informers keep pages of 500, which bound their peak memory.
+        self.services = {
+            ns: self._service_informer(ns, services, kind, page_size=ONE_PAGE)
+            for ns in config.watched_namespaces
+        }
+        own = f"metadata.name={virtual_service_name(name)}" if name else None
+        self.managed_vs = self._vs_informer(
+            None, own_selector(self.instance), own, page_size=ONE_PAGE
+        )
+        self.unmanaged_vs = self._vs_informer(
+            config.default_namespace, others_selector(self.instance), page_size=ONE_PAGE
+        )
+        self._default_namespace = config.default_namespace
+        # The informer's own list (store, indexes, resourceVersion), not its watch loop.
+        # Whole lists a few at once: each answer is held whole until decoded, and more in
+        # flight only adds to the peak memory (the decoding is one at a time anyway). One
+        # name's lists are small: all at once.
+        # The VirtualServices first: custom resources are listed as JSON, the slowest
+        # list for the API server to write (a quarter of a second at 5,000), so it is
+        # written while the Services' lists are decoded rather than after them.
+        informers: list[Informer[Any]] = [
+            self.managed_vs,
+            self.unmanaged_vs,
+            *self.services.values(),
+        ]
+        in_flight = asyncio.Semaphore(len(informers) if name else FILL_IN_FLIGHT)
+
+        async def relist(informer: Informer[Any]) -> None:
+            async with in_flight:
+                await informer.relist()
+
+        await asyncio.gather(*(relist(informer) for informer in informers))
+        _lists_done()
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(*(i.synced.wait() for i in self.informers()))
+        _lists_done()
+
+    def informers(self) -> list[Informer[Any]]:
+        extra = [self.unmanaged_vs] if self.unmanaged_vs is not None else []
+        return [*self.services.values(), self.managed_vs, *extra]
+
+    def synced(self) -> bool:
+        return bool(self._default_namespace) and all(i.synced.is_set() for i in self.informers())
+
+    async def stop(self) -> None:
+        for informer in self.informers():
+            await informer.stop()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def all_names(self) -> set[str]:
+        names: set[str] = set()
+        for services in self.services.values():
+            names.update(s.name for s in services.values())
+        for vss in (self.managed_vs, self.unmanaged_vs):
+            if vss is not None:
+                for vs in vss.values():
+                    names.update(_vs_names(vs))
+        return names
+
+    def snapshot(
+        self, config: OperatorConfig, name: str
+    ) -> tuple[dict[str, ServiceInfo], list[VirtualServiceInfo]]:
+        """The cached Services named `name` per watched namespace, and the VirtualServices
+        that concern it (ours anywhere, and any in the default namespace naming it)."""
+        services: dict[str, ServiceInfo] = {}
+        for ns in config.watched_namespaces:
+            informer = self.services.get(ns)
+            svc = informer.get(f"{ns}/{name}") if informer else None
+            if svc is not None:
+                services[ns] = svc
+        vss = list(self.managed_vs.by_index("service", name))
+        if self.unmanaged_vs is not None:
+            vss.extend(self.unmanaged_vs.by_index("service", name))
+        return services, vss
+
+    async def fresh(
+        self, config: OperatorConfig, name: str
+    ) -> tuple[dict[str, ServiceInfo], list[VirtualServiceInfo]]:
+        """The same as snapshot(), read from the API server (after a conflict)."""
+        services: dict[str, ServiceInfo] = {}
+        for ns in config.watched_namespaces:
+            try:
+                obj = await self._client.get(SERVICES, ns, name)
+            except NotFound:
+                continue
+            services[ns] = ServiceInfo.from_dict(obj)
+        items, _ = await self._client.list(
+            VIRTUAL_SERVICES, None, field_selector=f"metadata.name={virtual_service_name(name)}"
+        )
+        vss = [VirtualServiceInfo.from_dict(o) for o in items]
+        seen = {(vs.namespace, vs.name) for vs in vss}
+        # Others in the default namespace that name this host: the cache is good enough
+        # for a warning.
+        if self.unmanaged_vs is not None:
+            vss.extend(
+                vs
+                for vs in self.unmanaged_vs.by_index("service", name)
+                if (vs.namespace, vs.name) not in seen
+            )
+        return services, vss
+
+    # -- after our own writes -----------------------------------------------------------
+
+    def record_write(self, kind: str, obj: JSON) -> None:
+        if kind == "Service":
+            informer = self.services.get(obj["metadata"]["namespace"])
+            if informer is not None:
+                informer.upsert(obj)
+        elif VirtualServiceInfo.from_dict(obj).instance == self.instance:
+            self.managed_vs.upsert(obj)
+
+    def record_delete(self, kind: str, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        if kind == "Service":
+            informer = self.services.get(namespace)
+            if informer is not None:
+                informer.forget(key)
+        else:
+            self.managed_vs.forget(key)
+
+    def placeholder_count(self) -> int:
+        """Placeholder Services as cached, for the gauge (a walk of the whole cache)."""
+        return sum(1 for i in self.services.values() for s in i.values() if s.is_placeholder)

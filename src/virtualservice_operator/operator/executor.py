@@ -1,0 +1,125 @@
+"""The one place that sends the operator's writes: it executes the Actions `plan` made.
+
+Every create, update, unmark and delete of a Service or VirtualService goes through
+`Executor.execute` (a test checks that no other module calls the client's write
+methods, Leases and Events aside). So the planner's safety rules hold for every
+writer, and the writes and conflicts are counted where they happen.
+
+Only a leader writes: with leader election, `leading` says whether we hold the Lease
+(the elector clears it the moment it sees the Lease lost). No write is sent without it,
+and a write answered after the loss was seen raises `NotLeading` instead of being
+reported done: the process is ending and another replica may be acting.
+
+After each write the API server's answer is recorded in the cache, so that the next
+reconcile sees it before the watch brings it. A write refused because the object
+changed since it was read (409, a create that finds the object there, an update that
+finds it gone) raises `WriteConflict`: the reconciler requeues the name, and its next
+pass reads it afresh and plans again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from virtualservice_operator.domain.plan import Action
+from virtualservice_operator.kube.client import (
+    JSON,
+    SERVICES,
+    Conflict,
+    Forbidden,
+    Kind,
+    KubeClient,
+    NotFound,
+)
+from virtualservice_operator.operator.cache import ClusterCache
+from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES, virtual_service_kind
+from virtualservice_operator.runtime.leader import NotLeading
+from virtualservice_operator.runtime.metrics import OperatorMetrics
+
+
+class WriteConflict(Conflict):
+    """A write refused because the object changed since it was read (or appeared, or went)."""
+
+    def __init__(self, action: Action, error: Conflict | NotFound) -> None:
+        message = f"{action.kind} {action.namespace}/{action.name}: {error.message}"
+        super().__init__(error.status, error.reason, message)
+        self.action = action
+
+
+class MissingPermission(Forbidden):
+    """A write the operator's RBAC does not allow (403): says which right, where, and how
+    to grant it. Retried with back-off: granting the right is all it takes."""
+
+    def __init__(self, action: Action, error: Forbidden) -> None:
+        verb = "patch" if action.verb == "unmark" else action.verb
+        resource = "services" if action.kind == "Service" else "virtualservices"
+        message = (
+            f"the operator may not {verb} {resource} in namespace {action.namespace} "
+            f"({action.kind} {action.name}): grant it in the operator's ClusterRole, or with "
+            f"the chart's rbac.scope=namespaced list {action.namespace} in the config's "
+            "namespaces and upgrade the release"
+        )
+        super().__init__(error.status, error.reason, message)
+        self.action = action
+
+
+class Executor:
+    def __init__(
+        self,
+        client: KubeClient,
+        cache: ClusterCache,
+        metrics: OperatorMetrics,
+        *,
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._client = client
+        self._cache = cache
+        self._metrics = metrics
+        self._leading = leading
+
+    async def execute(self, action: Action) -> None:
+        """Send `action`; raises WriteConflict when the object changed since it was read,
+        NotLeading when the Lease is lost before or while it is sent."""
+        if not self._leading():
+            raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
+        try:
+            answer = await self._send(action)
+        except (Conflict, NotFound) as e:  # NotFound: what we were to change is gone
+            self._metrics.conflicts.labels(action.kind).inc()
+            raise WriteConflict(action, e) from e
+        except Forbidden as e:
+            self._metrics.forbidden.labels(action.verb, action.kind, action.namespace).inc()
+            raise MissingPermission(action, e) from e
+        if not self._leading():
+            raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
+        if answer is None:
+            self._cache.record_delete(action.kind, action.namespace, action.name)
+        else:
+            self._cache.record_write(action.kind, answer)
+        self._metrics.writes.labels(action.verb, action.kind).inc()
+
+    async def _send(self, action: Action) -> JSON | None:
+        """The API server's answer to the write (None for a delete)."""
+        kind, ns, name, body = _kind(action), action.namespace, action.name, action.body
+        if action.verb == "delete":
+            with contextlib.suppress(NotFound):  # already gone: what we wanted
+                await self._client.delete(
+                    kind, ns, name, uid=action.uid, resource_version=action.resource_version
+                )
+            return None
+        assert body is not None, action
+        if action.verb == "create":
+            return await self._client.create(kind, ns, body)  # AlreadyExists is a Conflict
+        if action.verb == "update":
+            return await self._client.replace(kind, ns, name, body)
+        assert action.verb == "unmark", action.verb
+        return await self._client.merge_patch(kind, ns, name, body)
+
+
+def _kind(action: Action) -> Kind:
+    if action.kind == "Service":
+        return SERVICES
+    if action.body:  # the API server wants body and URL versions to agree
+        return virtual_service_kind(str(action.body["apiVersion"]))
+    return VIRTUAL_SERVICES

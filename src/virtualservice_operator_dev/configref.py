@@ -144,7 +144,7 @@ def render() -> str:
     out += [f"| [`{k}`](#{_anchor(k)}) | {_type(p)} | {_default(p)} |" for k, p in items]
     out += [
         "",
-        "Types are strict: `true` is a boolean and `\"true\"` a string; a namespace name",
+        'Types are strict: `true` is a boolean and `"true"` a string; a namespace name',
         "written as a number (`123`) must be quoted. Keys the operator does not know are",
         "reported as warnings and ignored, so that a newer configuration still loads into an",
         "older operator. Every problem is reported at once, with its line and the fix.",

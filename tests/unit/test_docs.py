@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from virtualservice_operator.cli import build_parser
-from virtualservice_operator.domain.config import parse_config, parse_config_file
+from virtualservice_operator.domain.config import ConfigError, parse_config, parse_config_file
 from virtualservice_operator.domain.constants import DEFAULT_ROUTING_HEADER
 from virtualservice_operator.domain.desired import compute_desired
 from virtualservice_operator.domain.model import ServiceInfo, ServicePort
@@ -325,3 +325,22 @@ def test_developer_role_grants_nothing_that_moves_other_traffic() -> None:
         assert not {"networking.istio.io", "security.istio.io"} & set(groups), rule
         assert "rbac.authorization.k8s.io" not in groups, rule
         assert not {"bind", "escalate", "impersonate"} & set(verbs), rule
+
+
+# -- what the code tells users to read ------------------------------------------------------
+
+
+def test_files_the_code_points_users_to_exist() -> None:
+    """Messages and help text name docs and manifests: each must be in the repository."""
+    source = "\n".join(
+        p.read_text() for p in (REPO_ROOT / "src" / "virtualservice_operator").rglob("*.py")
+    )
+    named = set(re.findall(r"\b((?:docs|deployments)/[\w./-]*\w)", source))
+    assert "docs/configuration-reference.md" in named
+    missing = sorted(n for n in named if not (REPO_ROOT / n).exists())
+    assert not missing, missing
+
+
+def test_a_missing_key_points_to_the_reference() -> None:
+    with pytest.raises(ConfigError, match=r"see docs/configuration-reference\.md"):
+        parse_config("developerNamespaces: [staging]\n")

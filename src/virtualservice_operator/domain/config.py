@@ -445,7 +445,7 @@ def _problems(err: Mapping[str, Any], root: yaml.Node | None) -> list[Problem]:
 def _explain(err: Mapping[str, Any]) -> tuple[str, str]:
     kind, got = err["type"], _kind(err.get("input"))
     if kind == "missing":
-        return "is required", "add it (see the operations guide, 'Configuration Setup')"
+        return "is required", "add it (see docs/configuration-reference.md)"
     if kind == "string_type":
         return f"must be a string, got {got}", "put the value in quotes"
     if kind == "bool_type":
@@ -456,7 +456,7 @@ def _explain(err: Mapping[str, Any]) -> tuple[str, str]:
         return f"must be a mapping, got {got}", "write indented 'key: value' lines under it"
     if kind == "literal_error":
         return f"is {err.get('input')!r}", f"use one of {err['ctx']['expected']}"
-    return str(err.get("msg", "is invalid")), "see the operations guide"
+    return str(err.get("msg", "is invalid")), "see docs/configuration-reference.md"
 
 
 def _path(loc: Sequence[Any]) -> str:

@@ -344,3 +344,25 @@ def test_files_the_code_points_users_to_exist() -> None:
 def test_a_missing_key_points_to_the_reference() -> None:
     with pytest.raises(ConfigError, match=r"see docs/configuration-reference\.md"):
         parse_config("developerNamespaces: [staging]\n")
+
+
+def test_every_event_reason_is_documented() -> None:
+    from typing import get_args
+
+    from virtualservice_operator.domain.plan import WarningReason
+    from virtualservice_operator.operator import reconciler
+
+    source = "\n".join(
+        p.read_text() for p in (REPO_ROOT / "src" / "virtualservice_operator").rglob("*.py")
+    )
+    literal = re.findall(r"\.(?:warning|normal)\(\s*\w+,\s*\"(\w+)\"", source)
+    assert {"InvalidConfig", "ConfigReloaded", "MissingPermission", "TemplateError"} <= set(literal)
+    written = {
+        f"{prefix}{past.capitalize()}"
+        for prefix in ("VirtualService", "Placeholder")
+        for past in reconciler._PAST.values()
+        if (prefix, past) != ("VirtualService", "released")  # only placeholders are released
+    }
+    text = (DOCS / "monitoring.md").read_text()
+    missing = [r for r in {*literal, *get_args(WarningReason), *written} if f"`{r}`" not in text]
+    assert not missing, f"docs/monitoring.md, 'Events', lacks {missing}"

@@ -313,3 +313,41 @@ def test_security_examples_are_accepted_and_the_role_denies(cp: ControlPlane) ->
     ):
         answer = sh.run(f"kubectl auth can-i {refused_right} {jane}", ok=False).stdout.strip()
         assert answer == "no", refused_right
+
+
+# kubectl's answers to a command it cannot parse (as opposed to one about a missing object).
+_USAGE = re.compile(
+    r"unknown (shorthand )?flag|unknown command|invalid argument|required flag|"
+    r"you must specify|See 'kubectl .*(-h|--help)'|error: (unable to|cannot) parse"
+)
+
+
+def test_every_kubectl_read_in_the_docs_parses(cp: ControlPlane) -> None:
+    """Each `kubectl` line of the user pages that only reads (get, describe, auth can-i,
+    top, logs; or any `--dry-run`) is run against the API server: whatever the cluster's
+    state, kubectl must understand it (flags, resource names, selectors)."""
+    from tests.unit.test_docs import USER_PAGES, _code
+
+    sh = Shell(cp)
+    lines = {
+        re.split(r" \| | > |\s+#", line.strip())[0]
+        for page in USER_PAGES
+        for line in _code(page.read_text())
+        if line.strip().startswith("kubectl ") and not line.rstrip().endswith("\\")
+    }
+    reads = sorted(
+        line
+        for line in lines
+        if ("--dry-run" in line or line.split()[1] in ("get", "describe", "auth", "top", "logs"))
+        and not re.search(r"\s-f(\s|$)", line)  # neither a followed log nor a file
+        and "<<" not in line
+        and "..." not in line  # prose shorthand in tables, not a command
+        and len(line.split()) > 3
+    )
+    assert len(reads) >= 30, reads
+    wrong = []
+    for line in reads:
+        result = sh.run(line, ok=False)
+        if _USAGE.search(result.stderr):
+            wrong.append(f"{line}: {result.stderr.strip()}")
+    assert not wrong, wrong

@@ -6,7 +6,10 @@
 // $KUBECONFIG (a list, merged by clientcmd's loading rules), else in-cluster, else
 // ~/.kube/config; --context overrides the current context, as kubectl's flag does.
 // In-cluster is rest.InClusterConfig with its directory as a flag (-service-account),
-// so that a test can point it at a folder of its own.
+// so that a test can point it at a folder of its own. The transport is then built
+// (rest.HTTPClientFor) as kubectl's first request builds it, so that what client-go
+// refuses only there (a CA with insecure-skip-tls-verify, an exec apiVersion it no
+// longer speaks) is refused here too; no request is sent.
 package main
 
 import (
@@ -18,6 +21,8 @@ import (
 	"os"
 	"path/filepath"
 
+	// The auth-provider plugins kubectl links (oidc), so that they resolve as there.
+	_ "k8s.io/client-go/plugin/pkg/client/auth"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
@@ -152,6 +157,9 @@ func main() {
 	enc := json.NewEncoder(os.Stdout)
 	c, err := load(*kubeconfig, *context, *serviceAccount)
 	var o *out
+	if err == nil {
+		_, err = rest.HTTPClientFor(c)
+	}
 	if err == nil {
 		o, err = describe(c)
 	}

@@ -26,11 +26,12 @@ from virtualservice_operator.kube.kubeconfig import (
     KubeconfigError,
     KubeconfigUnsupported,
 )
+from virtualservice_operator_dev.controlplane import default_bin_dir
 from virtualservice_operator_dev.pki import write_pki
 
 CORPUS = Path(__file__).with_name("kubeconfig_corpus.yaml")
 SITUATIONS: list[dict[str, Any]] = yaml.safe_load(CORPUS.read_text())
-BIN = Path(os.environ.get("VSO_CACHE_DIR") or Path(__file__).parents[2] / ".cache") / "bin"
+BIN = default_bin_dir()  # where hack/build-controlplane.sh links it
 
 
 @pytest.fixture(scope="module")

@@ -238,6 +238,26 @@ async def test_watch_lines_cut_anywhere_are_joined(serve: Any) -> None:
     assert server.seen[0].query["resourceVersion"] == "1"
 
 
+async def test_a_watch_refused_401_refreshes_credentials_and_watches_again(serve: Any) -> None:
+    """As a request does: a rotated token is picked up at once, not after the informer's
+    back-off with the stale one."""
+    added = {"type": "ADDED", "object": {"metadata": {"name": "a"}}}
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != "Bearer new":
+            return _status(401, "Unauthorized")
+        return web.Response(body=json.dumps(added).encode() + b"\n")
+
+    server = await serve(answer)
+    client = KubeClient(server.url, credentials=Rotating())
+    try:
+        got = [obj async for _, obj in client.watch(CONFIGMAPS, "ns", resource_version="1")]
+    finally:
+        await client.close()
+    assert got == [added["object"]]
+    assert [r.headers["Authorization"] for r in server.seen] == ["Bearer old", "Bearer new"]
+
+
 async def test_watch_error_event_is_raised_typed(serve: Any) -> None:
     gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
 

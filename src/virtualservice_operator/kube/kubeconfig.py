@@ -53,7 +53,7 @@ from virtualservice_operator.kube.kubeconfig_types import (
     Context,
     User,
 )
-from virtualservice_operator.kube.transport import ProxyError, proxy_for, trust
+from virtualservice_operator.kube.transport import ProxyError, memory_file, proxy_for, trust
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # A cluster extension by this name is the exec plugin's spec.cluster.config (client-go).
@@ -322,21 +322,13 @@ def _no_password() -> bytes:
 
 @contextmanager
 def _as_file(path: str | None, data: str | None, what: str) -> Iterator[str]:
-    """The file, or the decoded data in an anonymous memory file (never on a disk, and
-    gone with the process however it ends)."""
+    """The file, or the decoded data in a memory file (never on a disk)."""
     if path is not None:
         yield path
         return
     assert data is not None
-    decoded = _decode(data, what)
-    fd = os.memfd_create("kubeconfig", os.MFD_CLOEXEC)
-    try:
-        view = memoryview(decoded)
-        while view:
-            view = view[os.write(fd, view) :]
-        yield f"/proc/self/fd/{fd}"
-    finally:
-        os.close(fd)
+    with memory_file(_decode(data, what)) as name:
+        yield name
 
 
 def _only_one(file: str | None, data: str | None, what: str, where: str) -> None:

@@ -25,10 +25,11 @@ import asyncio
 import contextlib
 import http.client
 import ipaddress
+import os
 import ssl
 import threading
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
@@ -103,6 +104,20 @@ def trust(
         context.verify_mode = ssl.CERT_NONE
         return context
     return ssl.create_default_context(cafile=cafile, cadata=cadata)
+
+
+@contextlib.contextmanager
+def memory_file(data: bytes) -> Iterator[str]:
+    """`data` as a file name OpenSSL can open (it loads key pairs from files only): an
+    anonymous memory file, never on a disk and gone with the process however it ends."""
+    fd = os.memfd_create("tls", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 class ProxyError(ValueError):

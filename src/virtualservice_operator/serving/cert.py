@@ -26,7 +26,6 @@ import ipaddress
 import os
 import socket
 import ssl
-import tempfile
 from pathlib import Path
 
 import structlog
@@ -34,6 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from virtualservice_operator.kube.transport import memory_file
 
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
@@ -93,12 +94,7 @@ def self_signed_context() -> ssl.SSLContext:
     hosts = ["localhost", "127.0.0.1", socket.gethostname()]
     cert, key = self_signed(list(dict.fromkeys(hosts)))
     context = _server_context()
-    # The ssl module loads key pairs from files only: a private directory, gone at once.
-    with tempfile.TemporaryDirectory(prefix="vso-serving-") as directory:
-        cert_path, key_path = Path(directory, CERT_FILE), Path(directory, KEY_FILE)
-        cert_path.write_bytes(cert)
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(key)
+    with memory_file(cert) as cert_path, memory_file(key) as key_path:  # never on a disk
         context.load_cert_chain(cert_path, key_path)
     return context
 

@@ -6,6 +6,9 @@ godebug default=go1.25
 
 require k8s.io/kubernetes v1.35.4
 
+// kubeconfig-resolve reads kubeconfigs with client-go itself.
+require k8s.io/client-go v0.35.4
+
 require (
 	cel.dev/expr v0.24.0 // indirect
 	cyphar.com/go-pathrs v0.2.1 // indirect
@@ -122,7 +125,6 @@ require (
 	k8s.io/apimachinery v0.35.4 // indirect
 	k8s.io/apiserver v0.35.4 // indirect
 	k8s.io/cli-runtime v0.35.4 // indirect
-	k8s.io/client-go v0.35.4 // indirect
 	k8s.io/cloud-provider v0.35.4 // indirect
 	k8s.io/cluster-bootstrap v0.0.0 // indirect
 	k8s.io/component-base v0.35.4 // indirect

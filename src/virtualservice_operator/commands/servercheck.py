@@ -48,7 +48,9 @@ def sample_virtual_service(config: OperatorConfig) -> JSON:
     return manifest
 
 
-def check_on_server(config: OperatorConfig, kubeconfig: str | None) -> Verdict:
+def check_on_server(
+    config: OperatorConfig, kubeconfig: str | None, context: str | None = None
+) -> Verdict:
     """Dry-run create the sample. Raises CommandError when the cluster cannot answer."""
     manifest = sample_virtual_service(config)
     kind = virtual_service_kind(manifest["apiVersion"])
@@ -67,7 +69,7 @@ def check_on_server(config: OperatorConfig, kubeconfig: str | None) -> Verdict:
             ) from e
         return Verdict(True, where)
 
-    return with_client(kubeconfig, work)
+    return with_client(kubeconfig, work, context)
 
 
 def _is_refusal(error: ApiError) -> bool:

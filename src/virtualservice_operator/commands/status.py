@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return collect(await load_view(client, config))
 
-    records = with_client(args.kubeconfig, work)
+    records = with_client(args.kubeconfig, work, args.context)
     if args.output == "table":
         print("\n".join(render_table(records, Style())))
     else:

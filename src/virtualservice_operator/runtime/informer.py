@@ -12,6 +12,12 @@ Resilience, as client-go's reflector:
 - a silent connection ends after `idle_timeout` and is re-established;
 - other errors back off exponentially (capped) before trying again.
 Only the fields `transform` keeps are held in memory.
+
+resourceVersions are opaque strings (API conventions): compared for equality only.
+Events are applied in the watch's order, which is etcd's. After `upsert` records our own
+write at version V, the key's events are older than V until V's own event arrives (a
+watch delivers in order), so they are skipped until then; `_recent` tells `upsert`
+whether V's event already came (then the store is at V or past it).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -64,16 +71,9 @@ def object_key(obj: JSON | Keyed) -> str:
     return f"{ns}/{meta['name']}" if ns else str(meta["name"])
 
 
-def _rv_newer(candidate: str, current: str) -> bool:
-    """True when `candidate` is a newer version than `current`: not the same one (the echo
-    of our own write, already recorded) and not provably older (etcd versions are
-    integers in practice)."""
-    if candidate == current:
-        return False
-    try:
-        return int(candidate) > int(current)
-    except ValueError:
-        return True
+# (key, version) pairs the watch delivered last: enough to cover the events a watch can
+# deliver between a write's answer and its `upsert` (the same event loop turn or two).
+RECENT_EVENTS = 256
 
 
 class Informer(Generic[T]):
@@ -109,6 +109,9 @@ class Informer(Generic[T]):
         self._backoff_cap = backoff_cap
         self._page_size = page_size
         self._store: dict[str, T] = {}
+        # Our writes whose watch event is still to come: key -> the write's version.
+        self._awaited: dict[str, str] = {}
+        self._recent: deque[tuple[str, str]] = deque(maxlen=RECENT_EVENTS)
         self.resource_version = ""
         self.synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -199,6 +202,7 @@ class Informer(Generic[T]):
             version = page_version
         old_store = self._store
         self._store = {}
+        self._awaited.clear()  # the list is past any write of ours
         for index in self._indices.values():
             index.clear()
         for key, new in fresh.items():
@@ -230,17 +234,23 @@ class Informer(Generic[T]):
                 continue
             key = object_key(obj)
             if event_type == "DELETED":
+                self._awaited.pop(key, None)
                 old = self._pop(key)
                 if old is not None:
                     self._notify(old, None)
             else:
-                new = self._transform(obj)
-                old = self._store.get(key)
-                # Not newer: an older event, or the echo of our own write that upsert()
-                # already recorded; nothing new to report.
-                if old is None or _rv_newer(self._version_of(new), self._version_of(old)):
-                    self._put(key, new)
-                    self._notify(old, new)
+                self._recent.append((key, version))
+                awaited = self._awaited.get(key)
+                if awaited is not None:
+                    # Until our write's own event (recorded already), events are older.
+                    if version == awaited:
+                        del self._awaited[key]
+                else:
+                    new = self._transform(obj)
+                    old = self._store.get(key)
+                    if old is None or self._version_of(new) != self._version_of(old):
+                        self._put(key, new)
+                        self._notify(old, new)
             self.resource_version = version or self.resource_version
 
     # -- after our own writes -----------------------------------------------------------
@@ -249,9 +259,14 @@ class Informer(Generic[T]):
         """Record the API server's answer to our write, so the next reconcile sees it."""
         key = object_key(obj)
         new = self._transform(obj)
+        version = version_of_json(obj)
         old = self._store.get(key)
-        if old is None or _rv_newer(self._version_of(new), self._version_of(old)):
-            self._put(key, new)
+        if old is not None and self._version_of(old) == version:
+            return  # its event came already, or the write changed nothing
+        if (key, version) in self._recent:
+            return  # its event came already: the store is at that version or past it
+        self._put(key, new)
+        self._awaited[key] = version
 
     def forget(self, key: str) -> None:
         self._pop(key)

@@ -60,6 +60,9 @@ class FakeCache:
     def record_delete(self, kind: str, namespace: str, name: str) -> None:
         pass
 
+    def absent_namespaces(self, config: Any) -> dict[str, str]:
+        return {}
+
 
 class FakeClient:
     def __init__(self, conflicts: int = 0) -> None:

@@ -102,7 +102,7 @@ def compute_desired(
     elif source.excluded:
         reason = f"excluded by label {EXCLUDE_LABEL}=true on {d}/{service}"
     if source is None or reason is not None:
-        return Desired(service, None, _NONE, (), (reason or "",), absent)
+        return Desired(service, None, MappingProxyType({}), (), (reason or "",), absent)
 
     notes: list[str] = []
     routes: list[dict[str, Any]] = []

@@ -25,8 +25,9 @@ Every change maps to a Service *name* (the reconcile key) through `on_name`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -133,9 +134,9 @@ class ClusterCache:
         self.unmanaged_vs: Informer[VirtualServiceInfo] | None = None
         self._on_namespace = on_namespace
         self.namespaces: Informer[NamespaceInfo] = self._namespace_informer()
-        # False when the namespaces may not be listed (a read-only command's credentials):
-        # every configured namespace is then taken to exist.
-        self.namespaces_known = True
+        # Set when the namespaces may not be listed (RBAC from before the operator watched
+        # them): the other caches need not wait, and every namespace is taken to exist.
+        self._namespaces_refused = asyncio.Event()
         self._default_namespace: str | None = None
         self._selector: str | None = None  # serviceSelector's query, on D's informer
         self._reconfiguring = asyncio.Lock()
@@ -157,7 +158,29 @@ class ClusterCache:
             watch_timeout=self._watch_timeout,
             idle_timeout=self._idle_timeout,
             page_size=page_size,
+            on_failure=self._namespaces_failed,
         )
+
+    def _namespaces_failed(self, error: BaseException) -> bool:
+        if not isinstance(error, Forbidden):
+            return False
+        if not self._namespaces_refused.is_set():
+            self._namespaces_refused.set()
+            import structlog  # here: the read-only commands import this module, never log
+
+            structlog.get_logger("cache").error(
+                "the operator may not list and watch namespaces: a configured namespace that "
+                "does not exist is not seen before writing there. Fix: grant get, list and "
+                "watch on namespaces in its ClusterRole (deployments/deployment.yaml, or "
+                "upgrade the chart)",
+                error=str(error),
+            )
+        return True
+
+    @property
+    def namespaces_known(self) -> bool:
+        """The namespaces are listed (False: every configured namespace is taken to exist)."""
+        return self.namespaces.synced.is_set()
 
     def _service_informer(
         self,
@@ -291,16 +314,15 @@ class ClusterCache:
 
         async def namespaces() -> None:
             self.namespaces = self._namespace_informer(page_size=ONE_PAGE)
-            try:
+            with contextlib.suppress(Forbidden):  # these credentials may not list them
                 await self.namespaces.relist()
-            except Forbidden:  # these credentials may not list namespaces
-                self.namespaces_known = False
 
         await asyncio.gather(namespaces(), *(relist(informer) for informer in informers))
         _lists_done()
 
     async def wait_synced(self) -> None:
-        await asyncio.gather(*(i.synced.wait() for i in self.informers()))
+        await asyncio.gather(*(i.synced.wait() for i in self.informers()[:-1]))
+        await _first(self.namespaces.synced.wait(), self._namespaces_refused.wait())
         _lists_done()
 
     def informers(self) -> list[Informer[Any]]:
@@ -308,7 +330,11 @@ class ClusterCache:
         return [*self.services.values(), self.managed_vs, *extra, self.namespaces]
 
     def synced(self) -> bool:
-        return bool(self._default_namespace) and all(i.synced.is_set() for i in self.informers())
+        return (
+            bool(self._default_namespace)
+            and all(i.synced.is_set() for i in self.informers()[:-1])
+            and (self.namespaces_known or self._namespaces_refused.is_set())
+        )
 
     async def stop(self) -> None:
         for informer in self.informers():
@@ -319,7 +345,7 @@ class ClusterCache:
     def absent_namespaces(self, config: OperatorConfig) -> dict[str, str]:
         """The configured namespaces that cannot be written in -> why ("does not exist",
         "is being deleted"); none until the namespaces are listed, or if they may not be."""
-        if not self.namespaces_known or not self.namespaces.synced.is_set():
+        if not self.namespaces_known:
             return {}
         absent = {}
         for ns in config.watched_namespaces:
@@ -412,6 +438,16 @@ class ClusterCache:
     def placeholder_count(self) -> int:
         """Placeholder Services as cached, for the gauge (a walk of the whole cache)."""
         return sum(1 for i in self.services.values() for s in i.values() if s.is_placeholder)
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Return when the first of `waits` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _selector(config: OperatorConfig) -> str | None:

@@ -103,7 +103,7 @@ NEEDED = [
     ("create", "virtualservices", "-n", "production"),
     ("update", "virtualservices", "-n", "production"),
     ("delete", "virtualservices", "-n", "production"),
-    ("get", "namespaces", "staging"),
+    ("get", "namespaces/staging"),
     ("list", "namespaces"),
     ("watch", "namespaces"),
     ("create", "events", "-n", "any-team"),

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import OperatorFactory
-from tests.integration.harness import OPERATOR_NS, Api, wait_for
+from tests.integration.harness import OPERATOR_NS, Api, sample_sum, wait_for
 from virtualservice_operator import cli
 from virtualservice_operator_dev.controlplane import ControlPlane
 
@@ -128,7 +128,7 @@ def test_missing_namespaces_at_m_scale_are_said_once_and_acted_on_when_created(
     assert said[0]["msg"].startswith(f"namespace {present[0]} is being deleted")
     api.create_service(ns.default, "late")  # a new name: no placeholder tried there
     wait_for(lambda: api.service(missing[0], "late"), 30, "the new name's placeholders")
-    wait_for(lambda: proc.idle(), 30, "idle")
+    wait_for(proc.idle, 30, "idle")
     assert proc.metric("workqueue_retries_total") == retries
     for code in ("404", "403", "409"):
         assert proc.metric("rest_client_requests_total", code=code) == 0, code
@@ -136,3 +136,46 @@ def test_missing_namespaces_at_m_scale_are_said_once_and_acted_on_when_created(
     assert proc.metric("virtualservice_operator_writes_total") - before == 4
     logged = [x for x in proc.log_lines() if present[0] in x["msg"] and x["level"] != "debug"]
     assert len(logged) == 1, logged
+
+
+async def test_a_write_into_a_missing_or_terminating_namespace_is_namespace_gone(
+    control_plane: ControlPlane, namespaces: Any
+) -> None:
+    """The race the namespace informer cannot close (a namespace deleted between its
+    event and a write): the API server's answers are told apart from a missing right or a
+    conflict, as the server sends them (404 naming the namespace, 403 NamespaceTerminating)."""
+    from virtualservice_operator.domain.plan import Action
+    from virtualservice_operator.kube.client import KubeClient
+    from virtualservice_operator.operator.cache import ClusterCache
+    from virtualservice_operator.operator.executor import Executor, NamespaceGone
+    from virtualservice_operator.runtime.metrics import (
+        OperatorMetrics,
+        exposition,
+        parse_exposition,
+    )
+
+    terminating = namespaces.developers[0]
+    control_plane.kubectl("delete", "namespace", terminating, "--wait=false")
+    client = KubeClient.from_kubeconfig(str(control_plane.admin_kubeconfig))
+    metrics = OperatorMetrics()
+    executor = Executor(client, ClusterCache(client, lambda n: None, instance="x"), metrics)
+    try:
+        for ns in (f"never-{namespaces.suffix}", terminating):
+            body = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "cart", "namespace": ns},
+                "spec": {"type": "ExternalName", "externalName": "cart.prod.svc.cluster.local"},
+            }
+            action = Action(
+                verb="create", kind="Service", namespace=ns, name="cart", body=body, reason="t"
+            )
+            with pytest.raises(NamespaceGone) as e:
+                await executor.execute(action)
+            assert e.value.action is action
+        # Neither a conflict nor a missing permission.
+        scraped = parse_exposition(exposition(metrics.registry))
+        for counter in ("conflicts_total", "forbidden_writes_total"):
+            assert sample_sum(scraped, f"virtualservice_operator_{counter}") == 0
+    finally:
+        await client.close()

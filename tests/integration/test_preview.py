@@ -58,7 +58,7 @@ def test_service_selector_opts_services_in_and_is_validated_on_reload(
     }
     proc = operator.start(operator.config(placeholders=True, serviceSelector=selector))
     wait_for(lambda: api.service(dev, "cart"), what="cart's placeholder")
-    wait_for(lambda: proc.idle(), what="idle")
+    wait_for(proc.idle, what="idle")
     assert api.vs(d, "cart-virtual-service") is not None
     assert api.vs(d, "shop-virtual-service") is None
     assert api.vs(d, "legacy-virtual-service") is None

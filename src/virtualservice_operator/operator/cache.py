@@ -143,20 +143,28 @@ class ClusterCache:
 
     # -- informers ----------------------------------------------------------------------
 
+    def _informer(self, kind: Kind, namespace: str | None, **options: Any) -> Informer[Any]:
+        """An informer with this cache's client and watch timings."""
+        return Informer(
+            self._client,
+            kind,
+            namespace,
+            watch_timeout=self._watch_timeout,
+            idle_timeout=self._idle_timeout,
+            **options,
+        )
+
     def _namespace_informer(self, page_size: int = 500) -> Informer[NamespaceInfo]:
         def handler(old: NamespaceInfo | None, new: NamespaceInfo | None) -> None:
             if old is None or new is None or old.phase != new.phase:
                 self._on_namespace((new or old).name)  # type: ignore[union-attr]
 
-        return Informer(
-            self._client,
+        return self._informer(
             NAMESPACES,
             None,
             transform=NamespaceInfo.from_dict,
             version_of=lambda n: n.resource_version,
             handler=handler,
-            watch_timeout=self._watch_timeout,
-            idle_timeout=self._idle_timeout,
             page_size=page_size,
             on_failure=self._namespaces_failed,
         )
@@ -193,8 +201,7 @@ class ClusterCache:
         def handler(old: ServiceInfo | None, new: ServiceInfo | None) -> None:
             self._on_name((new or old).name)  # type: ignore[union-attr]
 
-        return Informer(
-            self._client,
+        return self._informer(
             kind,
             namespace,
             transform=ServiceInfo.read,
@@ -202,8 +209,6 @@ class ClusterCache:
             handler=handler,
             label_selector=label_selector,
             field_selector=field_selector,
-            watch_timeout=self._watch_timeout,
-            idle_timeout=self._idle_timeout,
             page_size=page_size,
         )
 
@@ -218,8 +223,7 @@ class ClusterCache:
             for name in {*(_vs_names(old) if old else ()), *(_vs_names(new) if new else ())}:
                 self._on_name(name)
 
-        return Informer(
-            self._client,
+        return self._informer(
             VIRTUAL_SERVICES,
             namespace,
             transform=VirtualServiceInfo.from_dict,
@@ -228,8 +232,6 @@ class ClusterCache:
             label_selector=selector,
             field_selector=field_selector,
             indexers={"service": _vs_names},
-            watch_timeout=self._watch_timeout,
-            idle_timeout=self._idle_timeout,
             page_size=page_size,
         )
 
@@ -326,6 +328,8 @@ class ClusterCache:
         _lists_done()
 
     def informers(self) -> list[Informer[Any]]:
+        """Every informer; the namespaces' last (`wait_synced` and `synced` need it or its
+        refusal, not both)."""
         extra = [self.unmanaged_vs] if self.unmanaged_vs is not None else []
         return [*self.services.values(), self.managed_vs, *extra, self.namespaces]
 

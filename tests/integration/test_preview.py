@@ -7,6 +7,7 @@ import pytest
 
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import Api, wait_for
+from virtualservice_operator import cli
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def test_dry_run_writes_nothing_and_counts_what_it_would_write(
 
 
 def test_service_selector_opts_services_in_and_is_validated_on_reload(
-    operator: OperatorFactory, api: Api
+    operator: OperatorFactory, api: Api, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ns = operator.namespaces
     d, dev = ns.default, ns.developers[0]
@@ -62,6 +63,18 @@ def test_service_selector_opts_services_in_and_is_validated_on_reload(
     assert api.vs(d, "cart-virtual-service") is not None
     assert api.vs(d, "shop-virtual-service") is None
     assert api.vs(d, "legacy-virtual-service") is None
+    # explain says why.
+    capsys.readouterr()
+    cli.main(
+        [
+            "explain", "legacy", "--kubeconfig", str(operator.cp.admin_kubeconfig),
+            "--config-map-name", operator.config_map,
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert (
+        f"Service {d}/legacy is not selected by serviceSelector (mesh=on,tier notin (old))" in out
+    )
 
     # A Service labelled in: it gets its VirtualService; labelled out: it loses it.
     api.patch(f"/api/v1/namespaces/{d}/services/shop", {"metadata": {"labels": {"mesh": "on"}}})

@@ -181,6 +181,8 @@ def describe_service(state: NameState, ns: str) -> str:
         )
     if ns in state.absent:
         return f"namespace {ns} {state.absent[ns]}: nothing is written there"
+    if ns == state.config.default_namespace and state.unselected:
+        return "real, not selected by serviceSelector"
     svc = state.services.get(ns)
     if svc is None:
         if desired is not None and ns in desired.placeholders:
@@ -230,7 +232,13 @@ def why_nothing_happens(state: NameState) -> list[str]:
             f"namespace {ns} {why}: nothing is written there until it exists (the operator "
             "acts as soon as it is created)"
         )
-    if desired is not None and desired.virtual_service is None:
+    if state.unselected:
+        selector = config.service_selector.query() if config.service_selector else ""
+        reasons.append(
+            f"Service {d}/{name} is not selected by serviceSelector ({selector}): nothing is "
+            "made for this name"
+        )
+    elif desired is not None and desired.virtual_service is None:
         reasons += [f"{note}: nothing is made for this name" for note in desired.notes]
     elif desired is not None:
         notes = _namespace_notes(state)

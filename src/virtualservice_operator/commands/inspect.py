@@ -145,6 +145,8 @@ class ClusterView:
     config: OperatorConfig
     cache: ClusterCache
     elsewhere: Mapping[str, ServiceInfo] = field(default_factory=dict)  # namespace -> it
+    # The default namespace's Service of that name, when serviceSelector leaves it out.
+    unselected: ServiceInfo | None = None
 
     @property
     def absent(self) -> dict[str, str]:
@@ -171,8 +173,12 @@ async def load_view(
         cache.fill(config, service),
         client.list(SERVICES, None, field_selector=f"metadata.name={service}"),
     )
-    found = (ServiceInfo.from_dict(obj) for obj in items)
-    return ClusterView(config, cache, {s.namespace: s for s in found if s.namespace not in watched})
+    found = [ServiceInfo.from_dict(obj) for obj in items]
+    d = config.default_namespace
+    in_cache = cache.services[d].get(f"{d}/{service}") if d in cache.services else None
+    unselected = next((s for s in found if s.namespace == d), None) if in_cache is None else None
+    elsewhere = {s.namespace: s for s in found if s.namespace not in watched}
+    return ClusterView(config, cache, elsewhere, unselected)
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,7 @@ class NameState:
     plan: Plan
     error: str = ""  # why desired state cannot be computed
     absent: Mapping[str, str] = field(default_factory=dict)  # namespace -> why
+    unselected: bool = False  # the default namespace's Service is not serviceSelector's
 
     @property
     def actions(self) -> tuple[Action, ...]:
@@ -265,7 +272,10 @@ def evaluate(
         empty = Plan((), ())
         return NameState(name, config, services, elsewhere, vss, None, empty, str(e), absent)
     the_plan = plan(desired, config=config, services=services, virtual_services=vss)
-    return NameState(name, config, services, elsewhere, vss, desired, the_plan, "", absent)
+    unselected = view.unselected is not None and view.unselected.name == name
+    return NameState(
+        name, config, services, elsewhere, vss, desired, the_plan, "", absent, unselected
+    )
 
 
 def describe_route(route: Mapping[str, Any]) -> tuple[str, str, str]:

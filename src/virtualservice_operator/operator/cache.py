@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from virtualservice_operator.domain.config import OperatorConfig
@@ -38,7 +38,12 @@ from virtualservice_operator.domain.constants import (
     service_for_virtual_service,
     virtual_service_name,
 )
-from virtualservice_operator.domain.model import ServiceInfo, ServiceWire, VirtualServiceInfo
+from virtualservice_operator.domain.model import (
+    NamespaceInfo,
+    ServiceInfo,
+    ServiceWire,
+    VirtualServiceInfo,
+)
 from virtualservice_operator.kube.client import (
     JSON,
     NAMESPACES,
@@ -52,6 +57,7 @@ from virtualservice_operator.kube.client import (
 )
 from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES
 from virtualservice_operator.runtime.informer import Informer
+from virtualservice_operator.runtime.tasks import first_of
 
 
 def _service_page(raw: bytes) -> tuple[list[ServiceInfo], str, str | None]:
@@ -81,26 +87,6 @@ ONE_PAGE = 1_000_000
 FILL_IN_FLIGHT = 3
 # One name's Services (`fill` for explain): a page of one, not worth importing protobuf.
 _SERVICE_RECORDS_JSON = replace(SERVICES, items=ServiceWire)
-
-
-@dataclass(frozen=True, slots=True)
-class NamespaceInfo:
-    """What the cache keeps of a namespace: whether it is there to write in."""
-
-    name: str
-    phase: str
-    resource_version: str
-
-    @classmethod
-    def from_dict(cls, obj: JSON) -> NamespaceInfo:
-        meta = obj.get("metadata") or {}
-        terminating = (obj.get("status") or {}).get("phase") == "Terminating"
-        return cls(
-            str(meta.get("name") or ""),
-            # A deletionTimestamp comes before the phase does.
-            "Terminating" if terminating or meta.get("deletionTimestamp") else "Active",
-            str(meta.get("resourceVersion") or ""),
-        )
 
 
 def _vs_names(vs: VirtualServiceInfo) -> list[str]:
@@ -324,7 +310,7 @@ class ClusterCache:
 
     async def wait_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers()[:-1]))
-        await _first(self.namespaces.synced.wait(), self._namespaces_refused.wait())
+        await first_of(self.namespaces.synced.wait(), self._namespaces_refused.wait())
         _lists_done()
 
     def informers(self) -> list[Informer[Any]]:
@@ -442,16 +428,6 @@ class ClusterCache:
     def placeholder_count(self) -> int:
         """Placeholder Services as cached, for the gauge (a walk of the whole cache)."""
         return sum(1 for i in self.services.values() for s in i.values() if s.is_placeholder)
-
-
-async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
-    """Return when the first of `waits` is done; cancel the others."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def _selector(config: OperatorConfig) -> str | None:

@@ -3,6 +3,8 @@ logs and counts what it would write), and `serviceSelector` opts Services in."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.integration.conftest import OperatorFactory
@@ -15,13 +17,23 @@ RESOURCES = ("services", "virtualservices", "events", "leases")
 
 
 def test_dry_run_writes_nothing_and_counts_what_it_would_write(
-    operator: OperatorFactory, api: Api
+    operator: OperatorFactory, api: Api, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ns = operator.namespaces
     d, dev = ns.default, ns.developers[0]
     for name in ("cart", "shop"):
         api.create_service(d, name)
     api.create_service(dev, "cart")
+    # The preview before any operator runs: `status` lists what the first run would write.
+    api.write_config(operator.config_map, operator.config(placeholders=True))
+    capsys.readouterr()
+    kubeconfig = str(operator.cp.admin_kubeconfig)
+    args = ["--kubeconfig", kubeconfig, "--config-map-name", operator.config_map]
+    assert cli.main(["status", "-o", "json", *args]) == 0
+    preview = {r["service"]: r["actions"] for r in json.loads(capsys.readouterr().out)}
+    assert len(preview["cart"]) == 3 and len(preview["shop"]) == 4, preview
+    assert preview["cart"][0].startswith(f"create VirtualService {d}/cart-virtual-service")
+
     before = api.write_count(RESOURCES)
     # -leader-elect too: a dry run never takes the Lease (a real leader keeps leading).
     proc = operator.start(
@@ -65,12 +77,8 @@ def test_service_selector_opts_services_in_and_is_validated_on_reload(
     assert api.vs(d, "legacy-virtual-service") is None
     # explain says why.
     capsys.readouterr()
-    cli.main(
-        [
-            "explain", "legacy", "--kubeconfig", str(operator.cp.admin_kubeconfig),
-            "--config-map-name", operator.config_map,
-        ]
-    )  # fmt: skip
+    args = ["--kubeconfig", str(operator.cp.admin_kubeconfig), "--config-map-name"]
+    cli.main(["explain", "legacy", *args, operator.config_map])
     out = capsys.readouterr().out
     assert (
         f"Service {d}/legacy is not selected by serviceSelector (mesh=on,tier notin (old))" in out

@@ -254,7 +254,7 @@ class OperatorConfig(_Model):
         "already routes a host of ours for the mesh holds ours back: it is not created, or "
         "not updated, while the other exists (a HostConflict Warning Event; Istio would apply "
         "only one of the two, analysis IST0109). true creates and updates ours anyway, with a "
-        "VirtualServiceConflict warning (the behaviour before 1.4).",
+        "VirtualServiceConflict warning (the behaviour of 1.3.0).",
     )
     # Which instance this config drives (instance.py): from the -instance flag or the
     # ConfigMap's location, never from config.yaml (a key there is an unknown key).

@@ -143,7 +143,10 @@ class ClusterCache:
     def _namespace_informer(self, page_size: int = 500) -> Informer[NamespaceInfo]:
         def handler(old: NamespaceInfo | None, new: NamespaceInfo | None) -> None:
             if old is None or new is None or old.phase != new.phase:
-                self._on_namespace((new or old).name)  # type: ignore[union-attr]
+                # Soon, not now: during a list the informer is marked synced only after
+                # its last handler, and whoever is told reads `absent_namespaces`.
+                name = (new or old).name  # type: ignore[union-attr]
+                asyncio.get_running_loop().call_soon(self._on_namespace, name)
 
         return self._informer(
             NAMESPACES,

@@ -178,6 +178,14 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _bool_flag(
         p, "leader-elect", False, "elect a leader through a Lease, so that only one replica writes"
     )
+    _bool_flag(
+        p,
+        "dry-run",
+        False,
+        "compute everything and write nothing: log and count "
+        "(virtualservice_operator_dry_run_writes_total) each write the operator would make; "
+        "sends no Event and never takes the Lease (-leader-elect is ignored)",
+    )
     _flag(
         p,
         "leader-election-namespace",
@@ -286,6 +294,7 @@ def _run(args: argparse.Namespace) -> int:
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         sync_period=args.sync_period,
         watch_idle_timeout=args.watch_idle_timeout,
+        dry_run=args.dry_run,
     )
 
     try:

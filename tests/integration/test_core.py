@@ -505,9 +505,11 @@ def test_orphans_left_while_down_are_removed_at_start(
     assert api.service(unwatched, "theirs") is not None
 
 
-def test_second_unmanaged_virtual_service_for_the_same_host_is_reported(
+def test_second_unmanaged_virtual_service_for_the_same_host_is_reported_when_allowed(
     operator: OperatorFactory, api: Api, kubectl
 ) -> None:  # type: ignore[no-untyped-def]
+    """allowHostConflicts: true, the behaviour before host conflicts held ours back
+    (test_host_conflicts.py): ours is created, and the other one is warned about."""
     ns = operator.namespaces
     api.create_service(ns.default, "dup")
     api.create(
@@ -519,7 +521,7 @@ def test_second_unmanaged_virtual_service_for_the_same_host_is_reported(
             "spec": {"hosts": ["dup"], "http": [{"route": [{"destination": {"host": "dup"}}]}]},
         },
     )
-    proc = operator.start()
+    proc = operator.start(operator.config(allowHostConflicts=True))
     wait_for(lambda: api.vs(ns.default, "dup-virtual-service"), what="ours created")
     wait_for(
         lambda: "legacy-routes" in proc.logs(), what="log line about the second VirtualService"

@@ -103,6 +103,9 @@ NEEDED = [
     ("create", "virtualservices", "-n", "production"),
     ("update", "virtualservices", "-n", "production"),
     ("delete", "virtualservices", "-n", "production"),
+    ("get", "namespaces/staging"),
+    ("list", "namespaces"),
+    ("watch", "namespaces"),
     ("create", "events", "-n", "any-team"),
     ("create", "events.events.k8s.io", "-n", "any-team"),
     ("get", "configmaps", "-n", OPERATOR_NS),
@@ -120,6 +123,7 @@ REFUSED = [
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
         for where in (("-A",), ("-n", OPERATOR_NS), ("-n", "default"))
     ],
+    *[(verb, "namespaces") for verb in ("create", "update", "patch", "delete")],
     ("get", "configmaps", "-n", "default"),
     ("list", "configmaps", "-A"),
     ("update", "configmaps", "-n", OPERATOR_NS),

@@ -755,6 +755,7 @@ def test_rbac_review_leader_lease_and_served_ports(
         "virtualservices.networking.istio.io",
         "events",
         "events.events.k8s.io",
+        "namespaces",  # read only: which configured namespaces exist
         "tokenreviews.authentication.k8s.io",  # -metrics-secure
         "subjectaccessreviews.authorization.k8s.io",
     }, described

@@ -79,6 +79,9 @@ def test_missing_write_right_is_reported_and_retried_until_granted(
     ).stdout
     assert events.strip()
     assert api.service(missing, "cart") is None
+    # RBAC from before the operator watched namespaces: said once, and the operator works.
+    refused = [x for x in proc.log_lines() if "may not list and watch namespaces" in x["msg"]]
+    assert len(refused) == 1 and refused[0]["level"] == "error", refused
 
     # Granting the right is all it takes: the queue's back-off retries the write.
     cp.kubectl(

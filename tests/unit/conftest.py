@@ -71,6 +71,8 @@ class World:
     service: str
     services: dict[str, ServiceInfo]
     virtual_services: list[dict[str, Any]] = field(default_factory=list)
+    # Configured namespaces that do not exist (or are being deleted) -> why.
+    absent: dict[str, str] = field(default_factory=dict)
 
 
 class Gen:
@@ -89,6 +91,7 @@ class Gen:
                 virtual_service_template=draw(st.sampled_from(TEMPLATES)),
                 routing={"match": draw(st.sampled_from(["header", "baggage"]))},
                 placeholder={"labels": draw(st.sampled_from([{}, {"team": "x"}]))},
+                allow_host_conflicts=draw(st.booleans()),
             )
 
         return build()
@@ -158,8 +161,16 @@ class Gen:
                 if draw(st.booleans()):
                     vss[-1]["metadata"]["labels"].pop(INSTANCE_LABEL, None)
             if draw(st.booleans()):
-                vss.append(vs_dict(d, "hand-made", managed=False, spec={"hosts": [s]}))
-            return World(config, s, services, vss)
+                host = draw(st.sampled_from([s, f"{s}.{d}.svc.cluster.local", f"{s}.{d}"]))
+                spec: dict[str, Any] = {"hosts": [host]}
+                spec.update(
+                    draw(st.sampled_from([{}, {"gateways": ["mesh"]}, {"gateways": ["gw"]}]))
+                )
+                vss.append(vs_dict(d, "hand-made", managed=False, spec=spec))
+            why = st.sampled_from(["does not exist", "is being deleted"])
+            gone = draw(st.lists(st.sampled_from(config.watched_namespaces), unique=True))
+            absent = {ns: draw(why) for ns in gone} if draw(st.integers(0, 3)) == 0 else {}
+            return World(config, s, services, vss, absent)
 
         return build()
 
@@ -223,7 +234,7 @@ def apply_plan(world: World, plan: Plan) -> World:
             body = copy.deepcopy(a.body)
             body["metadata"]["resourceVersion"] = "100"
             services[a.namespace] = ServiceInfo.from_dict(body)
-    return World(world.config, world.service, services, list(vss.values()))
+    return World(world.config, world.service, services, list(vss.values()), world.absent)
 
 
 @pytest.fixture(scope="session")

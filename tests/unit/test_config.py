@@ -369,3 +369,80 @@ def test_only_config_error_escapes(text: str) -> None:
             assert e.problems and all(isinstance(p, Problem) for p in e.problems)
         else:
             assert loaded.config.default_namespace in loaded.config.watched_namespaces
+
+
+# -- serviceSelector and allowHostConflicts --------------------------------------------
+
+
+def test_service_selector_becomes_the_apis_label_selector() -> None:
+    loaded = parse_config(
+        textwrap.dedent(
+            """\
+            defaultNamespace: prod
+            serviceSelector:
+              matchLabels: {team: a, mesh: "on"}
+              matchExpressions:
+              - {key: tier, operator: In, values: [web, api]}
+              - {key: example.com/legacy, operator: DoesNotExist}
+              - {key: canary, operator: Exists}
+              - {key: zone, operator: NotIn, values: [x]}
+            allowHostConflicts: true
+            """
+        )
+    )
+    selector = loaded.config.service_selector
+    assert selector is not None
+    assert selector.query() == (
+        "mesh=on,team=a,tier in (web,api),!example.com/legacy,canary,zone notin (x)"
+    )
+    assert loaded.config.allow_host_conflicts is True
+    assert parse_config("defaultNamespace: prod").config.service_selector is None
+    empty = parse_config("defaultNamespace: prod\nserviceSelector: {}").config.service_selector
+    assert empty is not None and empty.query() == ""
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (
+            "serviceSelector:\n  matchExpressions:\n  - {key: tier, operator: In}",
+            "line 4: serviceSelector.matchExpressions[0]: In needs values. Fix: list at least "
+            "one under values.",
+        ),
+        (
+            "serviceSelector:\n  matchExpressions:\n  - {key: t, operator: Exists, values: [a]}",
+            "serviceSelector.matchExpressions[0]: Exists takes no values. Fix: remove values.",
+        ),
+        (
+            "serviceSelector:\n  matchExpressions:\n  - {key: t, operator: in, values: [a]}",
+            "serviceSelector.matchExpressions[0].operator: is 'in'. Fix: use one of 'In', "
+            "'NotIn', 'Exists' or 'DoesNotExist'.",
+        ),
+        (
+            "serviceSelector:\n  matchLabels: {team: 'a b'}",
+            "serviceSelector.matchLabels.team: 'a b' is not a valid label value.",
+        ),
+        ("serviceSelector: app=x", "serviceSelector: must be a mapping, got a string."),
+        ('allowHostConflicts: "yes"', "allowHostConflicts: must be true or false"),
+    ],
+)
+def test_service_selector_and_allow_host_conflicts_are_validated(body: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(f"defaultNamespace: prod\n{body}\n")
+    assert problem in str(e.value), str(e.value)
+
+
+def test_a_misspelt_selector_key_is_a_warning_and_reloads_are_diffed() -> None:
+    loaded = parse_config("defaultNamespace: prod\nserviceSelector:\n  matchLabel: {a: b}\n")
+    assert loaded.warnings == (
+        "config.yaml line 3: unknown key 'serviceSelector.matchLabel' ignored; "
+        "did you mean 'serviceSelector.matchLabels'?",
+    )
+    old = parse_config("defaultNamespace: prod").config
+    new = parse_config(
+        "defaultNamespace: prod\nserviceSelector: {matchLabels: {a: b}}\nallowHostConflicts: true"
+    ).config
+    assert diff_configs(old, new) == [
+        "serviceSelector: (none) -> 'a=b'",
+        "allowHostConflicts: False -> True",
+    ]

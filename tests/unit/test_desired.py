@@ -406,3 +406,24 @@ def test_marked_services_keep_all_annotations_but_last_applied() -> None:
 def test_is_placeholder(change: dict[str, Any], is_placeholder: bool) -> None:
     info = dataclasses.replace(placeholder("qa"), **change)
     assert info.is_placeholder is is_placeholder
+
+
+# -- namespaces that do not exist -------------------------------------------------------
+
+
+def test_nothing_is_made_in_a_namespace_that_does_not_exist() -> None:
+    config = OperatorConfig(
+        default_namespace="prod",
+        developer_namespaces=("staging", "qa"),
+        enable_placeholder_services=True,
+    )
+    services = {"prod": ServiceInfo("prod", "web", uid="u")}
+    d = compute_desired(config, "web", services, {"staging": "does not exist"})
+    assert list(d.placeholders) == ["qa"]
+    assert "staging: namespace staging does not exist: nothing is made there" in d.notes
+    assert dict(d.absent_namespaces) == {"staging": "does not exist"}
+    gone = compute_desired(config, "web", services, {"prod": "is being deleted"})
+    assert gone.virtual_service is None and not gone.placeholders
+    assert gone.notes == ("default namespace prod is being deleted",)
+    # Only configured namespaces count.
+    assert not compute_desired(config, "web", services, {"other": "x"}).absent_namespaces

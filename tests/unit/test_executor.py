@@ -8,8 +8,13 @@ from typing import Any
 import pytest
 
 from virtualservice_operator.domain.plan import Action
-from virtualservice_operator.kube.client import AlreadyExists, NotFound
-from virtualservice_operator.operator.executor import Executor, WriteConflict
+from virtualservice_operator.kube.client import AlreadyExists, Forbidden, NotFound
+from virtualservice_operator.operator.executor import (
+    Executor,
+    MissingPermission,
+    NamespaceGone,
+    WriteConflict,
+)
 from virtualservice_operator.runtime.leader import NotLeading
 from virtualservice_operator.runtime.metrics import OperatorMetrics
 
@@ -107,3 +112,47 @@ async def test_a_write_answered_after_the_loss_is_not_reported_done() -> None:
     with pytest.raises(NotLeading):
         await executor.execute(CREATE)
     assert client.sent == ["create"] and cache.recorded == []
+
+
+async def test_dry_run_sends_nothing_records_nothing_and_counts_what_it_would_write() -> None:
+    client, cache, metrics = FakeClient(), FakeCache(), OperatorMetrics()
+    executor = Executor(client, cache, metrics, dry_run=True)  # type: ignore[arg-type]
+    for action in (CREATE, UPDATE, DELETE):
+        await executor.execute(action)
+    assert client.sent == [] and cache.recorded == []
+    for verb in ("create", "update", "delete"):
+        labels = {"verb": verb, "kind": "Service"}
+        assert sample(metrics, "virtualservice_operator_dry_run_writes_total", **labels) == 1
+        assert sample(metrics, "virtualservice_operator_writes_total", **labels) is None
+
+
+@pytest.mark.parametrize(
+    ("error", "gone"),
+    [
+        (
+            NotFound(404, "NotFound", 'namespaces "dev" not found', details={"kind": "namespaces"}),
+            True,
+        ),
+        (
+            NotFound(404, "NotFound", 'services "web" not found', details={"kind": "services"}),
+            False,
+        ),
+        (
+            Forbidden(
+                403,
+                "Forbidden",
+                "unable to create new content in namespace dev because it is being terminated",
+                details={"causes": [{"reason": "NamespaceTerminating"}]},
+            ),
+            True,
+        ),
+        (Forbidden(403, "Forbidden", "services is forbidden"), False),
+    ],
+)
+async def test_a_namespace_gone_is_neither_a_conflict_nor_a_missing_right(
+    error: Exception, gone: bool
+) -> None:
+    metrics = OperatorMetrics()
+    executor = Executor(FakeClient(error), FakeCache(), metrics)  # type: ignore[arg-type]
+    with pytest.raises(NamespaceGone if gone else (WriteConflict, MissingPermission)):
+        await executor.execute(UPDATE)

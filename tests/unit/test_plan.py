@@ -162,14 +162,16 @@ def test_orphans_in_other_namespaces(make_vs: Any) -> None:
     assert verbs(p) == [("delete", "VirtualService", "old")]
 
 
-def test_second_virtual_service_for_the_host_is_warned_about(make_vs: Any) -> None:
+def test_own_second_virtual_service_for_the_host_is_warned_about(make_vs: Any) -> None:
     other = make_vs(
-        "prod", "hand-made", managed=False, spec={"hosts": ["web.prod.svc.cluster.local"]}
+        "prod", "hand-made", managed=True, spec={"hosts": ["web.prod.svc.cluster.local"]}
     )
     p = run(cfg(), [svc("prod")], [converged(cfg(), [svc("prod")]), other])
     assert p.actions == ()
     assert p.warnings[0].reason == "VirtualServiceConflict"
-    assert "prod/hand-made also routes host web" in p.warnings[0].message
+    assert "prod/hand-made also routes web.prod.svc.cluster.local for the mesh" in str(
+        p.warnings[0]
+    )
 
 
 def test_placeholder_lifecycle() -> None:
@@ -255,10 +257,17 @@ def test_kubernetes_service_never_planned(make_vs: Any) -> None:
 @given(data=st.data())
 def test_plan_properties(gen: Any, apply: Any, data: st.DataObject) -> None:
     world = data.draw(gen.world())
-    d = compute_desired(world.config, world.service, world.services)
+    d = compute_desired(world.config, world.service, world.services, world.absent)
     p = plan(
         d, config=world.config, services=world.services, virtual_services=world.virtual_services
     )
+    # Nothing is written where a namespace does not exist.
+    assert not [a for a in p.actions if a.namespace in world.absent]
+    # A VirtualService not ours routing our host for the mesh holds ours back.
+    if p.host_conflicts:
+        assert not world.config.allow_host_conflicts
+        held = [a for a in p.actions if a.kind == "VirtualService" and a.verb != "delete"]
+        assert [a.namespace for a in held] == [], held
     vss = {(v["metadata"]["namespace"], v["metadata"]["name"]): v for v in world.virtual_services}
     for a in p.actions:
         assert a.namespace not in SYSTEM_NAMESPACES
@@ -275,7 +284,7 @@ def test_plan_properties(gen: Any, apply: Any, data: st.DataObject) -> None:
             assert a.namespace != world.config.default_namespace
     # Applying the plan converges: planning again finds nothing to do.
     after = apply(world, p)
-    d2 = compute_desired(after.config, after.service, after.services)
+    d2 = compute_desired(after.config, after.service, after.services, after.absent)
     again = plan(
         d2, config=after.config, services=after.services, virtual_services=after.virtual_services
     )

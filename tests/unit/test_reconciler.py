@@ -12,7 +12,7 @@ import structlog
 from virtualservice_operator.domain.config import parse_config
 from virtualservice_operator.domain.desired import compute_desired
 from virtualservice_operator.domain.model import ServiceInfo, ServicePort, VirtualServiceInfo
-from virtualservice_operator.kube.client import Conflict
+from virtualservice_operator.kube.client import Conflict, NotFound
 from virtualservice_operator.operator.executor import Executor
 from virtualservice_operator.operator.reconciler import (
     CONFLICTS_BEFORE_EXHAUSTED,
@@ -59,6 +59,9 @@ class FakeCache:
 
     def record_delete(self, kind: str, namespace: str, name: str) -> None:
         pass
+
+    def absent_namespaces(self, config: Any) -> dict[str, str]:
+        return {}
 
 
 class FakeClient:
@@ -194,3 +197,22 @@ async def test_a_conflict_among_concurrent_writes_is_retried_from_a_fresh_read()
     assert await rec.reconcile("web") == Result(requeue=True)
     assert await rec.reconcile("web") == Result()
     assert cache.fresh_reads == 1
+
+
+async def test_a_namespace_gone_under_a_write_is_not_retried() -> None:
+    """The namespace went between its informer's last event and the write: dropped, not
+    retried (its creation queues every name again), and never logged above debug."""
+
+    class GoneClient(FakeClient):
+        async def _write(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+            self.calls.append(verb)
+            raise NotFound(
+                404, "NotFound", 'namespaces "x" not found', details={"kind": "namespaces"}
+            )
+
+    client = GoneClient()
+    r = reconciler(client, FakeCache({"prod": web()}, []))
+    with structlog.testing.capture_logs() as logs:
+        assert await r.reconcile("web") == Result()
+    assert client.calls == ["create"]
+    assert [x["log_level"] for x in logs if "does not exist" in x["event"]] == ["debug"]

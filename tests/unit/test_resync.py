@@ -46,6 +46,8 @@ class FakeClient:
 
 
 class FakeExecutor:
+    dry_run = False
+
     def __init__(self) -> None:
         self.executed: list[Action] = []
 

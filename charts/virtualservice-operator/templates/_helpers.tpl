@@ -97,5 +97,7 @@ app.kubernetes.io/part-of: virtualservice-operator
 {{- with $c.virtualServiceTemplate }}{{ $_ := set $out "virtualServiceTemplate" . }}{{ end -}}
 {{- with $c.routing }}{{ $_ := set $out "routing" . }}{{ end -}}
 {{- with $c.placeholder }}{{ $_ := set $out "placeholder" . }}{{ end -}}
+{{- with $c.serviceSelector }}{{ $_ := set $out "serviceSelector" . }}{{ end -}}
+{{- if $c.allowHostConflicts }}{{ $_ := set $out "allowHostConflicts" true }}{{ end -}}
 {{- toYaml $out -}}
 {{- end -}}

@@ -103,7 +103,12 @@ def summary(config: OperatorConfig) -> str:
     placeholders = "on" if config.enable_placeholder_services else "off"
     routing = config.routing
     key = routing.header if routing.match == "header" else f"baggage {routing.baggage_key}"
+    extra = ""
+    if config.service_selector is not None:
+        extra += f"; serviceSelector {config.service_selector.query() or '(everything)'}"
+    if config.allow_host_conflicts:
+        extra += "; host conflicts allowed"
     return (
         f"defaultNamespace {config.default_namespace}; developerNamespaces {developers}; "
-        f"placeholders {placeholders}; routing on {key}"
+        f"placeholders {placeholders}; routing on {key}{extra}"
     )

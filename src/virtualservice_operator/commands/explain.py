@@ -7,14 +7,16 @@ Reads the config from the operator's ConfigMap and the cluster as the operator s
 - the Service SERVICE in each watched namespace: real (routed or why not), placeholder,
   absent, excluded; and in any namespace the operator does not watch, with why;
 - the VirtualService SERVICE-virtual-service: managed or not, and its routes;
-- sync: "in sync", or every action a reconcile would take now (drift);
+- sync: "in sync", every action a reconcile would take now (drift), or "held back" by a
+  host conflict (a VirtualService not this instance's routes the host for the mesh);
 - "why nothing happens": each reason the operator leaves something alone (system
   namespace, exclude label, the `kubernetes` Service, dev-only name, unmanaged
-  VirtualService, placeholders off, namespace not in the config);
+  VirtualService, placeholders off, namespace not in the config, a configured namespace
+  that does not exist, a host conflict);
 - the recent Events about objects named SERVICE in the watched namespaces (those the
   operator records land on the Service in the default namespace).
 
-Exit codes: 0 in sync; 1 drift (a reconcile would write); 2 usage; 3 could not read the
+Exit codes: 0 in sync; 1 drift (a reconcile would write) or held back; 2 usage; 3 could not read the
 cluster or the ConfigMap is missing or invalid.
 """
 
@@ -137,12 +139,17 @@ def report(state: NameState, events: list[JSON] | None, where: str, style: Style
         lines.append(f"  {style.bad('cannot compute desired state')}: {state.error}")
     elif state.in_sync:
         lines.append(f"  {style.ok('in sync')}: a reconcile now would write nothing")
+    elif not state.actions:
+        lines.append(f"  {style.bad('held back')}: a reconcile now would write nothing")
     else:
         lines.append(f"  {style.bad('drift')}: a reconcile now would")
         lines += [
             f"  - {a.verb} {a.kind} {a.namespace}/{a.name}: {a.reason}" for a in state.actions
         ]
-    lines += [f"  {style.warn('warning')}: {w}" for w in state.plan.warnings]
+    lines += [
+        f"  {style.warn('warning')}: {w}" for w in state.plan.warnings if w.reason != "HostConflict"
+    ]
+    lines += [f"  {style.bad('host conflict')}: {c}" for c in state.host_conflicts]
 
     reasons = why_nothing_happens(state)
     if reasons:
@@ -172,6 +179,10 @@ def describe_service(state: NameState, ns: str) -> str:
             if ns in SYSTEM_NAMESPACES
             else ("not in the config: ignored")
         )
+    if ns in state.absent:
+        return f"namespace {ns} {state.absent[ns]}: nothing is written there"
+    if ns == state.config.default_namespace and state.unselected:
+        return "real, not selected by serviceSelector"
     svc = state.services.get(ns)
     if svc is None:
         if desired is not None and ns in desired.placeholders:
@@ -216,11 +227,32 @@ def why_nothing_happens(state: NameState) -> list[str]:
             reasons.append(
                 f"{ns} is neither defaultNamespace nor in developerNamespaces: not watched"
             )
-    if desired is not None and desired.virtual_service is None:
+    for ns, why in state.absent.items():
+        reasons.append(
+            f"namespace {ns} {why}: nothing is written there until it exists (the operator "
+            "acts as soon as it is created)"
+        )
+    if state.unselected:
+        selector = config.service_selector.query() if config.service_selector else ""
+        reasons.append(
+            f"Service {d}/{name} is not selected by serviceSelector ({selector}): nothing is "
+            "made for this name"
+        )
+    elif desired is not None and desired.virtual_service is None:
         reasons += [f"{note}: nothing is made for this name" for note in desired.notes]
     elif desired is not None:
         notes = _namespace_notes(state)
-        reasons += [f"{ns}: {why}" for ns, why in notes.items() if ns not in desired.placeholders]
+        reasons += [
+            f"{ns}: {why}"
+            for ns, why in notes.items()
+            if ns not in desired.placeholders and ns not in state.absent
+        ]
+    if state.host_conflicts:
+        reasons.append(
+            f"VirtualService {d}/{virtual_service_name(name)} is held back by a host conflict "
+            "(see Sync): it is made or updated once the other VirtualService no longer routes "
+            "that host"
+        )
     vs = state.virtual_service
     if vs is not None and not state.managed:
         reasons.append(
@@ -228,7 +260,11 @@ def why_nothing_happens(state: NameState) -> list[str]:
             f"({state.unmanaged_reason()}): never changed or deleted; "
             "label it back to hand it over (docs/operations.md)"
         )
-    lacking = [ns for ns in config.developer_namespaces if ns not in state.services]
+    lacking = [
+        ns
+        for ns in config.developer_namespaces
+        if ns not in state.services and ns not in state.absent
+    ]
     if d in state.services and lacking and not config.enable_placeholder_services:
         reasons.append(
             f"placeholders are off (enablePlaceholderServices: false): none in {', '.join(lacking)}"

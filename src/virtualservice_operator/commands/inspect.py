@@ -161,6 +161,13 @@ class ClusterView:
     config: OperatorConfig
     cache: ClusterCache
     elsewhere: Mapping[str, ServiceInfo] = field(default_factory=dict)  # namespace -> it
+    # The default namespace's Service of that name, when serviceSelector leaves it out.
+    unselected: ServiceInfo | None = None
+
+    @property
+    def absent(self) -> dict[str, str]:
+        """Configured namespaces that do not exist (or are being deleted) -> why."""
+        return self.cache.absent_namespaces(self.config)
 
     def names(self) -> list[str]:
         """Every Service name the cache knows (the reconciler's keys), sorted."""
@@ -182,8 +189,12 @@ async def load_view(
         cache.fill(config, service),
         client.list(SERVICES, None, field_selector=f"metadata.name={service}"),
     )
-    found = (ServiceInfo.from_dict(obj) for obj in items)
-    return ClusterView(config, cache, {s.namespace: s for s in found if s.namespace not in watched})
+    found = [ServiceInfo.from_dict(obj) for obj in items]
+    d = config.default_namespace
+    in_cache = cache.services[d].get(f"{d}/{service}") if d in cache.services else None
+    unselected = next((s for s in found if s.namespace == d), None) if in_cache is None else None
+    elsewhere = {s.namespace: s for s in found if s.namespace not in watched}
+    return ClusterView(config, cache, elsewhere, unselected)
 
 
 @dataclass(frozen=True)
@@ -198,14 +209,22 @@ class NameState:
     desired: Desired | None
     plan: Plan
     error: str = ""  # why desired state cannot be computed
+    absent: Mapping[str, str] = field(default_factory=dict)  # namespace -> why
+    unselected: bool = False  # the default namespace's Service is not serviceSelector's
 
     @property
     def actions(self) -> tuple[Action, ...]:
         return self.plan.actions
 
     @property
+    def host_conflicts(self) -> list[str]:
+        """Why the VirtualService is held back by another one routing its host."""
+        return [w.message for w in self.plan.host_conflicts]
+
+    @property
     def in_sync(self) -> bool:
-        return not self.error and not self.actions
+        """Nothing to write, and nothing held back from being written."""
+        return not self.error and not self.actions and not self.plan.host_conflicts
 
     def _record(self) -> VirtualServiceInfo | None:
         want, d = virtual_service_name(self.name), self.config.default_namespace
@@ -252,18 +271,27 @@ def _placeholder(services: Mapping[str, ServiceInfo], ns: str) -> bool:
     return svc is not None and svc.is_placeholder
 
 
-def evaluate(view: ClusterView, name: str) -> NameState:
+def evaluate(
+    view: ClusterView, name: str, absent_namespaces: Mapping[str, str] | None = None
+) -> NameState:
     """Desired state and the plan for `name`, from the cache's indexes, as the reconciler
-    makes them: a constant number of look-ups per name, whatever the cluster's size."""
-    config = view.config
+    makes them: a constant number of look-ups per name, whatever the cluster's size.
+    `absent_namespaces`: `view.absent`, worked out once by a caller judging many names."""
+    if absent_namespaces is None:
+        absent_namespaces = view.absent
+    config, absent = view.config, absent_namespaces
     services, vss = view.cache.snapshot(config, name)
     elsewhere = {ns: svc for ns, svc in view.elsewhere.items() if svc.name == name}
     try:
-        desired = compute_desired(config, name, services)
+        desired = compute_desired(config, name, services, absent)
     except TemplateError as e:
-        return NameState(name, config, services, elsewhere, vss, None, Plan((), ()), str(e))
+        empty = Plan((), ())
+        return NameState(name, config, services, elsewhere, vss, None, empty, str(e), absent)
     the_plan = plan(desired, config=config, services=services, virtual_services=vss)
-    return NameState(name, config, services, elsewhere, vss, desired, the_plan)
+    unselected = view.unselected is not None and view.unselected.name == name
+    return NameState(
+        name, config, services, elsewhere, vss, desired, the_plan, "", absent, unselected
+    )
 
 
 def describe_route(route: Mapping[str, Any]) -> tuple[str, str, str]:

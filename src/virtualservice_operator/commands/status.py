@@ -7,6 +7,11 @@ namespaces holding a placeholder of that name, and whether the name is in sync (
 same desired-vs-actual comparison as `explain`; "drift" counts the actions a reconcile
 would take). Read-only.
 
+A name whose VirtualService is held back by a host conflict (a VirtualService not
+this instance's routes its host for the mesh) is listed, not in sync, with the conflict.
+Configured namespaces that do not exist are named once, before the table (on stderr
+with -o json or yaml, whose output stays a list of names).
+
 Exit codes: 0 when the table was printed, even with drift (the operator is normally
 about to fix it); with --check, 1 when any name is not in sync; 2 usage; 3 could not
 read the cluster or the ConfigMap is missing or invalid.
@@ -68,32 +73,46 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    async def work(client: KubeClient) -> list[dict[str, Any]]:
+    async def work(client: KubeClient) -> tuple[list[dict[str, Any]], list[str]]:
         config = await load_config(
             client, args.config_map_namespace, args.config_map_name, args.instance
         )
-        return collect(await load_view(client, config))
+        view = await load_view(client, config)
+        return collect(view), namespace_notes(view)
 
-    records = with_client(args.kubeconfig, work, args.context)
+    records, notes = with_client(args.kubeconfig, work, args.context)
     if args.output == "table":
-        print("\n".join(render_table(records, Style())))
+        print("\n".join([*notes, *([""] if notes else []), *render_table(records, Style())]))
     else:
+        for note in notes:
+            print(note, file=sys.stderr)
         sys.stdout.write(dump(records, args.output))
     drift = any(not r["inSync"] for r in records)
     return EXIT_PROBLEM if args.check and drift else EXIT_OK
 
 
+def namespace_notes(view: ClusterView) -> list[str]:
+    """One line per configured namespace that does not exist (or is being deleted)."""
+    notes = [
+        f"namespace {ns} {why}: nothing is written there until it exists"
+        for ns, why in view.absent.items()
+    ]
+    if not view.cache.namespaces_known:
+        notes.append("cannot list namespaces with these credentials: all taken to exist")
+    return notes
+
+
 def judged(view: ClusterView) -> Iterator[NameState]:
     """Every name the cache knows, judged as the reconciler judges it, one at a time."""
-    return (evaluate(view, name) for name in view.names())
+    absent = view.absent
+    return (evaluate(view, name, absent) for name in view.names())
 
 
 def collect(view: ClusterView) -> list[dict[str, Any]]:
-    """A record per name to show: those with a managed VirtualService or something to do.
-    Only the record is kept: a name's desired state goes once it is judged."""
-    return [
-        as_record(s) for s in judged(view) if s.actions or s.error or s.managed_virtual_services()
-    ]
+    """A record per name to show: those with a managed VirtualService, something to do,
+    or held back by a host conflict. Only the record is kept: a name's desired state goes
+    once it is judged."""
+    return [as_record(s) for s in judged(view) if not s.in_sync or s.managed_virtual_services()]
 
 
 def as_record(state: NameState) -> dict[str, Any]:
@@ -107,6 +126,7 @@ def as_record(state: NameState) -> dict[str, Any]:
         "inSync": state.in_sync,
         "actions": [f"{a.verb} {a.kind} {a.namespace}/{a.name}: {a.reason}" for a in state.actions],
         **({"error": state.error} if state.error else {}),
+        **({"hostConflicts": state.host_conflicts} if state.host_conflicts else {}),
     }
 
 
@@ -120,6 +140,8 @@ def render_table(records: list[dict[str, Any]], style: Style) -> list[str]:
             sync = "in sync"
         elif "error" in record:
             sync = "error"
+        elif "hostConflicts" in record and not actions:
+            sync = "held: host conflict (explain NAME)"
         else:
             sync = f"drift ({actions} action{'s' if actions != 1 else ''})"
         rows.append(

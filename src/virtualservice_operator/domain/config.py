@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -154,6 +155,7 @@ def _label_value(value: str) -> str:
 
 Namespace = Annotated[str, Strict(), AfterValidator(_namespace)]
 LabelKey = Annotated[str, Strict(), AfterValidator(_label_key)]
+LabelValue = Annotated[str, Strict(), AfterValidator(_label_value)]
 
 
 class _Model(BaseModel):
@@ -199,7 +201,7 @@ class RoutingConfig(_Model):
 class PlaceholderConfig(_Model):
     """Extra metadata put on every placeholder Service."""
 
-    labels: dict[LabelKey, Annotated[str, Strict(), AfterValidator(_label_value)]] = Field(
+    labels: dict[LabelKey, LabelValue] = Field(
         default_factory=dict,
         description=(
             "Extra labels on every placeholder Service. Not the operator's own: "
@@ -215,6 +217,62 @@ class PlaceholderConfig(_Model):
         ),
         examples=[{"example.com/owner": "platform-team"}],
     )
+
+
+_SET_OPERATORS = ("In", "NotIn")
+
+
+class LabelSelectorRequirement(_Model):
+    """One `matchExpressions` item, as in a Kubernetes label selector."""
+
+    key: LabelKey = Field(description="The label key the requirement is about.", examples=["team"])
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn (the value is, or is not, one of `values`), Exists or "
+        "DoesNotExist (the label is, or is not, set).",
+        examples=["In"],
+    )
+    values: tuple[LabelValue, ...] = Field(
+        default=(),
+        description="The values for In and NotIn (at least one); empty for Exists and "
+        "DoesNotExist.",
+        examples=[["payments", "search"]],
+    )
+
+    @_model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        if self.operator in _SET_OPERATORS and not self.values:
+            raise _invalid(f"{self.operator} needs values", "list at least one under values")
+        if self.operator not in _SET_OPERATORS and self.values:
+            raise _invalid(f"{self.operator} takes no values", "remove values")
+        return self
+
+    def query(self) -> str:
+        if self.operator == "Exists":
+            return self.key
+        if self.operator == "DoesNotExist":
+            return f"!{self.key}"
+        return f"{self.key} {self.operator.lower()} ({','.join(self.values)})"
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector: every `matchLabels` pair and every `matchExpressions`
+    requirement must hold (an empty selector selects everything)."""
+
+    match_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        description="Labels the Service must carry, with these values.",
+        examples=[{"virtualservice-operator/enabled": "true"}],
+    )
+    match_expressions: tuple[LabelSelectorRequirement, ...] = Field(
+        default=(),
+        description="Requirements on the Service's labels (key, operator, values).",
+        examples=[[{"key": "team", "operator": "In", "values": ["payments"]}]],
+    )
+
+    def query(self) -> str:
+        """The selector as the API's `labelSelector` parameter ("" selects everything)."""
+        parts = [f"{k}={v}" for k, v in sorted(self.match_labels.items())]
+        return ",".join(parts + [r.query() for r in self.match_expressions])
 
 
 class OperatorConfig(_Model):
@@ -273,6 +331,26 @@ class OperatorConfig(_Model):
     placeholder: PlaceholderConfig = Field(
         default_factory=PlaceholderConfig,
         description="Extra metadata on every placeholder Service.",
+    )
+    service_selector: LabelSelector | None = Field(
+        default=None,
+        description="Only Services in the default namespace whose labels match this label "
+        "selector (`matchLabels`, `matchExpressions`, as in a Deployment's selector) get a "
+        "VirtualService and placeholders; unset, every Service does. A Service that stops "
+        "matching loses what the operator made for it, as an excluded one does. Developer "
+        "Services need not match: a developer's Service is routed when its name is selected "
+        "in the default namespace.",
+        examples=[{"matchLabels": {"virtualservice-operator/enabled": "true"}}],
+    )
+    allow_host_conflicts: Annotated[bool, Strict()] = Field(
+        default=False,
+        description="By default a VirtualService that is not this instance's (another "
+        "instance's, or one without the operator's labels) in the default namespace that "
+        "already routes a host of ours for the mesh holds ours back: it is not created, or "
+        "not updated, while the other exists (a HostConflict Warning Event; Istio would apply "
+        "only one of the two, analysis IST0109). true creates and updates ours anyway, with a "
+        "VirtualServiceConflict warning (the behaviour of 1.3.0).",
+        examples=[False],
     )
     # Which instance this config drives (instance.py): from the -instance flag or the
     # ConfigMap's location, never from config.yaml (a key there is an unknown key).
@@ -497,13 +575,9 @@ def _unknown_keys(
     for key, value in data.items():
         path = (*at, str(key))
         if key in known:
-            annotation = model.model_fields[known[key]].annotation
-            if (
-                isinstance(value, dict)
-                and isinstance(annotation, type)
-                and issubclass(annotation, _Model)
-            ):
-                warnings += _unknown_keys(value, annotation, path, root)
+            section = _section_model(model.model_fields[known[key]].annotation)
+            if isinstance(value, dict) and section is not None:
+                warnings += _unknown_keys(value, section, path, root)
             continue
         near = difflib.get_close_matches(str(key), list(known), n=1)
         hint = f"; did you mean '{'.'.join((*at, near[0]))}'?" if near else ""
@@ -511,6 +585,14 @@ def _unknown_keys(
         where = f"{CONFIG_KEY} line {line}" if line else CONFIG_KEY
         warnings.append(f"{where}: unknown key '{'.'.join(path)}' ignored{hint}")
     return warnings
+
+
+def _section_model(annotation: Any) -> type[_Model] | None:
+    """The model of a nested section (`routing`, or an optional one like `serviceSelector`)."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, _Model):
+            return candidate
+    return None
 
 
 def diff_configs(old: OperatorConfig, new: OperatorConfig) -> list[str]:
@@ -546,4 +628,12 @@ def diff_configs(old: OperatorConfig, new: OperatorConfig) -> list[str]:
     scalar("routing.baggageKey", old.routing.baggage_key, new.routing.baggage_key)
     members("placeholder.labels", old.placeholder.labels, new.placeholder.labels)
     members("placeholder.annotations", old.placeholder.annotations, new.placeholder.annotations)
+    scalar("serviceSelector", _selector(old.service_selector), _selector(new.service_selector))
+    scalar("allowHostConflicts", old.allow_host_conflicts, new.allow_host_conflicts)
     return changes
+
+
+def _selector(selector: LabelSelector | None) -> str:
+    if selector is None:
+        return "(none)"
+    return repr(selector.query()) if selector.query() else "(everything)"

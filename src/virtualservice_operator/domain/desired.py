@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -58,17 +58,33 @@ class Desired:
     placeholders: Mapping[str, dict[str, Any]]  # namespace -> Service manifest
     routed_namespaces: tuple[str, ...]  # developer namespaces with routes, config order
     notes: tuple[str, ...]  # human reasons, for logs and explanations
+    # Configured namespaces that do not exist (or are being deleted) -> why: nothing is
+    # written there; the plan leaves them alone.
+    absent_namespaces: Mapping[str, str] = field(default_factory=lambda: _NONE)
+
+
+_NONE: Mapping[str, str] = MappingProxyType({})
 
 
 def compute_desired(
-    config: OperatorConfig, service: str, services: Mapping[str, ServiceInfo]
+    config: OperatorConfig,
+    service: str,
+    services: Mapping[str, ServiceInfo],
+    absent: Mapping[str, str] = _NONE,
 ) -> Desired:
     """What must exist for the Service name `service`.
 
     `services` maps a watched namespace to the Service named `service` in it; anything
-    else is ignored. Raises TemplateError only if `service` is not a DNS label.
+    else is ignored. `absent`: the configured namespaces that do not exist, each with
+    why ("does not exist", "is being deleted"). Raises TemplateError only if `service`
+    is not a DNS label.
     """
     d = config.default_namespace
+    absent = (
+        MappingProxyType({ns: why for ns, why in absent.items() if ns in config.watched_namespaces})
+        if absent
+        else _NONE
+    )
     # Defensive: only watched namespaces, only this name.
     found = {
         ns: services[ns]
@@ -79,18 +95,23 @@ def compute_desired(
     reason = None
     if service in IGNORED_SERVICES:
         reason = f"ignored: {service!r} is the API server's own Service"
+    elif d in absent:
+        reason = f"default namespace {d} {absent[d]}"
     elif source is None:
         reason = f"dev-only: no Service {service} in default namespace {d}"
     elif source.excluded:
         reason = f"excluded by label {EXCLUDE_LABEL}=true on {d}/{service}"
     if source is None or reason is not None:
-        return Desired(service, None, MappingProxyType({}), (), (reason or "",))
+        return Desired(service, None, MappingProxyType({}), (), (reason or "",), absent)
 
     notes: list[str] = []
     routes: list[dict[str, Any]] = []
     routed: list[str] = []
     placeholders: dict[str, dict[str, Any]] = {}
     for ns in config.developer_namespaces:
+        if ns in absent:
+            notes.append(f"{ns}: namespace {ns} {absent[ns]}: nothing is made there")
+            continue
         dev = found.get(ns)
         if dev is not None and dev.is_placeholder and dev.instance != config.instance:
             # Another instance's (or an unlabelled) placeholder holds the name: it keeps it.
@@ -126,7 +147,7 @@ def compute_desired(
         others = [r for r in meta.get("ownerReferences") or [] if r != ref]
         meta["ownerReferences"] = [*others, ref]
     vs["spec"]["http"] = routes + list(vs["spec"].get("http") or [])
-    return Desired(service, vs, MappingProxyType(placeholders), tuple(routed), tuple(notes))
+    return Desired(service, vs, MappingProxyType(placeholders), tuple(routed), tuple(notes), absent)
 
 
 def owner_reference(source: ServiceInfo) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 The cache stores one `ServiceInfo` per Service in a watched namespace instead of the
 full JSON: only what the desired-state function and the planner read. Records are
 frozen and hashable so they can be shared between workers without copying.
+A `NamespaceInfo` says whether a namespace is there to write in.
 A `VirtualServiceInfo` names what the planner decides on (identity, version, labels,
 hosts, deletion) and keeps the object as read: an update is that object with our
 changes, so that nothing a user or another controller set on it is lost.
@@ -344,6 +345,26 @@ class VirtualServiceInfo:
             hosts=tuple(h for h in hosts if isinstance(h, str)) if isinstance(hosts, list) else (),
             terminating=bool(meta.get("deletionTimestamp")),
             body=obj,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    """What the cache keeps of a namespace: whether it is there to write in."""
+
+    name: str
+    phase: str
+    resource_version: str
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> NamespaceInfo:
+        meta = _mapping(obj.get("metadata"))
+        terminating = _mapping(obj.get("status")).get("phase") == "Terminating"
+        return cls(
+            str(meta.get("name") or ""),
+            # A deletionTimestamp comes before the phase does.
+            "Terminating" if terminating or meta.get("deletionTimestamp") else "Active",
+            str(meta.get("resourceVersion") or ""),
         )
 
 

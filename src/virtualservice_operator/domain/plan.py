@@ -42,6 +42,7 @@ from virtualservice_operator.domain.constants import (
     virtual_service_name,
 )
 from virtualservice_operator.domain.desired import Desired
+from virtualservice_operator.domain.hosts import shared_mesh_hosts
 from virtualservice_operator.domain.instance import owner
 from virtualservice_operator.domain.model import ServiceInfo, VirtualServiceInfo
 
@@ -49,7 +50,11 @@ Verb = Literal["create", "update", "delete", "unmark"]
 Kind = Literal["VirtualService", "Service"]
 # The Event reason each warning is reported under.
 WarningReason = Literal[
-    "UnmanagedVirtualService", "ForeignVirtualService", "VirtualServiceConflict", "PlaceholderClash"
+    "UnmanagedVirtualService",
+    "ForeignVirtualService",
+    "VirtualServiceConflict",
+    "HostConflict",
+    "PlaceholderClash",
 ]
 
 
@@ -79,6 +84,11 @@ class Plan:
     actions: tuple[Action, ...]
     warnings: tuple[PlanWarning, ...]
 
+    @property
+    def host_conflicts(self) -> tuple[PlanWarning, ...]:
+        """Why our VirtualService is held back (not created or updated), if it is."""
+        return tuple(w for w in self.warnings if w.reason == "HostConflict")
+
 
 def plan(
     desired: Desired,
@@ -97,9 +107,11 @@ def plan(
     """
     vs_actions, vs_warnings = _plan_virtual_services(desired, config, virtual_services)
     placeholder_actions, placeholder_warnings = _plan_placeholders(desired, config, services)
-    return Plan(
-        _permitted((*vs_actions, *placeholder_actions)), (*vs_warnings, *placeholder_warnings)
-    )
+    # Nothing can be written in a namespace that does not exist, and what is in one being
+    # deleted goes with it.
+    absent = desired.absent_namespaces
+    actions = (a for a in (*vs_actions, *placeholder_actions) if a.namespace not in absent)
+    return Plan(_permitted(actions), (*vs_warnings, *placeholder_warnings))
 
 
 def plan_orphan_sweep(
@@ -142,24 +154,23 @@ def _plan_virtual_services(
     warnings: list[PlanWarning] = []
     ours: VirtualServiceInfo | None = None
     orphans = []
+    others: list[VirtualServiceInfo] = []
     for vs in sorted(virtual_services, key=lambda v: (v.namespace, v.name)):
         if vs.namespace in SYSTEM_NAMESPACES:
             continue
         if vs.name == name and vs.namespace == d:
             ours = vs
         elif vs.name == name:
-            if vs.managed and vs.instance == config.instance and not vs.terminating:
+            if _is_ours(vs, config) and not vs.terminating:
                 orphans.append(_delete("VirtualService", vs, f"orphan: not in namespace {d}"))
-        elif vs.namespace == d and want is not None and vs.names_host(s, d):
-            warnings.append(
-                PlanWarning(
-                    "VirtualServiceConflict",
-                    f"VirtualService {d}/{vs.name} also routes host {s}: "
-                    "Istio merges or conflicts with it",
-                )
-            )
+        elif vs.namespace == d:
+            others.append(vs)
+    if want is not None and (ours is None or _is_ours(ours, config)):
+        held = _check_hosts(want, others, config, warnings, exists=ours is not None)
+    else:
+        held = False
     if ours is None:
-        if want is not None:
+        if want is not None and not held:
             actions.append(
                 Action(
                     verb="create",
@@ -194,6 +205,8 @@ def _plan_virtual_services(
     elif want is None:
         reason = desired.notes[0] if desired.notes else "no longer desired"
         actions.append(_delete("VirtualService", ours, reason))
+    elif held:
+        pass  # left as it is while the other VirtualService routes the same host
     elif diff := _vs_differences(ours.body, want):
         actions.append(
             Action(
@@ -209,6 +222,51 @@ def _plan_virtual_services(
         )
     # Orphans last: the new VirtualService exists before the old one goes.
     return [*actions, *orphans], tuple(warnings)
+
+
+def _is_ours(vs: VirtualServiceInfo, config: OperatorConfig) -> bool:
+    return vs.managed and vs.instance == config.instance
+
+
+def _check_hosts(
+    want: Mapping[str, Any],
+    others: Sequence[VirtualServiceInfo],
+    config: OperatorConfig,
+    warnings: list[PlanWarning],
+    *,
+    exists: bool,
+) -> bool:
+    """Warn about every other VirtualService in D routing one of our hosts for the mesh;
+    True when one that is not ours holds ours back (unless allowHostConflicts)."""
+    name, d = want["metadata"]["name"], want["metadata"]["namespace"]
+    held = False
+    for vs in others:
+        shared = shared_mesh_hosts(want, vs.body)
+        if not shared:
+            continue
+        hosts = ", ".join(shared)
+        if _is_ours(vs, config) or config.allow_host_conflicts:
+            warnings.append(
+                PlanWarning(
+                    "VirtualServiceConflict",
+                    f"VirtualService {d}/{vs.name} also routes {hosts} for the mesh: "
+                    "Istio applies only one of the two (IST0109)",
+                )
+            )
+            continue
+        held = True
+        whose = owner(vs.instance) if vs.managed else f"no label {MANAGED_BY_LABEL}"
+        done = "left as it is" if exists else "not created"
+        warnings.append(
+            PlanWarning(
+                "HostConflict",
+                f"VirtualService {d}/{vs.name} ({whose}) already routes {hosts} for the mesh: "
+                f"{d}/{name} is {done} while it does, since Istio would apply only one of "
+                "the two (IST0109). Fix: remove that host from it or delete it, or set "
+                "allowHostConflicts: true",
+            )
+        )
+    return held
 
 
 def _vs_differences(actual: Mapping[str, Any], want: Mapping[str, Any]) -> str:

@@ -52,13 +52,20 @@ class ApiError(Exception):
     """An error answer from the API server (or no answer at all: status 0)."""
 
     def __init__(
-        self, status: int, reason: str, message: str, retry_after: float | None = None
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        retry_after: float | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+        # The Status's `details` (kind, name, causes): what the error is about.
+        self.details: Mapping[str, Any] = details or {}
 
 
 class NotFound(ApiError):
@@ -116,7 +123,10 @@ def error_from_status(
         cls = ServerError
     else:
         cls = ApiError
-    return cls(code, reason, message, retry_after)
+    details = body.get("details")
+    return cls(
+        code, reason, message, retry_after, details if isinstance(details, Mapping) else None
+    )
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,7 @@ class Kind:
 SERVICES = Kind("", "v1", "services", "Service")
 CONFIGMAPS = Kind("", "v1", "configmaps", "ConfigMap")
 EVENTS = Kind("", "v1", "events", "Event")
+NAMESPACES = Kind("", "v1", "namespaces", "Namespace")
 LEASES = Kind("coordination.k8s.io", "v1", "leases", "Lease")
 
 RequestObserver = Callable[[str, int, float], None]

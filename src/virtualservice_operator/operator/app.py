@@ -8,6 +8,12 @@ Start-up order (the manager's, see runtime/manager.py):
 4. once leading (at once without -leader-elect): the workers, the resync (every known
    name, again every -sync-period: a restart is a full resync) and the orphan sweep.
 A valid config change is swapped in, the caches follow it and everything is resynced.
+A configured namespace that does not exist is reported once (`namespaces.py`); its
+creation resyncs everything.
+
+With -dry-run: everything is computed as above, nothing is written (no object, no Event,
+no Lease: the dry-run process never campaigns, so it never keeps a real leader from
+leading); each write it would make is logged and counted instead (`executor.py`).
 
 Stop: SIGTERM/SIGINT stops intake, finishes the reconcile in flight, releases the Lease
 and exits 0. Losing the Lease stops work at once and exits 1 (never two leaders).
@@ -39,6 +45,7 @@ from virtualservice_operator.kube.client import (
 from virtualservice_operator.operator.cache import ClusterCache
 from virtualservice_operator.operator.configwatch import ConfigWatcher, StartupError
 from virtualservice_operator.operator.executor import Executor
+from virtualservice_operator.operator.namespaces import MissingNamespaces
 from virtualservice_operator.operator.parts import CachePart, HttpServers
 from virtualservice_operator.operator.reconciler import VirtualServiceReconciler
 from virtualservice_operator.operator.resync import OrphanSweep, Resync
@@ -85,6 +92,7 @@ class Options:
     sync_period: float = SYNC_PERIOD
     watch_timeout: int = WATCH_TIMEOUT
     watch_idle_timeout: float = WATCH_IDLE_TIMEOUT
+    dry_run: bool = False  # -dry-run: compute everything, write nothing
 
 
 class Operator:
@@ -93,7 +101,7 @@ class Operator:
     def __init__(self, options: Options, client: KubeClient, metrics: OperatorMetrics) -> None:
         o = options
         self.client = client
-        events = EventRecorder(client, component=OPERATOR_NAME)
+        events = EventRecorder(client, component=OPERATOR_NAME, enabled=not o.dry_run)
         queue: WorkQueue[str] = WorkQueue(
             CONTROLLER_NAME, metrics=metrics.queue_metrics(CONTROLLER_NAME)
         )
@@ -102,6 +110,7 @@ class Operator:
             client,
             self._on_name,
             instance=instance,
+            on_namespace=self._on_namespace,
             watch_timeout=o.watch_timeout,
             idle_timeout=o.watch_idle_timeout,
         )
@@ -117,7 +126,9 @@ class Operator:
             idle_timeout=o.watch_idle_timeout,
         )
         elector = None
-        if o.leader_elect:
+        if o.leader_elect and o.dry_run:
+            log.info("dry run: not campaigning for the Lease (-leader-elect ignored)")
+        elif o.leader_elect:
             elector = LeaderElector(
                 client,
                 LeaderElectionConfig(
@@ -135,8 +146,10 @@ class Operator:
             self.cache,
             metrics,
             leading=elector.leading.is_set if elector is not None else lambda: True,
+            dry_run=o.dry_run,
         )
         reconciler = VirtualServiceReconciler(self.cache, self.config.config, events, executor)
+        metrics.host_conflicts.set_function(lambda: float(len(reconciler.host_conflicts)))
         self._controller = controller = Controller(
             reconciler, queue, metrics, workers=o.max_concurrent_reconciles
         )
@@ -144,6 +157,10 @@ class Operator:
         self._resync = Resync(
             self.cache.all_names, controller.enqueue_all, sweep, period=o.sync_period
         )
+        self._missing = MissingNamespaces(
+            self.cache, lambda: self.config.current, events, self.config.ref, self._resync.request
+        )
+        metrics.missing_namespaces.set_function(lambda: float(len(self._missing.reported)))
         self.manager = Manager(elector=elector)
         for part in (
             HttpServers(
@@ -157,7 +174,7 @@ class Operator:
                 review_client=client,
             ),
             self.config,
-            CachePart(self.cache, self.config.config, metrics),
+            CachePart(self.cache, self.config.config, metrics, synced=self._missing.check),
             events,
             controller,
             sweep,
@@ -170,6 +187,12 @@ class Operator:
         if self.manager.leading:
             self._controller.enqueue(name)
 
+    def _on_namespace(self, name: str) -> None:
+        # Called from the cache's first list too, before `_missing` exists.
+        missing = getattr(self, "_missing", None)
+        if missing is not None:
+            missing.check()
+
     def ready(self) -> tuple[bool, str]:
         if self.config.current is None:
             return False, "config not loaded"
@@ -179,6 +202,7 @@ class Operator:
 
     async def _config_changed(self, config: OperatorConfig) -> None:
         await self.cache.reconfigure(config)
+        self._missing.check()
         self._resync.request()
 
     async def run(self) -> int:

@@ -10,6 +10,14 @@
   to warn about a second one for the same host. The two selectors split D's
   VirtualServices between them: each is in exactly one.
 
+- Namespaces (`namespaces`): one cluster-wide informer keeping each namespace's name and
+  phase, so that a configured namespace that does not exist (or is being deleted) is
+  known before anything is written there (`absent_namespaces`), and its creation is seen
+  at once (`on_namespace`).
+- With `serviceSelector`, the default namespace's Services are listed and watched with
+  it: the API server filters, and a Service that stops matching leaves the cache as a
+  deleted one does.
+
 Every change maps to a Service *name* (the reconcile key) through `on_name`.
 `reconfigure` starts and stops informers when the config changes the namespaces.
 """
@@ -17,6 +25,7 @@ Every change maps to a Service *name* (the reconcile key) through `on_name`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,18 +38,26 @@ from virtualservice_operator.domain.constants import (
     service_for_virtual_service,
     virtual_service_name,
 )
-from virtualservice_operator.domain.model import ServiceInfo, ServiceWire, VirtualServiceInfo
+from virtualservice_operator.domain.model import (
+    NamespaceInfo,
+    ServiceInfo,
+    ServiceWire,
+    VirtualServiceInfo,
+)
 from virtualservice_operator.kube.client import (
     JSON,
+    NAMESPACES,
     SERVICES,
     WATCH_IDLE_TIMEOUT,
     WATCH_TIMEOUT,
+    Forbidden,
     Kind,
     KubeClient,
     NotFound,
 )
 from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES
 from virtualservice_operator.runtime.informer import Informer
+from virtualservice_operator.runtime.tasks import first_of
 
 
 def _service_page(raw: bytes) -> tuple[list[ServiceInfo], str, str | None]:
@@ -87,6 +104,7 @@ class ClusterCache:
         on_name: Callable[[str], None],
         *,
         instance: str,
+        on_namespace: Callable[[str], None] = lambda name: None,
         watch_timeout: int = WATCH_TIMEOUT,
         idle_timeout: float = WATCH_IDLE_TIMEOUT,
     ) -> None:
@@ -100,10 +118,66 @@ class ClusterCache:
             None, own_selector(instance)
         )
         self.unmanaged_vs: Informer[VirtualServiceInfo] | None = None
+        self._on_namespace = on_namespace
+        self.namespaces: Informer[NamespaceInfo] = self._namespace_informer()
+        # Set when the namespaces may not be listed (RBAC from before the operator watched
+        # them): the other caches need not wait, and every namespace is taken to exist.
+        self._namespaces_refused = asyncio.Event()
         self._default_namespace: str | None = None
+        self._selector: str | None = None  # serviceSelector's query, on D's informer
         self._reconfiguring = asyncio.Lock()
 
     # -- informers ----------------------------------------------------------------------
+
+    def _informer(self, kind: Kind, namespace: str | None, **options: Any) -> Informer[Any]:
+        """An informer with this cache's client and watch timings."""
+        return Informer(
+            self._client,
+            kind,
+            namespace,
+            watch_timeout=self._watch_timeout,
+            idle_timeout=self._idle_timeout,
+            **options,
+        )
+
+    def _namespace_informer(self, page_size: int = 500) -> Informer[NamespaceInfo]:
+        def handler(old: NamespaceInfo | None, new: NamespaceInfo | None) -> None:
+            if old is None or new is None or old.phase != new.phase:
+                # Soon, not now: during a list the informer is marked synced only after
+                # its last handler, and whoever is told reads `absent_namespaces`.
+                name = (new or old).name  # type: ignore[union-attr]
+                asyncio.get_running_loop().call_soon(self._on_namespace, name)
+
+        return self._informer(
+            NAMESPACES,
+            None,
+            transform=NamespaceInfo.from_dict,
+            version_of=lambda n: n.resource_version,
+            handler=handler,
+            page_size=page_size,
+            on_failure=self._namespaces_failed,
+        )
+
+    def _namespaces_failed(self, error: BaseException) -> bool:
+        if not isinstance(error, Forbidden):
+            return False
+        if not self._namespaces_refused.is_set():
+            self._namespaces_refused.set()
+            import structlog  # here: the read-only commands import this module, never log
+
+            structlog.get_logger("cache").error(
+                "the operator may not list and watch namespaces: a configured namespace that "
+                "does not exist is not seen before writing there. Fix: grant get, list and "
+                "watch on namespaces in its ClusterRole (deployments/deployment.yaml, or "
+                "upgrade the chart)",
+                error=str(error),
+            )
+        return True
+
+    @property
+    def namespaces_known(self) -> bool:
+        """The namespaces are listed (False: every configured namespace is taken to exist)."""
+        return self.namespaces.synced.is_set()
 
     def _service_informer(
         self,
@@ -111,20 +185,19 @@ class ClusterCache:
         field_selector: str | None = None,
         kind: Kind = _SERVICE_RECORDS,
         page_size: int = 500,
+        label_selector: str | None = None,
     ) -> Informer[ServiceInfo]:
         def handler(old: ServiceInfo | None, new: ServiceInfo | None) -> None:
             self._on_name((new or old).name)  # type: ignore[union-attr]
 
-        return Informer(
-            self._client,
+        return self._informer(
             kind,
             namespace,
             transform=ServiceInfo.read,
             version_of=lambda s: s.resource_version,
             handler=handler,
+            label_selector=label_selector,
             field_selector=field_selector,
-            watch_timeout=self._watch_timeout,
-            idle_timeout=self._idle_timeout,
             page_size=page_size,
         )
 
@@ -139,8 +212,7 @@ class ClusterCache:
             for name in {*(_vs_names(old) if old else ()), *(_vs_names(new) if new else ())}:
                 self._on_name(name)
 
-        return Informer(
-            self._client,
+        return self._informer(
             VIRTUAL_SERVICES,
             namespace,
             transform=VirtualServiceInfo.from_dict,
@@ -149,8 +221,6 @@ class ClusterCache:
             label_selector=selector,
             field_selector=field_selector,
             indexers={"service": _vs_names},
-            watch_timeout=self._watch_timeout,
-            idle_timeout=self._idle_timeout,
             page_size=page_size,
         )
 
@@ -162,10 +232,17 @@ class ClusterCache:
 
     async def _reconfigure(self, config: OperatorConfig) -> None:
         wanted = set(config.watched_namespaces)
-        for ns in sorted(set(self.services) - wanted):
+        selector = _selector(config)
+        stale = set(self.services) - wanted
+        if selector != self._selector or config.default_namespace != self._default_namespace:
+            # D's Services are listed with the selector: a new one means a new list.
+            stale |= {config.default_namespace, self._default_namespace or ""} & set(self.services)
+        for ns in sorted(stale):
             await self.services.pop(ns).stop()
+        self._selector = selector
         for ns in sorted(wanted - set(self.services)):
-            self.services[ns] = self._service_informer(ns)
+            labels = selector if ns == config.default_namespace else None
+            self.services[ns] = self._service_informer(ns, label_selector=labels)
             self.services[ns].start()
         if self._default_namespace != config.default_namespace:
             if self.unmanaged_vs is not None:
@@ -176,6 +253,7 @@ class ClusterCache:
             self.unmanaged_vs.start()
             self._default_namespace = config.default_namespace
         self.managed_vs.start()
+        self.namespaces.start()
         await self.wait_synced()
 
     async def fill(self, config: OperatorConfig, name: str | None = None) -> None:
@@ -185,11 +263,18 @@ class ClusterCache:
         and ours named after it (and, as `fresh`, the other VirtualServices in D)."""
         services = f"metadata.name={name}" if name else None
         kind = _SERVICE_RECORDS_JSON if name else _SERVICE_RECORDS
+        selector = self._selector = _selector(config)
         # One page per list: the API server serves it from its watch cache, where pages
         # after the first come from etcd at several times the cost. The operator's own
         # informers keep pages of 500, which bound their peak memory.
         self.services = {
-            ns: self._service_informer(ns, services, kind, page_size=ONE_PAGE)
+            ns: self._service_informer(
+                ns,
+                services,
+                kind,
+                page_size=ONE_PAGE,
+                label_selector=selector if ns == config.default_namespace else None,
+            )
             for ns in config.watched_namespaces
         }
         own = f"metadata.name={virtual_service_name(name)}" if name else None
@@ -218,25 +303,51 @@ class ClusterCache:
             async with in_flight:
                 await informer.relist()
 
-        await asyncio.gather(*(relist(informer) for informer in informers))
+        async def namespaces() -> None:
+            self.namespaces = self._namespace_informer(page_size=ONE_PAGE)
+            with contextlib.suppress(Forbidden):  # these credentials may not list them
+                await self.namespaces.relist()
+
+        await asyncio.gather(namespaces(), *(relist(informer) for informer in informers))
         _lists_done()
 
     async def wait_synced(self) -> None:
-        await asyncio.gather(*(i.synced.wait() for i in self.informers()))
+        await asyncio.gather(*(i.synced.wait() for i in self.informers()[:-1]))
+        await first_of(self.namespaces.synced.wait(), self._namespaces_refused.wait())
         _lists_done()
 
     def informers(self) -> list[Informer[Any]]:
+        """Every informer; the namespaces' last (`wait_synced` and `synced` need it or its
+        refusal, not both)."""
         extra = [self.unmanaged_vs] if self.unmanaged_vs is not None else []
-        return [*self.services.values(), self.managed_vs, *extra]
+        return [*self.services.values(), self.managed_vs, *extra, self.namespaces]
 
     def synced(self) -> bool:
-        return bool(self._default_namespace) and all(i.synced.is_set() for i in self.informers())
+        return (
+            bool(self._default_namespace)
+            and all(i.synced.is_set() for i in self.informers()[:-1])
+            and (self.namespaces_known or self._namespaces_refused.is_set())
+        )
 
     async def stop(self) -> None:
         for informer in self.informers():
             await informer.stop()
 
     # -- reading ------------------------------------------------------------------------
+
+    def absent_namespaces(self, config: OperatorConfig) -> dict[str, str]:
+        """The configured namespaces that cannot be written in -> why ("does not exist",
+        "is being deleted"); none until the namespaces are listed, or if they may not be."""
+        if not self.namespaces_known:
+            return {}
+        absent = {}
+        for ns in config.watched_namespaces:
+            info = self.namespaces.get(ns)
+            if info is None:
+                absent[ns] = "does not exist"
+            elif info.phase == "Terminating":
+                absent[ns] = "is being deleted"
+        return absent
 
     def all_names(self) -> set[str]:
         names: set[str] = set()
@@ -269,7 +380,15 @@ class ClusterCache:
     ) -> tuple[dict[str, ServiceInfo], list[VirtualServiceInfo]]:
         """The same as snapshot(), read from the API server (after a conflict)."""
         services: dict[str, ServiceInfo] = {}
+        selector = _selector(config)
         for ns in config.watched_namespaces:
+            if selector and ns == config.default_namespace:
+                # Read as D's informer reads: only a Service the selector selects.
+                found, _ = await self._client.list(
+                    SERVICES, ns, label_selector=selector, field_selector=f"metadata.name={name}"
+                )
+                services.update((ns, ServiceInfo.from_dict(obj)) for obj in found)
+                continue
             try:
                 obj = await self._client.get(SERVICES, ns, name)
             except NotFound:
@@ -312,3 +431,9 @@ class ClusterCache:
     def placeholder_count(self) -> int:
         """Placeholder Services as cached, for the gauge (a walk of the whole cache)."""
         return sum(1 for i in self.services.values() for s in i.values() if s.is_placeholder)
+
+
+def _selector(config: OperatorConfig) -> str | None:
+    """serviceSelector as a list's labelSelector (None: every Service)."""
+    selector = config.service_selector
+    return (selector.query() or None) if selector is not None else None

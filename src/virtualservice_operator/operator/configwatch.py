@@ -83,6 +83,12 @@ class ConfigWatcher:
             idle_timeout=idle_timeout,
         )
 
+    def ref(self) -> ObjectRef:
+        """The ConfigMap, for Events about the configuration."""
+        obj = self._informer.get(f"{self._namespace}/{self._name}") or {}
+        uid = str((obj.get("metadata") or {}).get("uid") or "")
+        return ObjectRef("ConfigMap", self._namespace, self._name, uid=uid)
+
     def config(self) -> OperatorConfig:
         """The config in force (only called once `start()` has returned)."""
         assert self.current is not None, "config read before start()"

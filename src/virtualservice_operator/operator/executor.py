@@ -10,6 +10,14 @@ Only a leader writes: with leader election, `leading` says whether we hold the L
 and a write answered after the loss was seen raises `NotLeading` instead of being
 reported done: the process is ending and another replica may be acting.
 
+With `dry_run`, nothing is sent: each write is logged ("dry-run: would create ...") and
+counted (`virtualservice_operator_dry_run_writes_total`) instead, and the cache is left
+as it was.
+
+A write into a namespace that does not exist (404 naming the namespace) or is being
+deleted (403 NamespaceTerminating) raises `NamespaceGone`: no permission is missing and
+no retry can help until the namespace is there, which the namespace informer reports.
+
 After each write the API server's answer is recorded in the cache, so that the next
 reconcile sees it before the watch brings it. A write refused because the object
 changed since it was read (409, a create that finds the object there, an update that
@@ -22,10 +30,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+import structlog
+
 from virtualservice_operator.domain.plan import Action
 from virtualservice_operator.kube.client import (
     JSON,
     SERVICES,
+    ApiError,
     Conflict,
     Forbidden,
     Kind,
@@ -36,6 +47,8 @@ from virtualservice_operator.operator.cache import ClusterCache
 from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES, virtual_service_kind
 from virtualservice_operator.runtime.leader import NotLeading
 from virtualservice_operator.runtime.metrics import OperatorMetrics
+
+log = structlog.get_logger("executor")
 
 
 class WriteConflict(Conflict):
@@ -64,6 +77,22 @@ class MissingPermission(Forbidden):
         self.action = action
 
 
+class NamespaceGone(ApiError):
+    """A write into a namespace that does not exist, or is being deleted."""
+
+    def __init__(self, action: Action, error: ApiError) -> None:
+        super().__init__(error.status, error.reason, error.message, details=error.details)
+        self.action = action
+
+
+def _namespace_gone(error: ApiError) -> bool:
+    details = error.details
+    if isinstance(error, NotFound):  # `namespaces "staging" not found`
+        return details.get("kind") == "namespaces"
+    causes = details.get("causes") or []
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
+
+
 class Executor:
     def __init__(
         self,
@@ -72,25 +101,33 @@ class Executor:
         metrics: OperatorMetrics,
         *,
         leading: Callable[[], bool] = lambda: True,
+        dry_run: bool = False,
     ) -> None:
         self._client = client
         self._cache = cache
         self._metrics = metrics
         self._leading = leading
+        self.dry_run = dry_run
 
     async def execute(self, action: Action) -> None:
         """Send `action`; raises WriteConflict when the object changed since it was read,
         NotLeading when the Lease is lost before or while it is sent."""
         if not self._leading():
             raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
+        if self.dry_run:
+            self._pretend(action)
+            return
         try:
             answer = await self._send(action)
-        except (Conflict, NotFound) as e:  # NotFound: what we were to change is gone
+        except (Conflict, NotFound, Forbidden) as e:
+            if _namespace_gone(e):
+                raise NamespaceGone(action, e) from e
+            if isinstance(e, Forbidden):
+                self._metrics.forbidden.labels(action.verb, action.kind, action.namespace).inc()
+                raise MissingPermission(action, e) from e
+            # NotFound: what we were to change is gone
             self._metrics.conflicts.labels(action.kind).inc()
             raise WriteConflict(action, e) from e
-        except Forbidden as e:
-            self._metrics.forbidden.labels(action.verb, action.kind, action.namespace).inc()
-            raise MissingPermission(action, e) from e
         if not self._leading():
             raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
         if answer is None:
@@ -98,6 +135,19 @@ class Executor:
         else:
             self._cache.record_write(action.kind, answer)
         self._metrics.writes.labels(action.verb, action.kind).inc()
+
+    def _pretend(self, action: Action) -> None:
+        fields = {"service": action.name, "namespace": action.namespace}
+        if action.kind == "VirtualService":
+            fields = {"virtualservice": action.name, "namespace": action.namespace}
+        log.info(
+            f"dry-run: would {action.verb} {action.kind} {action.namespace}/{action.name}",
+            reason=action.reason,
+            verb=action.verb,
+            kind=action.kind,
+            **fields,
+        )
+        self._metrics.dry_run_writes.labels(action.verb, action.kind).inc()
 
     async def _send(self, action: Action) -> JSON | None:
         """The API server's answer to the write (None for a delete)."""

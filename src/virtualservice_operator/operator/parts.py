@@ -78,9 +78,12 @@ class CachePart:
         cache: ClusterCache,
         config: Callable[[], OperatorConfig],
         metrics: OperatorMetrics,
+        *,
+        synced: Callable[[], None] = lambda: None,
     ) -> None:
         self._cache = cache
         self._config = config
+        self._synced = synced  # called once the caches are filled
         m = metrics
         m.managed_virtualservices.set_function(lambda: float(len(cache.managed_vs)))
         # These two walk the whole cache: at most once per 2 s, however often scraped.
@@ -96,6 +99,7 @@ class CachePart:
     async def start(self) -> None:
         await self._cache.reconfigure(self._config())  # returns once synced
         log.info("caches synced", informers=[i.description for i in self._cache.informers()])
+        self._synced()
 
     async def wait_synced(self) -> None:
         await self._cache.wait_synced()

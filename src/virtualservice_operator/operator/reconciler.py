@@ -17,6 +17,14 @@ worker ever sleeps: it is logged with the word `conflict` and the name is requeu
 with the queue's per-name back-off (`Result(requeue=True)`); that next pass reads the
 name's objects from the API server, not the cache. After `CONFLICTS_BEFORE_EXHAUSTED`
 conflicts in a row it is logged as "retry exhausted", and requeued with back-off still.
+
+A namespace that does not exist is a state, not an error: desired state makes nothing
+there (the cache knows the namespaces), and a write that finds its namespace gone all
+the same (`NamespaceGone`, the namespace informer not there yet) is dropped without a
+retry: the namespace's creation queues every name again (`namespaces.py`).
+
+Names whose VirtualService a host conflict holds back are kept in `host_conflicts`
+(the gauge `virtualservice_operator_host_conflicts`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,12 @@ from virtualservice_operator.domain.model import ServiceInfo
 from virtualservice_operator.domain.plan import Action, PlanWarning, plan
 from virtualservice_operator.domain.template import TemplateError
 from virtualservice_operator.operator.cache import ClusterCache
-from virtualservice_operator.operator.executor import Executor, MissingPermission, WriteConflict
+from virtualservice_operator.operator.executor import (
+    Executor,
+    MissingPermission,
+    NamespaceGone,
+    WriteConflict,
+)
 from virtualservice_operator.runtime.events import EventRecorder, ObjectRef
 from virtualservice_operator.runtime.reconcile import Result, TerminalError
 
@@ -67,6 +80,7 @@ class VirtualServiceReconciler:
         self._warned: dict[str, tuple[PlanWarning, ...]] = {}
         # Names whose last pass met a conflict -> conflicts in a row: read them fresh.
         self._conflicts: dict[str, int] = {}
+        self.host_conflicts: set[str] = set()
 
     async def reconcile(self, key: str) -> Result:
         config = self._config()
@@ -77,7 +91,7 @@ class VirtualServiceReconciler:
             services, vss = self._cache.snapshot(config, name)
         source = _source_ref(config, name, services)
         try:
-            desired = compute_desired(config, name, services)
+            desired = compute_desired(config, name, services, self._cache.absent_namespaces(config))
         except TemplateError as e:
             log.error(
                 "template error: nothing written or deleted",
@@ -91,11 +105,25 @@ class VirtualServiceReconciler:
         for note in desired.notes:
             log.debug(note, service=name)
         the_plan = plan(desired, config=config, services=services, virtual_services=vss)
+        if the_plan.host_conflicts:
+            self.host_conflicts.add(name)
+        else:
+            self.host_conflicts.discard(name)
         self._warn(name, source, the_plan.warnings)
         done, error = await self._apply(the_plan.actions, source)
-        self._record_events(source, done)
+        if not self._executor.dry_run:
+            self._record_events(source, done)
         if isinstance(error, WriteConflict):
             return self._conflict(name, config, error)
+        if isinstance(error, NamespaceGone):
+            log.debug(
+                f"namespace {error.action.namespace} does not exist or is being deleted: "
+                "nothing written there; its creation queues every name again",
+                service=name,
+                namespace=error.action.namespace,
+            )
+            self._conflicts.pop(name, None)
+            return Result()
         if isinstance(error, MissingPermission):
             log.error(
                 f"forbidden: {error.message}",
@@ -171,6 +199,8 @@ class VirtualServiceReconciler:
 
     async def _execute(self, action: Action, source: ObjectRef) -> None:
         await self._executor.execute(action)
+        if self._executor.dry_run:
+            return  # the executor said what it would have done
         fields = {"service": source.name, "namespace": action.namespace}
         if action.kind == "VirtualService":
             fields["virtualservice"] = action.name

@@ -86,7 +86,8 @@ class OrphanSweep:
                 log.warning("orphaned placeholder not deleted", **fields, error=str(e))
                 continue
             deleted += 1
-            log.info("orphaned placeholder deleted", **fields)
+            if not self._executor.dry_run:  # a dry run's executor said what it would do
+                log.info("orphaned placeholder deleted", **fields)
         # Said once per resync (start-up, then every -sync-period): the end of the work a
         # resync does outside the queue.
         log.info("orphan sweep done", deleted=deleted, found=len(found))

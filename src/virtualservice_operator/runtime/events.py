@@ -53,8 +53,10 @@ class EventRecorder:
         dedupe_seconds: float = 600.0,
         capacity: int = 1000,
         remember: int = 10_000,
+        enabled: bool = True,
     ) -> None:
         self._client = client
+        self._enabled = enabled  # False: Events are dropped unsent (a dry run writes nothing)
         self._component = component  # who reports: Events' source and reportingComponent
         self._dedupe = dedupe_seconds
         self._queue: asyncio.Queue[_Event] = asyncio.Queue(maxsize=capacity)
@@ -72,6 +74,8 @@ class EventRecorder:
         self._record(_Event(ref, "Warning", reason, message))
 
     def _record(self, event: _Event) -> None:
+        if not self._enabled:
+            return
         now = time.monotonic()
         last = self._recent.get(event)
         if last is not None and now - last < self._dedupe:

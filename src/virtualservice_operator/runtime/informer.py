@@ -93,6 +93,7 @@ class Informer(Generic[T]):
         idle_timeout: float = WATCH_IDLE_TIMEOUT,
         backoff_cap: float = 30.0,
         page_size: int = 500,
+        on_failure: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self._client = client
         self.kind = kind
@@ -108,6 +109,9 @@ class Informer(Generic[T]):
         self._idle_timeout = idle_timeout
         self._backoff_cap = backoff_cap
         self._page_size = page_size
+        # Told of each failed list or watch before the back-off; True: it has said what
+        # matters itself, so the retry is logged at debug level only.
+        self._on_failure = on_failure
         self._store: dict[str, T] = {}
         # Our writes whose watch event is still to come: key -> the write's version.
         self._awaited: dict[str, str] = {}
@@ -176,7 +180,8 @@ class Informer(Generic[T]):
 
     async def _backoff(self, failures: int, error: BaseException) -> None:
         delay = min(self._backoff_cap, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
-        _log().warning(
+        handled = self._on_failure is not None and self._on_failure(error)
+        (_log().debug if handled else _log().warning)(
             "watch failed, retrying",
             resource=self.description,
             error=str(error),

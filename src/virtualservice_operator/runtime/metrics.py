@@ -337,6 +337,24 @@ class OperatorMetrics:
             ["kind"],
             registry=r,
         )
+        self.dry_run_writes = Counter(
+            "virtualservice_operator_dry_run_writes_total",
+            "Writes a -dry-run=true operator would have sent (and did not), by verb and kind",
+            ["verb", "kind"],
+            registry=r,
+        )
+        self.host_conflicts = Gauge(
+            "virtualservice_operator_host_conflicts",
+            "Service names whose VirtualService is held back (not created or updated) because "
+            "a VirtualService that is not this instance's routes the same host for the mesh",
+            registry=r,
+        )
+        self.missing_namespaces = Gauge(
+            "virtualservice_operator_missing_namespaces",
+            "Configured namespaces that do not exist or are being deleted (nothing is written "
+            "there until they exist)",
+            registry=r,
+        )
         # Series that must exist from the start so that rate() and alerts see a 0.
         for result in ("success", "error"):
             self.config_reloads.labels(result=result)

@@ -104,6 +104,9 @@ SCALES = {
     "S": Scale("S", 100, 3),
     "M": Scale("M", 1000, 5),
     "L": Scale("L", 5000, 10),
+    # Istio's own scalability targets: 10,000 Services, here with 20 developer namespaces
+    # and placeholders on, about 210,000 Services watched.
+    "XL": Scale("XL", 10000, 20),
 }
 
 
@@ -119,6 +122,10 @@ class Options:
     log: Callable[[str], None] = print
     converge_timeout: float = 1800.0
     wide_max_objects: int = 20_000  # the wide floor is skipped above this (time)
+    # The Go writer (client-go) at these concurrencies; empty: doubling from 2 until a
+    # step is no longer GO_SWEEP_GAIN faster than the best so far. None: no Go writer.
+    go_concurrency: tuple[int, ...] | None = ()
+    floor: bool = True  # the Python floor at the operator's concurrency
     commands_only: bool = False  # create the end state directly, time the commands, no more
     command_runs: int = 3  # each command is timed this many times; the median is kept
     # Keep the cluster of the last scale after its run: describe it in this JSON file and
@@ -696,35 +703,101 @@ async def _delete_outputs(ctx: Ctx) -> None:
         raise RuntimeError(f"{len(obs.objects)} objects left after clean-up")
 
 
-async def _floor(ctx: Ctx, expected: dict[Key, JSON], concurrency: int) -> tuple[float, float]:
-    """(seconds to converge, CPU seconds of the floor process)."""
+def _bodies_file(ctx: Ctx, expected: dict[Key, JSON]) -> Path:
+    """The objects to create, as the floors read them: a JSON list of {kind, namespace, body}."""
+    bodies = ctx.tmp / "bodies.json"
+    if not bodies.exists():
+        objects = [{"kind": k[0], "namespace": k[1], "body": b} for k, b in expected.items()]
+        bodies.write_text(json.dumps(objects))
+    return bodies
+
+
+async def _timed_writer(ctx: Ctx, argv: list[str]) -> tuple[float, float]:
+    """(seconds from spawn until the watch sees the expected state, CPU seconds of the
+    writer process): how a floor is measured, as the operator's convergence is."""
     obs = ctx.observer
     assert obs is not None
-    bodies = ctx.tmp / "bodies.json"
-    objects = [{"kind": k[0], "namespace": k[1], "body": body} for k, body in expected.items()]
-    bodies.write_text(json.dumps(objects))
     obs.reset()
     env = {**os.environ}
     env.pop("KUBECONFIG", None)
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.floor",
-        f"-kubeconfig={ctx.sa_kubeconfig}",
-        f"-bodies={bodies}",
-        f"-concurrency={concurrency}",
+        *argv,
         cwd=REPO_ROOT,
         env=env,
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     t1 = await obs.wait_converged(ctx.options.converge_timeout)
     _, err = await proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"floor failed: {err.decode()[-2000:]}")
+        raise RuntimeError(f"{Path(argv[0]).name} failed: {err.decode()[-2000:]}")
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     return t1 - t0, (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+
+
+async def _floor(ctx: Ctx, expected: dict[Key, JSON], concurrency: int) -> tuple[float, float]:
+    """The Python floor (`bench.floor`): (seconds to converge, CPU seconds)."""
+    bodies = _bodies_file(ctx, expected)
+    return await _timed_writer(
+        ctx,
+        [
+            sys.executable,
+            "-m",
+            "bench.floor",
+            f"-kubeconfig={ctx.sa_kubeconfig}",
+            f"-bodies={bodies}",
+            f"-concurrency={concurrency}",
+        ],
+    )
+
+
+GO_SWEEP_GAIN = 0.05  # a step of the sweep must be this much faster than the best so far
+GO_SWEEP_MAX = 256
+
+
+async def _go_floor(ctx: Ctx, expected: dict[Key, JSON], writer: Path) -> dict[str, Any]:
+    """The Go writer (client-go) over a sweep of concurrencies, its objects deleted after
+    each run; the best time is the reference the operator is held to."""
+    bodies = _bodies_file(ctx, expected)
+    fixed = list(ctx.options.go_concurrency or ())
+    sweep: dict[int, float] = {}
+    cpu: dict[int, float] = {}
+    loads: dict[int, float] = {}
+    concurrency = fixed.pop(0) if fixed else 2
+    best_before = float("inf")
+    while True:
+        loads[concurrency] = loadavg()
+        sweep[concurrency], cpu[concurrency] = await _timed_writer(
+            ctx,
+            [
+                str(writer),
+                f"-kubeconfig={ctx.sa_kubeconfig}",
+                f"-objects={bodies}",
+                f"-concurrency={concurrency}",
+            ],
+        )
+        ctx.log(f"go writer at concurrency {concurrency}: {sweep[concurrency]:.2f}s")
+        await _delete_outputs(ctx)
+        if ctx.options.go_concurrency:
+            if not fixed:
+                break
+            concurrency = fixed.pop(0)
+            continue
+        # Throughput stopped rising: this step is not GO_SWEEP_GAIN faster than the best.
+        if sweep[concurrency] > best_before * (1 - GO_SWEEP_GAIN) or concurrency >= GO_SWEEP_MAX:
+            break
+        best_before = min(best_before, sweep[concurrency])
+        concurrency *= 2
+    best_c = min(sweep, key=lambda c: sweep[c])
+    return {
+        "go_floor_s": sweep[best_c],
+        "go_floor_concurrency": best_c,
+        "go_floor_cpu_s": cpu[best_c],
+        "go_floor_sweep": {str(c): round(t, 3) for c, t in sweep.items()},
+        "go_floor_sweep_load": {str(c): load for c, load in loads.items()},
+    }
 
 
 async def _verify(ctx: Ctx, expected: dict[Key, JSON]) -> dict[str, int]:
@@ -1166,11 +1239,19 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     await ctx.observer.synced()
     ctx.observer.set_expected(expected)
 
-    ctx.log(f"floor: {len(expected)} objects at concurrency {o.workers}")
     res["load_at_floor"] = loadavg()
-    res["floor_s"], res["floor_cpu_s"] = await _floor(ctx, expected, o.workers)
-    ctx.log(f"floor {res['floor_s']:.2f}s")
-    await _delete_outputs(ctx)
+    if o.go_concurrency is not None:
+        ctx.log(f"go writer: {len(expected)} objects, concurrency sweep")
+        res.update(await _go_floor(ctx, expected, build_go_writer()))
+        ctx.log(
+            f"go writer best {res['go_floor_s']:.2f}s at concurrency "
+            f"{res['go_floor_concurrency']} (sweep {res['go_floor_sweep']})"
+        )
+    if o.floor:
+        ctx.log(f"floor: {len(expected)} objects at concurrency {o.workers}")
+        res["floor_s"], res["floor_cpu_s"] = await _floor(ctx, expected, o.workers)
+        ctx.log(f"floor {res['floor_s']:.2f}s")
+        await _delete_outputs(ctx)
     if (
         o.wide_concurrency
         and o.wide_concurrency != o.workers
@@ -1187,13 +1268,17 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     res["load_at_converge"] = loadavg()
     op, cold = await _cold(ctx, expected, ctx.scale.services)
     res.update(cold)
-    res["ratio_to_floor"] = res["converge_s"] / res["floor_s"]
+    if "floor_s" in res:
+        res["ratio_to_floor"] = res["converge_s"] / res["floor_s"]
+    if "go_floor_s" in res:
+        res["ratio_to_go"] = res["converge_s"] / res["go_floor_s"]
     if "floor_wide_s" in res:
         res["ratio_to_wide_floor"] = res["converge_s"] / res["floor_wide_s"]
     ctx.log(
         f"converged in {res['converge_s']:.2f}s (ready {res['ready_s']:.2f}s), "
-        f"ratio {res['ratio_to_floor']:.2f}, writes {res['writes']}/{res['needed_writes']}, "
-        f"rss {res['peak_rss_mib']:.0f} MiB, cpu {res['cpu_s']:.1f}s, verify {res['verify']}"
+        f"ratio {res.get('ratio_to_floor', 0):.2f} (to Go {res.get('ratio_to_go', 0):.2f}), "
+        f"writes {res['writes']}/{res['needed_writes']}, rss {res['peak_rss_mib']:.0f} MiB, "
+        f"cpu {res['cpu_s']:.1f}s, verify {res['verify']}"
     )
 
     ctx.log("steady state (restart)")
@@ -1220,6 +1305,15 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     await asyncio.to_thread(op.stop)
     await ctx.observer.stop()
     return res
+
+
+def build_go_writer() -> Path:
+    """The Go writer's binary, built (and cached by source hash) by its hack/ script."""
+    script = REPO_ROOT / "hack" / "build-bench-writer.sh"
+    out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True)
+    if out.stderr.strip():
+        print(out.stderr.strip(), file=sys.stderr)
+    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) -> dict[str, Any]:

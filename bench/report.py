@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-ORDER = ["XS", "S", "M", "L"]
+ORDER = ["XS", "S", "M", "L", "XL"]
 TARGETS = {
     "ratio_to_floor": 1.3,  # at M and L
+    "ratio_to_go": 1.2,  # at L and XL
     "peak_rss_mib": 150.0,  # at L
+    "peak_rss_mib_xl": 200.0,  # at XL
     "churn_p99_ms": 200.0,
     "status_s": 2.0,  # at L, end to end
     "explain_s": 0.5,  # at L, end to end
@@ -40,11 +42,12 @@ def markdown(results: dict[str, Any]) -> str:
         "Times are from one run per scale on a shared, noisy machine: compare the ratios, "
         "not absolute seconds across runs.",
         "",
-        "| scale | Services × dev ns | objects needed | converge s | floor s (same concurrency) | "
-        "operator / floor | floor s (wide) | writes (needed) | events | steady writes | "
-        "peak RSS MiB cold / restart | CPU s (floor) | churn p50 / p99 ms | churn done p99 ms | "
+        "| scale | Services × dev ns | objects needed | converge s | Go writer s (best c) | "
+        "operator / Go | floor s (same concurrency) | operator / floor | floor s (wide) | "
+        "writes (needed) | events | steady writes | peak RSS MiB cold / restart | "
+        "KiB per watched Service | CPU s (floor) | churn p50 / p99 ms | churn done p99 ms | "
         "queue depth max | churn writes (needed) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in _scales(results):
         if "error" not in r and "converge_s" not in r:
@@ -52,7 +55,7 @@ def markdown(results: dict[str, Any]) -> str:
         if "error" in r:
             lines.append(
                 f"| {name} | {r.get('services')} × {r.get('dev_namespaces')} | "
-                f"did not finish: {r['error']} |" + " |" * 13
+                f"did not finish: {r['error']} |" + " |" * 16
             )
             continue
         wide = r.get("floor_wide_s")
@@ -64,13 +67,18 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{r['services']} × {r['dev_namespaces']}",
                     str(r["needed_writes"]),
                     _f(r["converge_s"]),
-                    _f(r["floor_s"]),
-                    _f(r["ratio_to_floor"]),
+                    f"{_f(r['go_floor_s'])} (c={r['go_floor_concurrency']})"
+                    if r.get("go_floor_s")
+                    else "–",
+                    _f(r.get("ratio_to_go")),
+                    _f(r.get("floor_s")),
+                    _f(r.get("ratio_to_floor")),
                     f"{_f(wide)} (c={r.get('floor_wide_concurrency')})" if wide else "–",
                     f"{r['writes']} ({r['needed_writes']})",
                     str(r.get("event_writes", "–")),
                     str(r["steady_state_writes"]),
                     f"{_f(r['peak_rss_mib'], 0)} / {_f(r.get('resync_peak_rss_mib'), 0)}",
+                    _f(kib_per_watched(r)),
                     f"{_f(r['cpu_s'], 1)} ({_f(r.get('floor_cpu_s'), 1)})",
                     f"{_f(r.get('churn_p50_ms'), 0)} / {_f(r.get('churn_p99_ms'), 0)}",
                     _f(r.get("churn_done_p99_ms"), 0),
@@ -91,13 +99,18 @@ def markdown(results: dict[str, Any]) -> str:
         if "converge_s" not in r:
             lines.append(f"- {name}: " + "; ".join(checks))
             continue
-        if name in ("M", "L"):
+        if name in ("M", "L") and r.get("ratio_to_floor") is not None:
             checks.append(_target("converge within 1.3× floor", r["ratio_to_floor"] <= 1.3))
+        if name in ("L", "XL") and r.get("ratio_to_go") is not None:
+            checks.append(_target("converge within 1.2× the Go writer", r["ratio_to_go"] <= 1.2))
         checks.append(_target("writes = needed", r["writes"] == r["needed_writes"]))
         checks.append(_target("0 writes in steady state", r["steady_state_writes"] == 0))
         if name == "L":
             peak = max(r["peak_rss_mib"], r.get("resync_peak_rss_mib") or 0)
             checks.append(_target("peak RSS < 150 MiB (cold and restart)", peak < 150))
+        if name == "XL":
+            peak = max(r["peak_rss_mib"], r.get("resync_peak_rss_mib") or 0)
+            checks.append(_target("peak RSS < 200 MiB (cold and restart)", peak < 200))
         if r.get("churn_p99_ms") is not None:
             checks.append(
                 _target(f"churn p99 < 200 ms at {r.get('churn_rate')}/s", r["churn_p99_ms"] < 200)
@@ -107,11 +120,15 @@ def markdown(results: dict[str, Any]) -> str:
     lin = linearity(results)
     if lin:
         lines += ["", "Cost per needed object (linear in N if these stay flat):", ""]
-        lines.append("| scale | converge ms/object | floor ms/object | operator CPU ms/object |")
-        lines.append("|---|---|---|---|")
+        lines.append(
+            "| scale | converge ms/object | Go writer ms/object | floor ms/object | "
+            "operator CPU ms/object | peak RSS KiB per watched Service, marginal |"
+        )
+        lines.append("|---|---|---|---|---|---|")
         for name, row in lin:
             lines.append(
-                f"| {name} | {_f(row['converge'])} | {_f(row['floor'])} | {_f(row['cpu'])} |"
+                f"| {name} | {_f(row['converge'])} | {_f(row['go'])} | {_f(row['floor'])} | "
+                f"{_f(row['cpu'])} | {_f(row['marginal_kib'])} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -139,12 +156,28 @@ def commands_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def watched_services(r: dict[str, Any]) -> int:
+    """Services the operator watches once converged: the inputs and its placeholders."""
+    return int(r.get("input_services") or 0) + int(r.get("needed_placeholders") or 0)
+
+
+def kib_per_watched(r: dict[str, Any]) -> float | None:
+    """Peak RSS (cold or restart) per watched Service, the whole process included."""
+    n = watched_services(r)
+    if not n or r.get("peak_rss_mib") is None:
+        return None
+    return 1024 * max(r["peak_rss_mib"], r.get("resync_peak_rss_mib") or 0) / n
+
+
 def _target(text: str, ok: bool) -> str:
     return f"{text}: {'met' if ok else 'MISSED'}"
 
 
-def linearity(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    out = []
+def linearity(results: dict[str, Any]) -> list[tuple[str, dict[str, float | None]]]:
+    """Per scale, costs per object; `marginal_kib` is the peak RSS added per watched
+    Service since the scale before (the process's fixed base cancels out)."""
+    out: list[tuple[str, dict[str, float | None]]] = []
+    prev: dict[str, Any] | None = None
     for name, r in _scales(results):
         if "error" in r or not r.get("needed_writes") or "converge_s" not in r:
             continue
@@ -154,12 +187,28 @@ def linearity(results: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
                 name,
                 {
                     "converge": 1000 * r["converge_s"] / n,
-                    "floor": 1000 * r["floor_s"] / n,
+                    "floor": 1000 * r["floor_s"] / n if r.get("floor_s") else None,
+                    "go": 1000 * r["go_floor_s"] / n if r.get("go_floor_s") else None,
                     "cpu": 1000 * r["cpu_s"] / n,
+                    "marginal_kib": _marginal_kib(prev, r),
                 },
             )
         )
+        prev = r
     return out
+
+
+def _marginal_kib(prev: dict[str, Any] | None, r: dict[str, Any]) -> float | None:
+    if prev is None:
+        return None
+    dn = watched_services(r) - watched_services(prev)
+    if dn <= 0:
+        return None
+
+    def peak(x: dict[str, Any]) -> float:
+        return float(max(x["peak_rss_mib"], x.get("resync_peak_rss_mib") or 0))
+
+    return 1024 * (peak(r) - peak(prev)) / dn
 
 
 def plot(results: dict[str, Any], path: Path) -> bool:

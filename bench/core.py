@@ -122,8 +122,8 @@ class Options:
     log: Callable[[str], None] = print
     converge_timeout: float = 1800.0
     wide_max_objects: int = 20_000  # the wide floor is skipped above this (time)
-    # The Go writer (client-go) at these concurrencies; empty: doubling from 2 until a
-    # step is no longer GO_SWEEP_GAIN faster than the best so far. None: no Go writer.
+    # The Go writer (client-go) at these concurrencies; empty: doubling from 2 until two
+    # steps in a row are not GO_SWEEP_GAIN faster than the best before. None: none.
     go_concurrency: tuple[int, ...] | None = ()
     floor: bool = True  # the Python floor at the operator's concurrency
     commands_only: bool = False  # create the end state directly, time the commands, no more
@@ -767,6 +767,7 @@ async def _go_floor(ctx: Ctx, expected: dict[Key, JSON], writer: Path) -> dict[s
     loads: dict[int, float] = {}
     concurrency = fixed.pop(0) if fixed else 2
     best_before = float("inf")
+    flat = 0
     while True:
         loads[concurrency] = loadavg()
         sweep[concurrency], cpu[concurrency] = await _timed_writer(
@@ -785,10 +786,15 @@ async def _go_floor(ctx: Ctx, expected: dict[Key, JSON], writer: Path) -> dict[s
                 break
             concurrency = fixed.pop(0)
             continue
-        # Throughput stopped rising: this step is not GO_SWEEP_GAIN faster than the best.
-        if sweep[concurrency] > best_before * (1 - GO_SWEEP_GAIN) or concurrency >= GO_SWEEP_MAX:
-            break
+        # Throughput stopped rising: two steps in a row not GO_SWEEP_GAIN faster than the
+        # best before them (one slow step may be the shared machine's noise).
+        if sweep[concurrency] > best_before * (1 - GO_SWEEP_GAIN):
+            flat += 1
+        else:
+            flat = 0
         best_before = min(best_before, sweep[concurrency])
+        if flat >= 2 or concurrency >= GO_SWEEP_MAX:
+            break
         concurrency *= 2
     best_c = min(sweep, key=lambda c: sweep[c])
     return {

@@ -126,6 +126,7 @@ class ClusterCache:
             watch_timeout=self._watch_timeout,
             idle_timeout=self._idle_timeout,
             page_size=page_size,
+            key_by_name=True,  # one namespace each: the record's interned name is the key
         )
 
     def _vs_informer(
@@ -256,7 +257,7 @@ class ClusterCache:
         services: dict[str, ServiceInfo] = {}
         for ns in config.watched_namespaces:
             informer = self.services.get(ns)
-            svc = informer.get(f"{ns}/{name}") if informer else None
+            svc = informer.get(name) if informer else None
             if svc is not None:
                 services[ns] = svc
         vss = list(self.managed_vs.by_index("service", name))
@@ -301,13 +302,12 @@ class ClusterCache:
             self.managed_vs.upsert(obj)
 
     def record_delete(self, kind: str, namespace: str, name: str) -> None:
-        key = f"{namespace}/{name}"
         if kind == "Service":
             informer = self.services.get(namespace)
             if informer is not None:
-                informer.forget(key)
+                informer.forget(name)
         else:
-            self.managed_vs.forget(key)
+            self.managed_vs.forget(f"{namespace}/{name}")
 
     def placeholder_count(self) -> int:
         """Placeholder Services as cached, for the gauge (a walk of the whole cache)."""

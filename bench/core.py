@@ -50,6 +50,7 @@ from typing import Any
 
 import yaml
 
+from bench.throttle import cpu_quota
 from virtualservice_operator.domain.config import OperatorConfig, parse_config
 from virtualservice_operator.domain.constants import (
     PLACEHOLDER_LABEL,
@@ -126,6 +127,9 @@ class Options:
     # steps in a row are not GO_SWEEP_GAIN faster than the best before. None: none.
     go_concurrency: tuple[int, ...] | None = ()
     floor: bool = True  # the Python floor at the operator's concurrency
+    # >0: kube-apiserver and etcd held to this many CPUs (a slow API server on purpose)
+    # from after the set-up to the end of the scale (bench/throttle.py).
+    apiserver_cpus: float = 0.0
     commands_only: bool = False  # create the end state directly, time the commands, no more
     command_runs: int = 3  # each command is timed this many times; the median is kept
     # Keep the cluster of the last scale after its run: describe it in this JSON file and
@@ -401,6 +405,21 @@ def loadavg() -> float:
         return float("nan")
 
 
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process so far (seconds); NaN if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_s(cp: ControlPlane) -> float:
+    """CPU seconds kube-apiserver and etcd have used so far, together."""
+    return sum(proc_cpu_s(p.pid) for p in (cp.apiserver, cp.etcd) if p is not None)
+
+
 def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -628,6 +647,8 @@ class Ctx:
     config_map: str = ""
     config: OperatorConfig | None = None
     observer: Observer | None = None
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    last_server_cpu_s: float = 0.0  # kube-apiserver + etcd CPU over the last timed writer
 
     def log(self, msg: str) -> None:
         self.options.log(f"[{self.scale.name}] {msg}")
@@ -721,6 +742,7 @@ async def _timed_writer(ctx: Ctx, argv: list[str]) -> tuple[float, float]:
     env = {**os.environ}
     env.pop("KUBECONFIG", None)
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server0 = server_cpu_s(ctx.cp)
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -730,6 +752,7 @@ async def _timed_writer(ctx: Ctx, argv: list[str]) -> tuple[float, float]:
         stderr=asyncio.subprocess.PIPE,
     )
     t1 = await obs.wait_converged(ctx.options.converge_timeout)
+    ctx.last_server_cpu_s = server_cpu_s(ctx.cp) - server0
     _, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"{Path(argv[0]).name} failed: {err.decode()[-2000:]}")
@@ -764,6 +787,7 @@ async def _go_floor(ctx: Ctx, expected: dict[Key, JSON], writer: Path) -> dict[s
     fixed = list(ctx.options.go_concurrency or ())
     sweep: dict[int, float] = {}
     cpu: dict[int, float] = {}
+    server: dict[int, float] = {}
     loads: dict[int, float] = {}
     concurrency = fixed.pop(0) if fixed else 2
     best_before = float("inf")
@@ -779,6 +803,7 @@ async def _go_floor(ctx: Ctx, expected: dict[Key, JSON], writer: Path) -> dict[s
                 f"-concurrency={concurrency}",
             ],
         )
+        server[concurrency] = ctx.last_server_cpu_s
         ctx.log(f"go writer at concurrency {concurrency}: {sweep[concurrency]:.2f}s")
         await _delete_outputs(ctx)
         if ctx.options.go_concurrency:
@@ -801,6 +826,8 @@ async def _go_floor(ctx: Ctx, expected: dict[Key, JSON], writer: Path) -> dict[s
         "go_floor_s": sweep[best_c],
         "go_floor_concurrency": best_c,
         "go_floor_cpu_s": cpu[best_c],
+        # What the API server and etcd spent serving it: their share of the machine.
+        "go_floor_server_cpu_s": server[best_c],
         "go_floor_sweep": {str(c): round(t, 3) for c, t in sweep.items()},
         "go_floor_sweep_load": {str(c): load for c, load in loads.items()},
     }
@@ -841,6 +868,7 @@ async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operat
     op = Operator(
         ctx.sa_kubeconfig, ctx.config_map, ctx.tmp / "operator-cold.log", ctx.options.workers
     )
+    server0 = server_cpu_s(ctx.cp)
     t0 = op.start()
     ready_at = await op.wait_ready()
     prof: asyncio.Task[None] | None = None
@@ -855,6 +883,7 @@ async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operat
         )
     t1 = await obs.wait_converged(ctx.options.converge_timeout)
     cpu_at_converged = op.cpu_s()
+    server_cpu = server_cpu_s(ctx.cp) - server0
     await op.wait_idle(names, 600)
     after = await settle_writes(ctx.cp)
     if prof is not None:
@@ -864,6 +893,7 @@ async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operat
         "converge_s": t1 - t0,
         "ready_s": ready_at - t0,
         "cpu_s": cpu_at_converged,
+        "server_cpu_s": server_cpu,  # kube-apiserver + etcd over the convergence
         "cpu_s_idle": op.cpu_s(),
         "peak_rss_mib": op.peak_rss_mib(),
         "writes": object_writes(delta),
@@ -1237,6 +1267,11 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     res.update(await _setup(ctx))
     assert ctx.config is not None
     expected = await compute_expected(ctx.client, ctx.config)
+    if o.apiserver_cpus > 0:
+        pids = [p.pid for p in (ctx.cp.apiserver, ctx.cp.etcd) if p is not None]
+        ctx.stack.enter_context(cpu_quota(pids, o.apiserver_cpus))
+        res["apiserver_cpus"] = o.apiserver_cpus
+        ctx.log(f"kube-apiserver and etcd held to {o.apiserver_cpus} CPUs")
     res["needed_writes"] = len(expected)
     res["needed_virtualservices"] = sum(1 for k in expected if k[0] == "VirtualService")
     res["needed_placeholders"] = sum(1 for k in expected if k[0] == "Service")
@@ -1344,9 +1379,10 @@ def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) ->
                 client = KubeClient.from_kubeconfig(str(cp.admin_kubeconfig))
                 ctx = Ctx(cp, client, sa, scale, options, tmp)
                 try:
-                    if options.commands_only:
-                        return await _commands_only(ctx)
-                    return await _run_scale_async(ctx)
+                    with ctx.stack:
+                        if options.commands_only:
+                            return await _commands_only(ctx)
+                        return await _run_scale_async(ctx)
                 finally:
                     held.update(default=ctx.default, devs=ctx.devs, config_map=ctx.config_map)
                     await client.close()

@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         "rising), a list such as '16,32,64', or 'none'",
     )
     p.add_argument(
+        "--apiserver-cpus",
+        type=float,
+        default=0.0,
+        help="hold kube-apiserver and etcd to this many CPUs (a slow API server; root)",
+    )
+    p.add_argument(
         "--no-floor",
         action="store_true",
         help="skip the Python floor at the operator's concurrency",
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         wide_concurrency=args.wide_concurrency,
         go_concurrency=parse_go_concurrency(args.go_concurrency),
         floor=not args.no_floor,
+        apiserver_cpus=args.apiserver_cpus,
         churn_rate=args.churn_rate,
         churn_seconds=args.churn_seconds,
         profile_seconds=args.profile_seconds,

@@ -19,6 +19,7 @@ pass reads it afresh and plans again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 
@@ -64,6 +65,12 @@ class MissingPermission(Forbidden):
         self.action = action
 
 
+# The operator's writes in flight at once, all workers together: what it asks of the API
+# server at most, however many names are being reconciled (bench/README.md, "A slow API
+# server": the API server's write rate stops rising well below this).
+WRITES_IN_FLIGHT = 32
+
+
 class Executor:
     def __init__(
         self,
@@ -72,11 +79,13 @@ class Executor:
         metrics: OperatorMetrics,
         *,
         leading: Callable[[], bool] = lambda: True,
+        in_flight: int = WRITES_IN_FLIGHT,
     ) -> None:
         self._client = client
         self._cache = cache
         self._metrics = metrics
         self._leading = leading
+        self._in_flight = asyncio.Semaphore(in_flight)
 
     async def execute(self, action: Action) -> None:
         """Send `action`; raises WriteConflict when the object changed since it was read,
@@ -84,7 +93,8 @@ class Executor:
         if not self._leading():
             raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
         try:
-            answer = await self._send(action)
+            async with self._in_flight:
+                answer = await self._send(action)
         except (Conflict, NotFound) as e:  # NotFound: what we were to change is gone
             self._metrics.conflicts.labels(action.kind).inc()
             raise WriteConflict(action, e) from e

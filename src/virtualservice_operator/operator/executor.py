@@ -27,6 +27,7 @@ pass reads it afresh and plans again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 
@@ -77,6 +78,12 @@ class MissingPermission(Forbidden):
         self.action = action
 
 
+# The operator's writes in flight at once, all workers together: what it asks of the API
+# server at most, however many names are being reconciled (bench/README.md, "A slow API
+# server": the API server's write rate stops rising well below this).
+WRITES_IN_FLIGHT = 32
+
+
 class NamespaceGone(ApiError):
     """A write into a namespace that does not exist, or is being deleted."""
 
@@ -102,12 +109,14 @@ class Executor:
         *,
         leading: Callable[[], bool] = lambda: True,
         dry_run: bool = False,
+        in_flight: int = WRITES_IN_FLIGHT,
     ) -> None:
         self._client = client
         self._cache = cache
         self._metrics = metrics
         self._leading = leading
         self.dry_run = dry_run
+        self._in_flight = asyncio.Semaphore(in_flight)
 
     async def execute(self, action: Action) -> None:
         """Send `action`; raises WriteConflict when the object changed since it was read,
@@ -118,7 +127,8 @@ class Executor:
             self._pretend(action)
             return
         try:
-            answer = await self._send(action)
+            async with self._in_flight:
+                answer = await self._send(action)
         except (Conflict, NotFound, Forbidden) as e:
             if _namespace_gone(e):
                 raise NamespaceGone(action, e) from e

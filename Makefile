@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help install controlplane node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean image image-load scan
+.PHONY: help install controlplane prometheus node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean image image-load scan
 
 help:
 	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
@@ -30,6 +30,11 @@ install: $(STAMP)
 
 controlplane: $(STAMP)
 	bash hack/build-controlplane.sh >/dev/null
+
+# promtool (the alerts' unit tests) and prometheus (the node's scrape test), from the
+# Prometheus module pinned in hack/prometheus/go.mod; cached like the control plane.
+prometheus:
+	nice -n 10 bash hack/build-prometheus.sh >/dev/null
 
 cluster: controlplane
 	$(PY) -m virtualservice_operator_dev.controlplane up --dir .cluster
@@ -55,7 +60,7 @@ run: $(STAMP)
 demo: controlplane
 	$(PY) -m virtualservice_operator_dev.demo
 
-test: controlplane node-binaries
+test: controlplane prometheus node-binaries
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)

@@ -18,6 +18,7 @@ helm is built from its Go module (hack/controlplane/helm) by hack/build-controlp
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -31,6 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
 from tests.integration.conftest import Namespaces, OperatorFactory
 from tests.integration.harness import OPERATOR_NS, Api, wait_for
@@ -501,9 +503,62 @@ def test_secure_metrics_profiling_and_instance_flags(helm: Helm) -> None:
     rules = _rules(secure[("ClusterRole", "", f"{RELEASE}-role")])
     assert {json.dumps(r, sort_keys=True) for r in REVIEW_RULES} <= set(rules)
     endpoint = secure[("ServiceMonitor", OPERATOR_NS, RELEASE)]["spec"]["endpoints"][0]
-    assert endpoint["scheme"] == "https" and endpoint["bearerTokenFile"].endswith("/token")
     reader = secure[("ClusterRole", "", f"{RELEASE}-metrics-reader")]
     assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    # The certificate verified against the CA of its Secret, for the Service's name; the
+    # token from the authorization field (bearerTokenFile is deprecated).
+    host = f"{RELEASE}-metrics.{OPERATOR_NS}.svc"
+    assert endpoint["scheme"] == "https" and "bearerTokenFile" not in endpoint
+    assert endpoint["tlsConfig"] == {
+        "ca": {"secret": {"name": "tls", "key": "ca.crt"}},
+        "serverName": host,
+    }
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": f"{RELEASE}-metrics-scraper-token", "key": "token"},
+    }
+    token = secure[("Secret", OPERATOR_NS, f"{RELEASE}-metrics-scraper-token")]
+    assert token["type"] == "kubernetes.io/service-account-token"
+    scraper = token["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+    binding = secure[("ClusterRoleBinding", "", f"{RELEASE}-metrics-scraper")]
+    assert binding["roleRef"]["name"] == f"{RELEASE}-metrics-reader"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": scraper, "namespace": OPERATOR_NS}
+    ]
+
+
+def test_secure_metrics_without_a_certificate_secret_gets_a_ca_signed_one(helm: Helm) -> None:
+    objs = helm.objects(None, "metrics.secure=true", "serviceMonitor.enabled=true")
+    name = f"{RELEASE}-metrics-cert"
+    secret = objs[("Secret", OPERATOR_NS, name)]
+    assert secret["type"] == "kubernetes.io/tls"
+    pem = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    ca = x509.load_pem_x509_certificate(pem["ca.crt"])
+    cert = x509.load_pem_x509_certificate(pem["tls.crt"])
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{RELEASE}-metrics.{OPERATOR_NS}.svc" in names.get_values_for_type(x509.DNSName)
+    pod = objs[("Deployment", OPERATOR_NS, RELEASE)]["spec"]["template"]["spec"]
+    assert {"name": "metrics-certs", "secret": {"secretName": name}} in pod["volumes"]
+    endpoint = objs[("ServiceMonitor", OPERATOR_NS, RELEASE)]["spec"]["endpoints"][0]
+    assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": name, "key": "ca.crt"}}
+    assert "insecureSkipVerify" not in str(objs)
+    # A tlsConfig value is merged over the default; an authorization value replaces it.
+    custom = helm.objects(
+        {
+            "metrics": {"secure": True},
+            "serviceMonitor": {
+                "enabled": True,
+                "tlsConfig": {"serverName": "metrics.example"},
+                "authorization": {"type": "Bearer", "credentials": {"name": "t", "key": "k"}},
+            },
+        }
+    )
+    endpoint = custom[("ServiceMonitor", OPERATOR_NS, RELEASE)]["spec"]["endpoints"][0]
+    assert endpoint["tlsConfig"]["serverName"] == "metrics.example"
+    assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": name, "key": "ca.crt"}}
+    assert endpoint["authorization"]["credentials"] == {"name": "t", "key": "k"}
+    assert ("Secret", OPERATOR_NS, f"{RELEASE}-metrics-scraper-token") not in custom
 
 
 def test_network_policy_admits_metrics_only_from_selected_namespaces(helm: Helm) -> None:

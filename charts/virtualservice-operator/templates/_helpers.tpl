@@ -99,3 +99,16 @@ app.kubernetes.io/part-of: virtualservice-operator
 {{- with $c.placeholder }}{{ $_ := set $out "placeholder" . }}{{ end -}}
 {{- toYaml $out -}}
 {{- end -}}
+
+{{/* The metrics Service's in-cluster name: what a scraper verifies the certificate against. */}}
+{{- define "vso.metricsHost" -}}
+{{- printf "%s.%s.svc" (include "vso.suffixed" (list . "metrics")) .Release.Namespace -}}
+{{- end -}}
+
+{{/* With metrics.secure: the kubernetes.io/tls Secret holding tls.crt, tls.key and ca.crt. */}}
+{{- define "vso.metricsCertSecret" -}}
+{{- default (include "vso.suffixed" (list . "metrics-cert")) .Values.metrics.certSecret -}}
+{{- end -}}
+
+{{/* With metrics.secure and a ServiceMonitor: the token Secret Prometheus scrapes with. */}}
+{{- define "vso.scraperName" -}}{{ include "vso.suffixed" (list . "metrics-scraper") }}{{- end -}}

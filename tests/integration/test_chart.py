@@ -73,6 +73,7 @@ TOGGLES = {
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # kind, namespace, name
+UNINSTALL_HOOK_KINDS = ("ServiceAccount", "Role", "RoleBinding", "Job")
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -290,6 +291,8 @@ def test_default_release_renders_the_objects_of_deployments_yaml(helm: Helm) -> 
     assert extra <= {
         ("ClusterRole", "", f"{RELEASE}-metrics-reader"),
         ("Pod", OPERATOR_NS, f"{RELEASE}-test-readyz"),  # the `helm test` hook
+        # The pre-delete hook that stops the operator before `helm uninstall` deletes it.
+        *((kind, OPERATOR_NS, f"{RELEASE}-uninstall") for kind in UNINSTALL_HOOK_KINDS),
     }, extra
     secure_role = helm.objects(None, "metrics.secure=true")[("ClusterRole", "", f"{RELEASE}-role")]
     for key, from_file in files.items():
@@ -527,6 +530,43 @@ def test_secure_metrics_profiling_and_instance_flags(helm: Helm) -> None:
     ]
 
 
+def test_uninstall_hook_stops_the_deployment_with_rights_on_its_scale_only(helm: Helm) -> None:
+    objs = helm.objects()
+    name = f"{RELEASE}-uninstall"
+    hook = {kind: objs[(kind, OPERATOR_NS, name)] for kind in UNINSTALL_HOOK_KINDS}
+    for kind, obj in hook.items():
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete", kind
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"], kind
+    weights = {k: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for k, o in hook.items()}
+    assert weights["Job"] > max(weights[k] for k in ("ServiceAccount", "Role", "RoleBinding"))
+    assert hook["Role"]["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": [RELEASE],
+            "verbs": ["patch"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    pod = hook["Job"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name
+    assert pod["containers"][0]["image"] == _container(objs)["image"]
+    assert "app" not in hook["Job"]["spec"]["template"]["metadata"]["labels"]  # not waited on
+    compile(pod["containers"][0]["command"][2], "pre-delete hook", "exec")
+
+
+def test_image_by_digest(helm: Helm) -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    objs = helm.objects(None, f"image.digest={digest}")
+    image = f"harbor.intent.ai/library/virtualservice-operator@{digest}"
+    assert _container(objs)["image"] == image
+    job = objs[("Job", OPERATOR_NS, f"{RELEASE}-uninstall")]["spec"]["template"]["spec"]
+    assert job["containers"][0]["image"] == image
+    out = helm.run("template", RELEASE, str(CHART), "--set", "image.digest=sha256:abc", check=False)
+    assert out.returncode != 0 and "at '/image/digest'" in out.stderr, out.stderr
+
+
 def test_secure_metrics_without_a_certificate_secret_gets_a_ca_signed_one(helm: Helm) -> None:
     objs = helm.objects(None, "metrics.secure=true", "serviceMonitor.enabled=true")
     name = f"{RELEASE}-metrics-cert"
@@ -605,7 +645,10 @@ def test_options_budget_spread_service_account_and_test_hook(helm: Helm) -> None
         }
     ]
     assert pod["serviceAccountName"] == "existing"
-    assert not [k for k in objs if k[0] == "ServiceAccount"]
+    # Only the uninstall hook's own (its Job may not scale the Deployment as the operator).
+    assert [k for k in objs if k[0] == "ServiceAccount"] == [
+        ("ServiceAccount", OPERATOR_NS, f"{RELEASE}-uninstall")
+    ]
     binding = objs[("ClusterRoleBinding", "", f"{RELEASE}-rolebinding")]
     assert binding["subjects"][0]["name"] == "existing"
     # The helm test hook: /readyz through the Service's health port.
@@ -711,7 +754,7 @@ def test_two_releases_install_side_by_side_and_uninstall_leaves_nothing(
             [
                 d
                 for d in _docs(helm.template(values[r], release=r, namespace=r))
-                if d["kind"] != "Pod"
+                if "helm.sh/hook" not in (d["metadata"].get("annotations") or {})
             ]
         )
         for r in (a, b)
@@ -724,12 +767,14 @@ def test_two_releases_install_side_by_side_and_uninstall_leaves_nothing(
         f"role.rbac.authorization.k8s.io/{r}-virtualservice-operator-role" for r in (a, b)
     } <= set(roles.split())
 
-    helm.run("uninstall", a, "-n", a)
+    # No kubelet runs the pre-delete hook's Job here (tests/node/test_monitoring_on_node.py
+    # runs it): without --no-hooks helm would wait for it until its timeout.
+    helm.run("uninstall", a, "-n", a, "--no-hooks")
     assert _release_objects(control_plane, a) == {}
     assert _release_objects(control_plane, b) == objects_b  # untouched, same resourceVersions
     secrets = control_plane.kubectl("get", "secrets", "-n", a, "-l", "owner=helm", "-o", "name")
     assert secrets.stdout.strip() == ""  # the release record went too
-    helm.run("uninstall", b, "-n", b)
+    helm.run("uninstall", b, "-n", b, "--no-hooks")
     assert _release_objects(control_plane, b) == {}
 
 

@@ -20,6 +20,8 @@ from the rendered ServiceMonitor and PrometheusRule as the Prometheus Operator w
 4. Scaled to 0: VirtualServiceOperatorDown and VirtualServiceOperatorNoLeader are pending
    with their namespace and job (their `for` of 5 minutes is covered by the promtool
    unit tests, tests/unit/test_alert_rules.py).
+5. `helm uninstall`: the chart's pre-delete hook stops the Pods first, so the leader
+   releases its Lease and exits 0 before its ServiceAccount and Roles go.
 """
 
 from __future__ import annotations
@@ -49,13 +51,14 @@ JOB = f"{RELEASE}-metrics"
 SELECTOR = f'job="{JOB}",namespace="{NS}"'
 MONITOR_JOB = f"serviceMonitor/{NS}/{RELEASE}/0"
 CHART = str(REPO_ROOT / "charts" / "virtualservice-operator")
-PROD = "production"
+# Namespaces of this module's own (another instance's Services are not ours to route).
+PROD, DEV = "mon-prod", "mon-dev"
 VALUES = {
     "replicaCount": 2,
     "serviceMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True},
     "networkPolicy": {"enabled": True},
-    "config": {"developerNamespaces": ["staging"]},
+    "config": {"defaultNamespace": PROD, "developerNamespaces": [DEV]},
 }
 
 Obj = dict[str, Any]
@@ -98,7 +101,7 @@ def stack(
         )
     prometheus = Prometheus(node, build_image(node, work), f"{RELEASE}-metrics-reader")
     helm = Helm(node, work)
-    for ns in (PROD, "staging"):
+    for ns in (PROD, DEV):
         _ensure_namespace(node, api, ns)
     # The release namespace as the chart renders it (createNamespace=true): it enforces
     # the restricted Pod Security Standard; the API server must admit the Pods under it.
@@ -126,8 +129,9 @@ def stack(
     try:
         yield s
     finally:
-        node.kubectl("delete", "namespace", "monitoring", "--wait=false", check=False)
-        helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout=3m")
+        node.kubectl("delete", "namespace", "monitoring", PROD, DEV, "--wait=false", check=False)
+        if RELEASE in helm("list", "-n", NS, "-q").split():  # the last test uninstalls it
+            helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout=3m")
 
 
 def _fill(expr: str) -> str:
@@ -295,3 +299,49 @@ def test_scaled_to_zero_the_down_and_no_leader_alerts_go_pending(stack: Stack) -
             "job": JOB,
             "namespace": NS,
         }
+
+
+def test_uninstall_stops_the_leader_first_which_releases_its_lease(stack: Stack) -> None:
+    """The chart's pre-delete hook scales the Deployment to 0 and waits, so the leader
+    ends on SIGTERM while its Role still lets it release the Lease (exit 0)."""
+    node = stack.node
+    node.kubectl("scale", f"deployment/{RELEASE}", "-n", NS, "--replicas=1")
+    lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{RELEASE}-leader"
+    api = Api(node)
+
+    def holder() -> str:
+        lease = api.get(lease_path) or {}
+        return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+    leader = wait_for(holder, 90, "a leader", 1.0).rsplit("_", 1)[0]
+    follow = subprocess.Popen(
+        [
+            str(node.bin_dir / "kubectl"),
+            f"--kubeconfig={node.admin_kubeconfig}",
+            "logs",
+            "-f",
+            leader,
+            "-n",
+            NS,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        stack.helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout=3m")
+        log_text, _ = follow.communicate(timeout=60)  # ends with the container
+    finally:
+        follow.kill()
+        follow.wait()
+    lines = [json.loads(x) for x in log_text.splitlines() if x.startswith("{")]
+    assert lines and lines[-1]["msg"] == "stopped", lines[-5:]
+    assert lines[-1]["exit_code"] == 0, lines[-5:]
+    assert any(x["msg"] == "released leader lease" for x in lines), lines[-5:]
+    assert not any(x["msg"] == "lost leadership: stopping at once" for x in lines)
+    assert holder() == ""
+    # The hook's own objects went with it (hook-succeeded).
+    left = node.kubectl(
+        "get", "jobs,serviceaccounts,roles,rolebindings", "-n", NS, "-o", "name"
+    ).stdout
+    assert f"{RELEASE}-uninstall" not in left, left

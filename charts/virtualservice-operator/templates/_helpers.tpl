@@ -46,6 +46,15 @@ Deployment virtualservice-operator, ClusterRole virtualservice-operator-role, ..
 {{- default (printf "v%s" .Chart.AppVersion) .Values.image.tag -}}
 {{- end -}}
 
+{{/* The operator's image: repository:tag, or repository@digest when image.digest is set. */}}
+{{- define "vso.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (include "vso.imageTag" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The selector: the guide's pod label (app: virtualservice-operator for the default release). */}}
 {{- define "vso.selectorLabels" -}}
 app: {{ include "vso.fullname" . }}

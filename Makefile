@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help install controlplane prometheus node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean image image-load scan
+.PHONY: help install controlplane prometheus node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean image image-load scan release
 
 help:
 	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
@@ -19,6 +19,7 @@ help:
 	@echo "make run       run the operator against \$$KUBECONFIG"
 	@echo "make image     build the operator's image from Dockerfile (buildah, no daemon); load it into the node"
 	@echo "make scan      trivy on the image: secrets, misconfigurations, SBOM (.cache/image/)"
+	@echo "make release   dist/: packaged chart, install.yaml (image by digest), image archive, SBOM, scan, wheel, sdist, SHA256SUMS"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +95,10 @@ image-load:
 
 scan: image
 	bash hack/image/scan.sh
+
+# dist/ from the chart and the image built from this tree (hack/release.sh).
+release: $(STAMP)
+	bash hack/release.sh
 
 clean:
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,11 @@
 - `helm lint --strict` is clean; values.schema.json refuses wrong types, unknown log
   levels and unknown keys, naming the value;
 - release `virtualservice-operator` in `virtualservice-operator-system` renders the
-  operations guide's names and the objects of deployments/*.yaml and monitoring/*.yaml;
+  operations guide's names and the objects of deployments/*.yaml and monitoring/*.yaml.
+  Both exist because the operations guide installs with `kubectl apply -f deployments/`
+  (readable files, one per concern, the config apart so that re-applying the Deployment
+  keeps it) while the chart serves Helm; dist/install.yaml (`make release`) is the chart
+  rendered whole. This test keeps the files equal to the chart, field by field;
 - every values combination renders and passes `kubectl apply --dry-run=server`;
 - two releases install side by side (`helm install` twice) without a name clash, and
   `helm uninstall` of one leaves nothing of it and does not touch the other;

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help install controlplane node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean image image-load scan
+.PHONY: help install controlplane prometheus node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean image image-load scan release
 
 help:
 	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
@@ -19,6 +19,7 @@ help:
 	@echo "make run       run the operator against \$$KUBECONFIG"
 	@echo "make image     build the operator's image from Dockerfile (buildah, no daemon); load it into the node"
 	@echo "make scan      trivy on the image: secrets, misconfigurations, SBOM (.cache/image/)"
+	@echo "make release   dist/: packaged chart, install.yaml (image by digest), image archive, SBOM, scan, wheel, sdist, SHA256SUMS"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,11 @@ install: $(STAMP)
 
 controlplane: $(STAMP)
 	bash hack/build-controlplane.sh >/dev/null
+
+# promtool (the alerts' unit tests) and prometheus (the node's scrape test), from the
+# Prometheus module pinned in hack/prometheus/go.mod; cached like the control plane.
+prometheus:
+	nice -n 10 bash hack/build-prometheus.sh >/dev/null
 
 cluster: controlplane
 	$(PY) -m virtualservice_operator_dev.controlplane up --dir .cluster
@@ -55,7 +61,7 @@ run: $(STAMP)
 demo: controlplane
 	$(PY) -m virtualservice_operator_dev.demo
 
-test: controlplane node-binaries
+test: controlplane prometheus node-binaries
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)
@@ -89,6 +95,10 @@ image-load:
 
 scan: image
 	bash hack/image/scan.sh
+
+# dist/ from the chart and the image built from this tree (hack/release.sh).
+release: $(STAMP)
+	bash hack/release.sh
 
 clean:
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache

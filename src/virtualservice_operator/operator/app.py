@@ -140,6 +140,7 @@ class Operator:
                 ),
                 metrics=metrics,
             )
+            metrics.export_inventory_while(elector.leading.is_set)
         # With leader election, only while the Lease is held (cleared the moment it is lost).
         executor = Executor(
             client,

@@ -282,7 +282,10 @@ class Node(ControlPlane):
         bin_dir: Path | None = None,
         work_dir: Path | None = None,
         crd_dir: Path | None = None,
+        cluster_dns: str | None = None,
     ) -> None:
+        """`cluster_dns`: the ClusterIP of the cluster's DNS Service, written into every
+        Pod's resolv.conf (the mesh runs one); None: Pods get the machine's resolv.conf."""
         super().__init__(
             bin_dir=bin_dir,
             work_dir=work_dir,
@@ -291,6 +294,7 @@ class Node(ControlPlane):
             address=NODE_IP,
             pki_ips=(NODE_IP, KUBERNETES_SERVICE_IP),
         )
+        self.cluster_dns = cluster_dns
         self.components: dict[str, subprocess.Popen[bytes]] = {}
         self.timings: dict[str, float] = {}
         self._lock_fd: int | None = None
@@ -604,6 +608,8 @@ state = "{STATE_DIR / "containerd"}"
             "serializeImagePulls": False,
             "podLogsDir": str(VAR_DIR / "pod-logs"),
         }
+        if self.cluster_dns:
+            config["clusterDNS"] = [self.cluster_dns]
         path = self.work_dir / "kubelet.yaml"
         path.write_text(yaml.safe_dump(config))
         self.components["kubelet"] = self._spawn(

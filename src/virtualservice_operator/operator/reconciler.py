@@ -33,7 +33,12 @@ from virtualservice_operator.domain.model import ServiceInfo
 from virtualservice_operator.domain.plan import Action, PlanWarning, plan
 from virtualservice_operator.domain.template import TemplateError
 from virtualservice_operator.operator.cache import ClusterCache
-from virtualservice_operator.operator.executor import Executor, MissingPermission, WriteConflict
+from virtualservice_operator.operator.executor import (
+    Executor,
+    MissingPermission,
+    WriteConflict,
+    WriteRefused,
+)
 from virtualservice_operator.runtime.events import EventRecorder, ObjectRef
 from virtualservice_operator.runtime.reconcile import Result, TerminalError
 
@@ -104,6 +109,10 @@ class VirtualServiceReconciler:
                 error=str(error),
             )
             self._events.warning(source, "MissingPermission", error.message)
+        if isinstance(error, WriteRefused):
+            # The controller logs it once and counts it (a terminal error); the Event
+            # tells whoever looks at the Service why its VirtualService did not change.
+            self._events.warning(source, "WriteRefused", str(error))
         if error is not None:
             raise error
         self._conflicts.pop(name, None)

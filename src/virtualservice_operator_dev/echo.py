@@ -10,17 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from virtualservice_operator_dev.mesh import ECHO_GRPC_PORT, ECHO_IMAGE, proxyless_env
-from virtualservice_operator_dev.node import Node
-
-# The security context the operator's own Pod runs with (deployments/deployment.yaml).
-HARDENED = {
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
-    "readOnlyRootFilesystem": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+from virtualservice_operator_dev.node import HARDENED, Node
 
 
 def echo_pod(

@@ -36,14 +36,15 @@ def image_archive() -> Path | None:
 
 
 def load_image(node: Node) -> bool:
-    """The operator's image in the node's containerd; False when it was never built."""
-    if operator_image() in node.ctr("images", "ls", "-q").stdout.split():
-        return True
+    """The operator's image in the node's containerd; False when it was never built.
+
+    Imported whenever the archive is there: containerd keeps its images across nodes
+    (under the node's VAR_DIR), and an image by the same reference may be an older build."""
     archive = image_archive()
-    if archive is None:
-        return False
-    node.import_image(archive)
-    return True
+    if archive is not None:
+        node.import_image(archive)
+        return True
+    return operator_image() in node.ctr("images", "ls", "-q").stdout.split()
 
 
 def user_env(node: Node) -> dict[str, str]:
@@ -55,12 +56,14 @@ def user_env(node: Node) -> dict[str, str]:
     }
 
 
-def install_with_istio(node: Node, timeout: float = 180) -> None:
-    """The README's lines on a cluster with Istio (the CRD line skipped: Istio owns that
-    CRD), then wait for the Deployment to be rolled out."""
-    env = user_env(node)
+def run_readme_install(
+    env: dict[str, str], *, skip_crds: bool = False, installed_before: bool = False
+) -> None:
+    """Runs the README's install lines as written, each through bash in the repository.
+    `skip_crds`: on a cluster with Istio (it owns the CRD). `installed_before`: the
+    namespace may already exist (another install came first)."""
     for line in readme_install_lines():
-        if CRD_LINE in line:
+        if skip_crds and CRD_LINE in line:
             continue
         result = subprocess.run(
             ["bash", "-c", line],
@@ -71,8 +74,15 @@ def install_with_istio(node: Node, timeout: float = 180) -> None:
             check=False,
             timeout=120,
         )
-        if result.returncode != 0:
+        existed = installed_before and "AlreadyExists" in result.stderr
+        if result.returncode != 0 and not existed:
             raise RuntimeError(f"{line}: {result.stderr.strip()}")
+
+
+def install_with_istio(node: Node, timeout: float = 180) -> None:
+    """The README's lines on a cluster with Istio (the CRD line skipped: Istio owns that
+    CRD), then wait for the Deployment to be rolled out."""
+    run_readme_install(user_env(node), skip_crds=True)
     node.kubectl(
         "rollout", "status", "deployment/virtualservice-operator", "-n", OPERATOR_NS,
         f"--timeout={int(timeout)}s", timeout=timeout + 20,

@@ -169,7 +169,9 @@ def webhook_denial(node: Node, namespace: str = "default") -> str | None:
         KNOWN_BAD,
     )
     message = body.get("message", "") if isinstance(body, dict) else str(body)
-    return message if status >= 400 and "validation.istio.io" in message else None
+    # Not "failed calling webhook": that is an error reaching istiod, not its judgement.
+    denied = 'admission webhook "validation.istio.io" denied the request'
+    return message if status >= 400 and denied in message else None
 
 
 def install_dns(node: Node, timeout: float) -> None:
@@ -241,28 +243,37 @@ class Mesh(Node):
         self.start_seconds = time.monotonic() - began
 
 
+def xds_bootstrap(namespace: str, ip: str, pod: str, server: str) -> str:
+    """Istio's agentless bootstrap (the `grpc-simple` template's): xDS from istiod at
+    `server`, plaintext; a node id of type sidecar with the client's IP and Pod name;
+    the namespace in the node's metadata (without it istiod takes it from the id)."""
+    return json.dumps(
+        {
+            "xds_servers": [
+                {
+                    "server_uri": server,
+                    "channel_creds": [{"type": "insecure"}],
+                    "server_features": ["xds_v3"],
+                }
+            ],
+            "node": {
+                "id": f"sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local",
+                "metadata": {"GENERATOR": "grpc", "NAMESPACE": namespace},
+            },
+        }
+    )
+
+
 def proxyless_env(namespace: str) -> list[dict[str, Any]]:
-    """A container's environment for a proxyless gRPC client: Istio's agentless bootstrap
-    (the `grpc-simple` template's: xDS from istiod, plaintext, node id of type sidecar
-    with the Pod's IP) given inline, with the namespace in the node's metadata. The
+    """A container's environment for a proxyless gRPC client: the bootstrap given inline
+    (grpc-go and grpcio read GRPC_XDS_BOOTSTRAP_CONFIG), istiod found by cluster DNS. The
     kubelet expands $(POD_IP) and $(POD_NAME) when it starts the container."""
     field = {"POD_IP": "status.podIP", "POD_NAME": "metadata.name"}
-    bootstrap = {
-        "xds_servers": [
-            {
-                "server_uri": f"dns:///istiod.{ISTIO_NAMESPACE}.svc:{XDS_PORT}",
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-        ],
-        "node": {
-            "id": f"sidecar~$(POD_IP)~$(POD_NAME).{namespace}~{namespace}.svc.cluster.local",
-            "metadata": {"GENERATOR": "grpc", "NAMESPACE": namespace},
-        },
-    }
+    server = f"dns:///istiod.{ISTIO_NAMESPACE}.svc:{XDS_PORT}"
+    bootstrap = xds_bootstrap(namespace, "$(POD_IP)", "$(POD_NAME)", server)
     return [
         *({"name": k, "valueFrom": {"fieldRef": {"fieldPath": v}}} for k, v in field.items()),
-        {"name": "GRPC_XDS_BOOTSTRAP_CONFIG", "value": json.dumps(bootstrap)},
+        {"name": "GRPC_XDS_BOOTSTRAP_CONFIG", "value": bootstrap},
     ]
 
 

@@ -68,6 +68,16 @@ FORWARD_CHAIN = "VSO-NODE-FORWARD"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 INSTALL_RUNTIME = REPO_ROOT / "hack" / "node" / "install-runtime.sh"
 METRICS_SERVER_DIR = REPO_ROOT / "hack" / "node" / "metrics-server"
+# The security context of the operator's own Pod (deployments/deployment.yaml), for the
+# Pods the node's tests and the mesh run.
+HARDENED = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 _SYSCTLS = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/bridge/bridge-nf-call-iptables")
 _NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager")
 _RUNTIME_BINARIES = ("/usr/bin/containerd", "/usr/bin/runc", "/usr/bin/ctr")

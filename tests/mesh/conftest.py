@@ -40,6 +40,12 @@ def cannot_run(reason: str) -> None:
     pytest.skip(message)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/mesh/" in str(item.path):
+            item.add_marker(pytest.mark.mesh)
+
+
 def _mesh_command(directory: Path, module: str, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, command, "--dir", str(directory)],

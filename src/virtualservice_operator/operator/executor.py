@@ -22,7 +22,9 @@ After each write the API server's answer is recorded in the cache, so that the n
 reconcile sees it before the watch brings it. A write refused because the object
 changed since it was read (409, a create that finds the object there, an update that
 finds it gone) raises `WriteConflict`: the reconciler requeues the name, and its next
-pass reads it afresh and plans again.
+pass reads it afresh and plans again. A write the cluster refuses as such (its schema,
+or a validating webhook such as Istio's, denies the object) raises `WriteRefused`:
+sending it again cannot help until the object the operator wants changes.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ from virtualservice_operator.kube.client import (
     NotFound,
 )
 from virtualservice_operator.operator.cache import ClusterCache
+from virtualservice_operator.operator.dryrun import is_refusal
 from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES, virtual_service_kind
 from virtualservice_operator.runtime.leader import NotLeading
 from virtualservice_operator.runtime.metrics import OperatorMetrics
+from virtualservice_operator.runtime.reconcile import TerminalError
 
 log = structlog.get_logger("executor")
 
@@ -100,6 +104,19 @@ def _namespace_gone(error: ApiError) -> bool:
     return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
+class WriteRefused(TerminalError):
+    """A write the cluster judged and refused (schema, field validation, a validating
+    webhook such as istiod's): not retried until the name or the config changes."""
+
+    def __init__(self, action: Action, error: ApiError) -> None:
+        super().__init__(
+            f"{action.kind} {action.namespace}/{action.name} refused by the cluster "
+            f"({action.verb}), not retried until the Service or the config changes: "
+            f"{error.message}"
+        )
+        self.action = action
+
+
 class Executor:
     def __init__(
         self,
@@ -133,11 +150,17 @@ class Executor:
             if _namespace_gone(e):
                 raise NamespaceGone(action, e) from e
             if isinstance(e, Forbidden):
+                if is_refusal(e):  # a webhook's denial, not the operator's RBAC
+                    raise WriteRefused(action, e) from e
                 self._metrics.forbidden.labels(action.verb, action.kind, action.namespace).inc()
                 raise MissingPermission(action, e) from e
             # NotFound: what we were to change is gone
             self._metrics.conflicts.labels(action.kind).inc()
             raise WriteConflict(action, e) from e
+        except ApiError as e:
+            if action.verb != "delete" and is_refusal(e):
+                raise WriteRefused(action, e) from e
+            raise
         if not self._leading():
             raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
         if answer is None:

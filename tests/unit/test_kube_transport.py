@@ -407,17 +407,22 @@ async def test_a_gzipped_answer_is_read_whole(serve: Any, transport: TransportFa
         await client.close()
 
 
-async def test_tls_server_name_is_the_name_checked(
-    serve: Any, transport: TransportFactory, tmp_path: Path
-) -> None:
-    """A kubeconfig's `tls-server-name`: the certificate names it, not the URL's host."""
-    cert, key = self_signed(["kube.internal"])
+def _tls_for(name: str, tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for `name` alone, and a client trusting it."""
+    cert, key = self_signed([name])
     (tmp_path / "tls.crt").write_bytes(cert)
     (tmp_path / "tls.key").write_bytes(key)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    return tls, ssl.create_default_context(cadata=cert.decode())
+
+
+async def test_tls_server_name_is_the_name_checked(
+    serve: Any, transport: TransportFactory, tmp_path: Path
+) -> None:
+    """A kubeconfig's `tls-server-name`: the certificate names it, not the URL's host."""
+    tls, trust = _tls_for("kube.internal", tmp_path)
     server = await serve(lambda r: _async(web.json_response({"ok": True})), tls)
-    trust = ssl.create_default_context(cadata=cert.decode())
     named = KubeClient(
         server.url, ssl_context=trust, server_hostname="kube.internal", transport=transport
     )
@@ -480,14 +485,9 @@ async def test_requests_go_through_the_proxy(
 ) -> None:
     """A kubeconfig's proxy-url (or HTTPS_PROXY): a CONNECT tunnel for https, with the
     server's certificate checked end to end; the whole URL for plain http."""
-    cert, key = self_signed(["kube.internal"])
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    tls, trust = _tls_for("kube.internal", tmp_path)
     secure = await serve(lambda r: _async(web.json_response({"tls": True})), tls)
     plain = await serve(lambda r: _async(web.json_response({"tls": False})))
-    trust = ssl.create_default_context(cadata=cert.decode())
     clients = [
         KubeClient(
             secure.url,

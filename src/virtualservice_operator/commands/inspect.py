@@ -191,7 +191,7 @@ async def load_view(
     )
     found = [ServiceInfo.from_dict(obj) for obj in items]
     d = config.default_namespace
-    in_cache = cache.services[d].get(f"{d}/{service}") if d in cache.services else None
+    in_cache = cache.services[d].get(service) if d in cache.services else None
     unselected = next((s for s in found if s.namespace == d), None) if in_cache is None else None
     elsewhere = {s.namespace: s for s in found if s.namespace not in watched}
     return ClusterView(config, cache, elsewhere, unselected)

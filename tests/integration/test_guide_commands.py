@@ -85,7 +85,7 @@ GUIDE_DEBUG_PATCH = '{"spec":{"template":{"spec":{"containers":[{"name":"manager
 
 
 # The guide's metric names ("Key Metrics to Monitor"), go_goroutines aside: not a Go
-# process (docs/operations.md, "Metrics").
+# process (docs/monitoring.md, "What to watch").
 GUIDE_METRICS = (
     "controller_runtime_reconcile_total",
     "controller_runtime_reconcile_errors_total",

@@ -2,7 +2,7 @@
 operator, running with only the RBAC deployments/deployment.yaml grants, asks the API
 server who each caller is (TokenReview) and whether it may get the path
 (SubjectAccessReview). The callers are real ServiceAccounts with real tokens, bound as
-docs/operations.md says: Prometheus to virtualservice-operator-metrics-reader, a
+docs/monitoring.md says: Prometheus to virtualservice-operator-metrics-reader, a
 profiler to a ClusterRole for /debug/pprof/*, and one bound to nothing."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def callers(control_plane: ControlPlane, operator_kubeconfig: Path) -> Iterator[
     kubectl("create", "namespace", ns)
     for name in ("prometheus", "profiler", "nobody"):
         kubectl("create", "serviceaccount", name, "-n", ns)
-    # The command docs/operations.md gives for Prometheus.
+    # The command docs/monitoring.md gives for Prometheus.
     kubectl(
         "create",
         "clusterrolebinding",

@@ -47,7 +47,7 @@ REPOSITORY = "harbor.intent.ai/library/virtualservice-operator"
 # The config's namespaces (deployments/config.yaml): production and three developer ones.
 DEFAULT_NS = "production"
 DEVELOPER_NS = ("staging", "dev-team-a", "dev-team-b")
-# Not a Go process: no go_goroutines; its stand-ins (docs/operations.md, "Metrics").
+# Not a Go process: no go_goroutines; its stand-ins (docs/monitoring.md, "What to watch").
 GOROUTINE_STAND_INS = ("python_asyncio_tasks", "python_threads")
 # docs/operations.md, "Turning profiling on" (its two lines joined).
 PROFILING_PATCH = (

@@ -10,7 +10,7 @@ on the real node: what a process on an API server alone cannot show.
    the container's memory cgroup.
 4. The chart: install, `helm test` (its Pod run by the kubelet), upgrade (a config value
    reloaded live, a Pod value rolled out), uninstall (nothing of the release left; what
-   the operator made stays, as docs/operations.md says).
+   the operator made stays, as docs/uninstall.md says).
 
 One manifest install (deployments/) serves tests 1-3; it is scaled to 0 before the Helm
 release (another instance, in other namespaces) and at the end.
@@ -628,7 +628,7 @@ def test_helm_install_test_upgrade_uninstall(manifests: Node, api: Api, tmp_path
         ).stdout.split()
         if FULLNAME in line
     ]
-    # What the operator made stays (docs/operations.md, "Adopting objects"): the
+    # What the operator made stays (docs/upgrade.md, "From a version without instances"): the
     # VirtualService, the placeholders, and its Lease: released on SIGTERM while the
     # leader still may, else held by it until it expires.
     assert api.vs(HELM_PROD, "chart-virtual-service") is not None

@@ -169,16 +169,54 @@ class _Model(BaseModel):
 
 
 class RoutingConfig(_Model):
-    header: Annotated[str, Strict(), AfterValidator(_header)] = DEFAULT_ROUTING_HEADER
-    match: Literal["header", "baggage"] = "header"
-    baggage_key: Annotated[str, Strict(), AfterValidator(_token)] = DEFAULT_ROUTING_HEADER
+    """How a request names the developer namespace it wants."""
+
+    header: Annotated[str, Strict(), AfterValidator(_header)] = Field(
+        DEFAULT_ROUTING_HEADER,
+        description=(
+            "The HTTP request header whose value names a developer namespace, in `header` "
+            "mode: a request with `x-developer: staging` takes the route to `staging`. "
+            "An HTTP header name; stored in lower case, as Istio matches header names."
+        ),
+        examples=["x-developer"],
+    )
+    match: Literal["header", "baggage"] = Field(
+        "header",
+        description=(
+            "`header`: developer routes match `routing.header` exactly. `baggage`: they "
+            "match the W3C `baggage` header holding the member "
+            "`<routing.baggageKey>=<namespace>` (a regular expression: other members and "
+            "properties may surround it), for applications that propagate baggage "
+            "rather than a header of their own."
+        ),
+        examples=["header"],
+    )
+    baggage_key: Annotated[str, Strict(), AfterValidator(_token)] = Field(
+        DEFAULT_ROUTING_HEADER,
+        description="The baggage member's key, in `baggage` mode.",
+        examples=["x-developer"],
+    )
 
 
 class PlaceholderConfig(_Model):
     """Extra metadata put on every placeholder Service."""
 
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-    annotations: dict[LabelKey, Annotated[str, Strict()]] = Field(default_factory=dict)
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        description=(
+            "Extra labels on every placeholder Service. Not the operator's own: "
+            f"`{PLACEHOLDER_LABEL}`, `{EXCLUDE_LABEL}`, `{INSTANCE_LABEL}`."
+        ),
+        examples=[{"team": "platform"}],
+    )
+    annotations: dict[LabelKey, Annotated[str, Strict()]] = Field(
+        default_factory=dict,
+        description=(
+            "Extra annotations on every placeholder Service. Not "
+            f"`{SOURCE_ANNOTATION}`, which the operator sets to `<defaultNamespace>/<name>`."
+        ),
+        examples=[{"example.com/owner": "platform-team"}],
+    )
 
 
 _SET_OPERATORS = ("In", "NotIn")
@@ -187,15 +225,17 @@ _SET_OPERATORS = ("In", "NotIn")
 class LabelSelectorRequirement(_Model):
     """One `matchExpressions` item, as in a Kubernetes label selector."""
 
-    key: LabelKey = Field(description="The label key the requirement is about.")
+    key: LabelKey = Field(description="The label key the requirement is about.", examples=["tier"])
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
-        description="In, NotIn (the value is, or is not, one of `values`), Exists or "
-        "DoesNotExist (the label is, or is not, set)."
+        description="`In`, `NotIn` (the label's value is, or is not, one of `values`), "
+        "`Exists` or `DoesNotExist` (the label is, or is not, set).",
+        examples=["NotIn"],
     )
     values: tuple[LabelValue, ...] = Field(
         default=(),
-        description="The values for In and NotIn (at least one); empty for Exists and "
-        "DoesNotExist.",
+        description="The values for `In` and `NotIn` (at least one); none for `Exists` and "
+        "`DoesNotExist`.",
+        examples=[["legacy"]],
     )
 
     @_model_validator(mode="after")
@@ -219,10 +259,14 @@ class LabelSelector(_Model):
     requirement must hold (an empty selector selects everything)."""
 
     match_labels: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict, description="Labels the Service must carry, with these values."
+        default_factory=dict,
+        description="Labels the Service must carry, with these values.",
+        examples=[{"virtualservice-operator/enabled": "true"}],
     )
     match_expressions: tuple[LabelSelectorRequirement, ...] = Field(
-        default=(), description="Requirements on the Service's labels (key, operator, values)."
+        default=(),
+        description="Requirements on the Service's labels: `key`, `operator`, `values`.",
+        examples=[[{"key": "tier", "operator": "NotIn", "values": ["legacy"]}]],
     )
 
     def query(self) -> str:
@@ -232,29 +276,85 @@ class LabelSelector(_Model):
 
 
 class OperatorConfig(_Model):
-    default_namespace: Namespace
-    developer_namespaces: tuple[Namespace, ...] = ()
-    enable_placeholder_services: Annotated[bool, Strict()] = False
-    virtual_service_template: Annotated[str, Strict()] = DEFAULT_TEMPLATE
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    placeholder: PlaceholderConfig = Field(default_factory=PlaceholderConfig)
+    """The operator's `config.yaml`. Each field's description is the configuration
+    reference (docs/configuration-reference.md is generated from it, and a test keeps
+    it current): a new field needs a description and an example."""
+
+    default_namespace: Namespace = Field(
+        description=(
+            "The namespace whose Services each get a VirtualService "
+            "`<name>-virtual-service`, written into this same namespace. A namespace "
+            "name (lower-case letters, digits and '-', at most 63), not a system namespace."
+        ),
+        examples=["production"],
+    )
+    developer_namespaces: tuple[Namespace, ...] = Field(
+        (),
+        description=(
+            "Namespaces where developers run their own builds. A Service in one of them "
+            "with the name of a Service in the default namespace gets a route in that "
+            "Service's VirtualService, taken by requests that name the namespace (see "
+            "`routing`). Routes follow this order and come before the template's own. "
+            "Namespace names; not the default namespace, not a system namespace, no repeats."
+        ),
+        examples=[["staging", "dev-team-a"]],
+    )
+    enable_placeholder_services: Annotated[bool, Strict()] = Field(
+        False,
+        description=(
+            "`true`: in each developer namespace without a Service of a default-namespace "
+            "Service's name, create a placeholder: an ExternalName Service of that name "
+            "pointing to `<name>.<defaultNamespace>.svc.cluster.local`, with the default "
+            f"Service's ports, labelled `{PLACEHOLDER_LABEL}=true`, so that code in the "
+            "developer namespace reaches every Service by its short name. Placeholders "
+            "never get routes; a real Service applied over one replaces it."
+        ),
+        examples=[True],
+    )
+    virtual_service_template: Annotated[str, Strict()] = Field(
+        DEFAULT_TEMPLATE,
+        description=(
+            "The VirtualService made for each Service, as YAML text with the variables "
+            "`${serviceName}` and `${defaultNamespace}` (`$$` is a literal `$`). It must "
+            "render a VirtualService of `networking.istio.io` (`v1`, `v1beta1` or "
+            "`v1alpha3`) named `${serviceName}-virtual-service` in `${defaultNamespace}`, "
+            "valid by Istio's VirtualService schema. The operator adds its labels and "
+            "puts the developer routes before the template's `http` routes; every other "
+            "field (`gateways`, `exportTo`, timeouts, retries) is kept as written."
+        ),
+        examples=[DEFAULT_TEMPLATE],
+    )
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig,
+        description="How a request names the developer namespace it wants.",
+    )
+    placeholder: PlaceholderConfig = Field(
+        default_factory=PlaceholderConfig,
+        description="Extra metadata on every placeholder Service.",
+    )
     service_selector: LabelSelector | None = Field(
         default=None,
-        description="Only Services in the default namespace whose labels match this label "
-        "selector (`matchLabels`, `matchExpressions`, as in a Deployment's selector) get a "
-        "VirtualService and placeholders; unset, every Service does. A Service that stops "
-        "matching loses what the operator made for it, as an excluded one does. Developer "
-        "Services need not match: a developer's Service is routed when its name is selected "
-        "in the default namespace.",
+        description=(
+            "Only the default namespace's Services whose labels match this label selector "
+            "(`matchLabels`, `matchExpressions`, as in a Deployment's `selector`) get a "
+            "VirtualService and placeholders; unset, every Service does. A Service that "
+            "stops matching loses what the operator made for it, as an excluded one does. "
+            "Developer Services need not match: a developer's Service is routed when its "
+            "name is selected in the default namespace."
+        ),
+        examples=[{"matchLabels": {"virtualservice-operator/enabled": "true"}}],
     )
     allow_host_conflicts: Annotated[bool, Strict()] = Field(
         default=False,
-        description="By default a VirtualService that is not this instance's (another "
-        "instance's, or one without the operator's labels) in the default namespace that "
-        "already routes a host of ours for the mesh holds ours back: it is not created, or "
-        "not updated, while the other exists (a HostConflict Warning Event; Istio would apply "
-        "only one of the two, analysis IST0109). true creates and updates ours anyway, with a "
-        "VirtualServiceConflict warning (the behaviour of 1.3.0).",
+        description=(
+            "`false`: when a VirtualService that is not this instance's (another "
+            "instance's, or one without the operator's labels) in the default namespace "
+            "already routes one of our hosts for the mesh, ours is held back: not created, "
+            "or left as it is, while the other exists (a `HostConflict` Warning Event; "
+            "Istio would apply only one of the two, analysis IST0109). `true`: ours is "
+            "written anyway, with a `VirtualServiceConflict` warning (the behaviour of 1.3.0)."
+        ),
+        examples=[False],
     )
     # Which instance this config drives (instance.py): from the -instance flag or the
     # ConfigMap's location, never from config.yaml (a key there is an unknown key).
@@ -427,7 +527,7 @@ def _problems(err: Mapping[str, Any], root: yaml.Node | None) -> list[Problem]:
 def _explain(err: Mapping[str, Any]) -> tuple[str, str]:
     kind, got = err["type"], _kind(err.get("input"))
     if kind == "missing":
-        return "is required", "add it (see the operations guide, 'Configuration Setup')"
+        return "is required", "add it (see docs/configuration-reference.md)"
     if kind == "string_type":
         return f"must be a string, got {got}", "put the value in quotes"
     if kind == "bool_type":
@@ -438,7 +538,7 @@ def _explain(err: Mapping[str, Any]) -> tuple[str, str]:
         return f"must be a mapping, got {got}", "write indented 'key: value' lines under it"
     if kind == "literal_error":
         return f"is {err.get('input')!r}", f"use one of {err['ctx']['expected']}"
-    return str(err.get("msg", "is invalid")), "see the operations guide"
+    return str(err.get("msg", "is invalid")), "see docs/configuration-reference.md"
 
 
 def _path(loc: Sequence[Any]) -> str:

@@ -6,7 +6,7 @@ Each labels what it creates with `virtualservice-operator/instance: <identity>`
 selects on that label in its caches, drift correction, orphan sweep and deletes, so it
 never touches another instance's objects, nor objects without the label (made by a
 version before instances existed). Adopting those is an explicit step: labelling them
-(docs/operations.md, "Adopting objects").
+(docs/upgrade.md, "From a version without instances").
 
 The identity defaults to `<namespace>.<name>` of the instance's ConfigMap: unique per
 install, since two installs cannot share one ConfigMap. Pure: no I/O.

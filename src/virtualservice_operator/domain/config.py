@@ -336,8 +336,11 @@ class OperatorConfig(_Model):
         default=None,
         description=(
             "Only the default namespace's Services whose labels match this label selector "
-            "(`matchLabels`, `matchExpressions`, as in a Deployment's `selector`) get a "
-            "VirtualService and placeholders; unset, every Service does. A Service that "
+            "(as a Deployment's `selector` is written) get a VirtualService and "
+            "placeholders; unset, every Service does. `matchLabels`: labels the Service "
+            "must carry, with these values; `matchExpressions`: items `{key, operator, "
+            "values}`, the operator `In` or `NotIn` (with at least one value) or `Exists` or "
+            "`DoesNotExist` (with none); all must hold. A Service that "
             "stops matching loses what the operator made for it, as an excluded one does. "
             "Developer Services need not match: a developer's Service is routed when its "
             "name is selected in the default namespace."

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help install controlplane node-binaries cluster node cluster-down run demo test test-unit test-integration test-node lint bench clean image image-load scan
+.PHONY: help install controlplane prometheus node-binaries cluster node mesh cluster-down run demo demo-mesh test test-unit test-integration test-node test-mesh lint bench clean image image-load scan release
 
 help:
 	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
@@ -15,10 +15,13 @@ help:
 	@echo "make lint      ruff + mypy"
 	@echo "make cluster   start a local control plane in the background (.cluster/kubeconfig)"
 	@echo "make node      start a real one-node Kubernetes in the background (root; .cluster/kubeconfig)"
-	@echo "make cluster-down  stop either, leaving no process, mount or iptables rule behind"
+	@echo "make mesh      a node with cluster DNS and Istio's istiod (webhook, xDS), no Envoy (root)"
+	@echo "make demo-mesh the operator on the mesh: a real request routed by its VirtualService"
+	@echo "make cluster-down  stop any of them, leaving no process, mount or iptables rule behind"
 	@echo "make run       run the operator against \$$KUBECONFIG"
 	@echo "make image     build the operator's image from Dockerfile (buildah, no daemon); load it into the node"
 	@echo "make scan      trivy on the image: secrets, misconfigurations, SBOM (.cache/image/)"
+	@echo "make release   dist/: packaged chart, install.yaml (image by digest), image archive, SBOM, scan, wheel, sdist, SHA256SUMS"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,20 +34,34 @@ install: $(STAMP)
 controlplane: $(STAMP)
 	bash hack/build-controlplane.sh >/dev/null
 
+# promtool (the alerts' unit tests) and prometheus (the node's scrape test), from the
+# Prometheus module pinned in hack/prometheus/go.mod; cached like the control plane.
+prometheus:
+	nice -n 10 bash hack/build-prometheus.sh >/dev/null
+
 cluster: controlplane
 	$(PY) -m virtualservice_operator_dev.controlplane up --dir .cluster
 
-# The node's binaries and the operator's image (the node tests install it as a user
-# does), only where this machine can run a node (root, cgroups).
+# The node's binaries, the mesh's (Istio, CoreDNS) and the operator's image (the node
+# and mesh tests install it as a user does), only where this machine can run a node
+# (root, cgroups).
 node-binaries: controlplane
 	@if $(PY) -m virtualservice_operator_dev.node check >/dev/null; then \
 		nice -n 10 bash hack/build-controlplane.sh node >/dev/null && \
+		nice -n 10 bash hack/build-mesh.sh >/dev/null && \
 		nice -n 10 bash hack/image/build.sh; fi
 
 node: controlplane
 	@$(PY) -m virtualservice_operator_dev.node check
 	nice -n 10 bash hack/build-controlplane.sh node >/dev/null
 	$(PY) -m virtualservice_operator_dev.node up --dir .cluster
+
+# The node plus CoreDNS and Istio (istiod from the istio.io/istio module, its charts):
+# ready when istiod's webhook denies a bad VirtualService.
+mesh: controlplane
+	@$(PY) -m virtualservice_operator_dev.node check
+	nice -n 10 bash hack/build-controlplane.sh node >/dev/null
+	$(PY) -m virtualservice_operator_dev.mesh up --dir .cluster
 
 cluster-down: $(STAMP)
 	$(PY) -m virtualservice_operator_dev.node down --dir .cluster
@@ -55,7 +72,10 @@ run: $(STAMP)
 demo: controlplane
 	$(PY) -m virtualservice_operator_dev.demo
 
-test: controlplane node-binaries
+demo-mesh: node-binaries
+	$(PY) -m virtualservice_operator_dev.demo_mesh
+
+test: controlplane prometheus node-binaries
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)
@@ -66,6 +86,9 @@ test-integration: controlplane
 
 test-node: node-binaries
 	$(PY) -m pytest -q tests/node
+
+test-mesh: node-binaries
+	$(PY) -m pytest -q tests/mesh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
@@ -89,6 +112,10 @@ image-load:
 
 scan: image
 	bash hack/image/scan.sh
+
+# dist/ from the chart and the image built from this tree (hack/release.sh).
+release: $(STAMP)
+	bash hack/release.sh
 
 clean:
 	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache

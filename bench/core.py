@@ -50,6 +50,7 @@ from typing import Any
 
 import yaml
 
+from bench.throttle import cpu_quota
 from virtualservice_operator.domain.config import OperatorConfig, parse_config
 from virtualservice_operator.domain.constants import (
     PLACEHOLDER_LABEL,
@@ -104,6 +105,9 @@ SCALES = {
     "S": Scale("S", 100, 3),
     "M": Scale("M", 1000, 5),
     "L": Scale("L", 5000, 10),
+    # Istio's own scalability targets: 10,000 Services, here with 20 developer namespaces
+    # and placeholders on, about 210,000 Services watched.
+    "XL": Scale("XL", 10000, 20),
 }
 
 
@@ -119,6 +123,13 @@ class Options:
     log: Callable[[str], None] = print
     converge_timeout: float = 1800.0
     wide_max_objects: int = 20_000  # the wide floor is skipped above this (time)
+    # The Go writer (client-go) at these concurrencies; empty: doubling from 2 until two
+    # steps in a row are not GO_SWEEP_GAIN faster than the best before. None: none.
+    go_concurrency: tuple[int, ...] | None = ()
+    floor: bool = True  # the Python floor at the operator's concurrency
+    # >0: kube-apiserver and etcd held to this many CPUs (a slow API server on purpose)
+    # from after the set-up to the end of the scale (bench/throttle.py).
+    apiserver_cpus: float = 0.0
     commands_only: bool = False  # create the end state directly, time the commands, no more
     command_runs: int = 3  # each command is timed this many times; the median is kept
     # Keep the cluster of the last scale after its run: describe it in this JSON file and
@@ -394,6 +405,21 @@ def loadavg() -> float:
         return float("nan")
 
 
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process so far (seconds); NaN if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_s(cp: ControlPlane) -> float:
+    """CPU seconds kube-apiserver and etcd have used so far, together."""
+    return sum(proc_cpu_s(p.pid) for p in (cp.apiserver, cp.etcd) if p is not None)
+
+
 def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -621,6 +647,8 @@ class Ctx:
     config_map: str = ""
     config: OperatorConfig | None = None
     observer: Observer | None = None
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    last_server_cpu_s: float = 0.0  # kube-apiserver + etcd CPU over the last timed writer
 
     def log(self, msg: str) -> None:
         self.options.log(f"[{self.scale.name}] {msg}")
@@ -696,35 +724,113 @@ async def _delete_outputs(ctx: Ctx) -> None:
         raise RuntimeError(f"{len(obs.objects)} objects left after clean-up")
 
 
-async def _floor(ctx: Ctx, expected: dict[Key, JSON], concurrency: int) -> tuple[float, float]:
-    """(seconds to converge, CPU seconds of the floor process)."""
+def _bodies_file(ctx: Ctx, expected: dict[Key, JSON]) -> Path:
+    """The objects to create, as the floors read them: a JSON list of {kind, namespace, body}."""
+    bodies = ctx.tmp / "bodies.json"
+    if not bodies.exists():
+        objects = [{"kind": k[0], "namespace": k[1], "body": b} for k, b in expected.items()]
+        bodies.write_text(json.dumps(objects))
+    return bodies
+
+
+async def _timed_writer(ctx: Ctx, argv: list[str]) -> tuple[float, float]:
+    """(seconds from spawn until the watch sees the expected state, CPU seconds of the
+    writer process): how a floor is measured, as the operator's convergence is."""
     obs = ctx.observer
     assert obs is not None
-    bodies = ctx.tmp / "bodies.json"
-    objects = [{"kind": k[0], "namespace": k[1], "body": body} for k, body in expected.items()]
-    bodies.write_text(json.dumps(objects))
     obs.reset()
     env = {**os.environ}
     env.pop("KUBECONFIG", None)
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server0 = server_cpu_s(ctx.cp)
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.floor",
-        f"-kubeconfig={ctx.sa_kubeconfig}",
-        f"-bodies={bodies}",
-        f"-concurrency={concurrency}",
+        *argv,
         cwd=REPO_ROOT,
         env=env,
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     t1 = await obs.wait_converged(ctx.options.converge_timeout)
+    ctx.last_server_cpu_s = server_cpu_s(ctx.cp) - server0
     _, err = await proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"floor failed: {err.decode()[-2000:]}")
+        raise RuntimeError(f"{Path(argv[0]).name} failed: {err.decode()[-2000:]}")
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     return t1 - t0, (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+
+
+async def _floor(ctx: Ctx, expected: dict[Key, JSON], concurrency: int) -> tuple[float, float]:
+    """The Python floor (`bench.floor`): (seconds to converge, CPU seconds)."""
+    bodies = _bodies_file(ctx, expected)
+    return await _timed_writer(
+        ctx,
+        [
+            sys.executable,
+            "-m",
+            "bench.floor",
+            f"-kubeconfig={ctx.sa_kubeconfig}",
+            f"-bodies={bodies}",
+            f"-concurrency={concurrency}",
+        ],
+    )
+
+
+GO_SWEEP_GAIN = 0.05  # a step of the sweep must be this much faster than the best so far
+GO_SWEEP_MAX = 256
+
+
+async def _go_floor(ctx: Ctx, expected: dict[Key, JSON], writer: Path) -> dict[str, Any]:
+    """The Go writer (client-go) over a sweep of concurrencies, its objects deleted after
+    each run; the best time is the reference the operator is held to."""
+    bodies = _bodies_file(ctx, expected)
+    fixed = list(ctx.options.go_concurrency or ())
+    sweep: dict[int, float] = {}
+    cpu: dict[int, float] = {}
+    server: dict[int, float] = {}
+    loads: dict[int, float] = {}
+    concurrency = fixed.pop(0) if fixed else 2
+    best_before = float("inf")
+    flat = 0
+    while True:
+        loads[concurrency] = loadavg()
+        sweep[concurrency], cpu[concurrency] = await _timed_writer(
+            ctx,
+            [
+                str(writer),
+                f"-kubeconfig={ctx.sa_kubeconfig}",
+                f"-objects={bodies}",
+                f"-concurrency={concurrency}",
+            ],
+        )
+        server[concurrency] = ctx.last_server_cpu_s
+        ctx.log(f"go writer at concurrency {concurrency}: {sweep[concurrency]:.2f}s")
+        await _delete_outputs(ctx)
+        if ctx.options.go_concurrency:
+            if not fixed:
+                break
+            concurrency = fixed.pop(0)
+            continue
+        # Throughput stopped rising: two steps in a row not GO_SWEEP_GAIN faster than the
+        # best before them (one slow step may be the shared machine's noise).
+        if sweep[concurrency] > best_before * (1 - GO_SWEEP_GAIN):
+            flat += 1
+        else:
+            flat = 0
+        best_before = min(best_before, sweep[concurrency])
+        if flat >= 2 or concurrency >= GO_SWEEP_MAX:
+            break
+        concurrency *= 2
+    best_c = min(sweep, key=lambda c: sweep[c])
+    return {
+        "go_floor_s": sweep[best_c],
+        "go_floor_concurrency": best_c,
+        "go_floor_cpu_s": cpu[best_c],
+        # What the API server and etcd spent serving it: their share of the machine.
+        "go_floor_server_cpu_s": server[best_c],
+        "go_floor_sweep": {str(c): round(t, 3) for c, t in sweep.items()},
+        "go_floor_sweep_load": {str(c): load for c, load in loads.items()},
+    }
 
 
 async def _verify(ctx: Ctx, expected: dict[Key, JSON]) -> dict[str, int]:
@@ -762,6 +868,7 @@ async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operat
     op = Operator(
         ctx.sa_kubeconfig, ctx.config_map, ctx.tmp / "operator-cold.log", ctx.options.workers
     )
+    server0 = server_cpu_s(ctx.cp)
     t0 = op.start()
     ready_at = await op.wait_ready()
     prof: asyncio.Task[None] | None = None
@@ -776,6 +883,7 @@ async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operat
         )
     t1 = await obs.wait_converged(ctx.options.converge_timeout)
     cpu_at_converged = op.cpu_s()
+    server_cpu = server_cpu_s(ctx.cp) - server0
     await op.wait_idle(names, 600)
     after = await settle_writes(ctx.cp)
     if prof is not None:
@@ -785,6 +893,7 @@ async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operat
         "converge_s": t1 - t0,
         "ready_s": ready_at - t0,
         "cpu_s": cpu_at_converged,
+        "server_cpu_s": server_cpu,  # kube-apiserver + etcd over the convergence
         "cpu_s_idle": op.cpu_s(),
         "peak_rss_mib": op.peak_rss_mib(),
         "writes": object_writes(delta),
@@ -1158,6 +1267,11 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     res.update(await _setup(ctx))
     assert ctx.config is not None
     expected = await compute_expected(ctx.client, ctx.config)
+    if o.apiserver_cpus > 0:
+        pids = [p.pid for p in (ctx.cp.apiserver, ctx.cp.etcd) if p is not None]
+        ctx.stack.enter_context(cpu_quota(pids, o.apiserver_cpus))
+        res["apiserver_cpus"] = o.apiserver_cpus
+        ctx.log(f"kube-apiserver and etcd held to {o.apiserver_cpus} CPUs")
     res["needed_writes"] = len(expected)
     res["needed_virtualservices"] = sum(1 for k in expected if k[0] == "VirtualService")
     res["needed_placeholders"] = sum(1 for k in expected if k[0] == "Service")
@@ -1166,11 +1280,19 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     await ctx.observer.synced()
     ctx.observer.set_expected(expected)
 
-    ctx.log(f"floor: {len(expected)} objects at concurrency {o.workers}")
     res["load_at_floor"] = loadavg()
-    res["floor_s"], res["floor_cpu_s"] = await _floor(ctx, expected, o.workers)
-    ctx.log(f"floor {res['floor_s']:.2f}s")
-    await _delete_outputs(ctx)
+    if o.go_concurrency is not None:
+        ctx.log(f"go writer: {len(expected)} objects, concurrency sweep")
+        res.update(await _go_floor(ctx, expected, build_go_writer()))
+        ctx.log(
+            f"go writer best {res['go_floor_s']:.2f}s at concurrency "
+            f"{res['go_floor_concurrency']} (sweep {res['go_floor_sweep']})"
+        )
+    if o.floor:
+        ctx.log(f"floor: {len(expected)} objects at concurrency {o.workers}")
+        res["floor_s"], res["floor_cpu_s"] = await _floor(ctx, expected, o.workers)
+        ctx.log(f"floor {res['floor_s']:.2f}s")
+        await _delete_outputs(ctx)
     if (
         o.wide_concurrency
         and o.wide_concurrency != o.workers
@@ -1187,13 +1309,17 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     res["load_at_converge"] = loadavg()
     op, cold = await _cold(ctx, expected, ctx.scale.services)
     res.update(cold)
-    res["ratio_to_floor"] = res["converge_s"] / res["floor_s"]
+    if "floor_s" in res:
+        res["ratio_to_floor"] = res["converge_s"] / res["floor_s"]
+    if "go_floor_s" in res:
+        res["ratio_to_go"] = res["converge_s"] / res["go_floor_s"]
     if "floor_wide_s" in res:
         res["ratio_to_wide_floor"] = res["converge_s"] / res["floor_wide_s"]
     ctx.log(
         f"converged in {res['converge_s']:.2f}s (ready {res['ready_s']:.2f}s), "
-        f"ratio {res['ratio_to_floor']:.2f}, writes {res['writes']}/{res['needed_writes']}, "
-        f"rss {res['peak_rss_mib']:.0f} MiB, cpu {res['cpu_s']:.1f}s, verify {res['verify']}"
+        f"ratio {res.get('ratio_to_floor', 0):.2f} (to Go {res.get('ratio_to_go', 0):.2f}), "
+        f"writes {res['writes']}/{res['needed_writes']}, rss {res['peak_rss_mib']:.0f} MiB, "
+        f"cpu {res['cpu_s']:.1f}s, verify {res['verify']}"
     )
 
     ctx.log("steady state (restart)")
@@ -1222,6 +1348,15 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
     return res
 
 
+def build_go_writer() -> Path:
+    """The Go writer's binary, built (and cached by source hash) by its hack/ script."""
+    script = REPO_ROOT / "hack" / "build-bench-writer.sh"
+    out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True)
+    if out.stderr.strip():
+        print(out.stderr.strip(), file=sys.stderr)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) -> dict[str, Any]:
     """One scale on a fresh control plane (or `cp`); returns its figures."""
     own = cp is None
@@ -1244,9 +1379,10 @@ def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) ->
                 client = KubeClient.from_kubeconfig(str(cp.admin_kubeconfig))
                 ctx = Ctx(cp, client, sa, scale, options, tmp)
                 try:
-                    if options.commands_only:
-                        return await _commands_only(ctx)
-                    return await _run_scale_async(ctx)
+                    with ctx.stack:
+                        if options.commands_only:
+                            return await _commands_only(ctx)
+                        return await _run_scale_async(ctx)
                 finally:
                     held.update(default=ctx.default, devs=ctx.devs, config_map=ctx.config_map)
                     await client.close()

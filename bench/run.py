@@ -25,7 +25,7 @@ from bench.core import SCALES, Options, run_scale
 from virtualservice_operator.runtime.defaults import DEFAULT_WORKERS
 from virtualservice_operator_dev.controlplane import REPO_ROOT, default_bin_dir
 
-ORDER = ["XS", "S", "M", "L"]
+ORDER = ["XS", "S", "M", "L", "XL"]
 
 
 def machine() -> dict[str, Any]:
@@ -77,9 +77,23 @@ def parse_scales(values: list[str]) -> list[str]:
     return sorted(set(names), key=ORDER.index)
 
 
+def parse_go_concurrency(value: str) -> tuple[int, ...] | None:
+    if value == "none":
+        return None
+    if value == "sweep":
+        return ()
+    try:
+        levels = tuple(int(v) for v in value.replace(",", " ").split())
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise SystemExit(f"--go-concurrency {value!r}: 'sweep', 'none' or numbers such as 16,32")
+    return levels
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--scales", nargs="+", default=["S", "M"], help="XS, S, M, L (default S M)")
+    p.add_argument("--scales", nargs="+", default=["S", "M"], help="XS, S, M, L, XL (default S M)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     p.add_argument(
         "--workers",
@@ -88,6 +102,23 @@ def main(argv: list[str] | None = None) -> int:
         help="operator -max-concurrent-reconciles (default: its default)",
     )
     p.add_argument("--wide-concurrency", type=int, default=16, help="second floor; 0: skip")
+    p.add_argument(
+        "--go-concurrency",
+        default="sweep",
+        help="the Go writer (client-go): 'sweep' (doubling from 2 until throughput stops "
+        "rising), a list such as '16,32,64', or 'none'",
+    )
+    p.add_argument(
+        "--apiserver-cpus",
+        type=float,
+        default=0.0,
+        help="hold kube-apiserver and etcd to this many CPUs (a slow API server; root)",
+    )
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the Python floor at the operator's concurrency",
+    )
     p.add_argument("--churn-rate", type=float, default=50.0)
     p.add_argument("--churn-seconds", type=float, default=20.0, help="0: skip churn")
     p.add_argument("--profile-seconds", type=int, default=0, help="CPU profile during convergence")
@@ -124,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(
         workers=args.workers,
         wide_concurrency=args.wide_concurrency,
+        go_concurrency=parse_go_concurrency(args.go_concurrency),
+        floor=not args.no_floor,
+        apiserver_cpus=args.apiserver_cpus,
         churn_rate=args.churn_rate,
         churn_seconds=args.churn_seconds,
         profile_seconds=args.profile_seconds,

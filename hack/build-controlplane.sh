@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl, etcd and helm from their Go modules into a cache
+# Builds kube-apiserver, kubectl, etcd, helm and kubeconfig-resolve from their Go modules into a cache
 # keyed by version, and copies Istio's generated CRDs out of their Go module
 # (hack/istio-crds.sh), so a second run is a no-op. Prints the bin directory.
 # `build-controlplane.sh node` also builds what `make node` runs (see the node block).
@@ -50,6 +50,14 @@ build "$here/controlplane/kube" "$kube_dir/kubectl" k8s.io/kubernetes/cmd/kubect
 build "$here/controlplane/helm" "$helm_dir/helm" helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor"
 
+# client-go's reading of a kubeconfig, the reference the loader is tested against
+# (tests/unit/test_kubeconfig_conformance.py): a package of the kube module, so it reuses
+# kube-apiserver's compiled client-go; keyed by its source, as it is ours.
+resolve_key="$(cat "$here/controlplane/kube/kubeconfig-resolve/main.go" "$here/controlplane/kube/go.sum" | sha256sum | cut -c1-16)"
+resolve_dir="$cache/kubeconfig-resolve-$resolve_key"
+mkdir -p "$resolve_dir"
+build "$here/controlplane/kube" "$resolve_dir/kubeconfig-resolve" ./kubeconfig-resolve
+
 # Istio's CRDs, installed by the local control plane (tests, demo).
 bash "$here/istio-crds.sh" >/dev/null
 
@@ -58,6 +66,7 @@ ln -sfn "$kube_dir/kube-apiserver" "$bin/kube-apiserver"
 ln -sfn "$kube_dir/kubectl" "$bin/kubectl"
 ln -sfn "$etcd_dir/etcd" "$bin/etcd"
 ln -sfn "$helm_dir/helm" "$bin/helm"
+ln -sfn "$resolve_dir/kubeconfig-resolve" "$bin/kubeconfig-resolve"
 # --- node: kubelet, kube-proxy, kube-scheduler, kube-controller-manager (same module and
 # version as kube-apiserver), and metrics-server from its own module (hack/node/).
 if [[ "${1:-}" == "node" ]]; then

@@ -113,7 +113,13 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         p,
         "kubeconfig",
         default=None,
-        help="kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)",
+        help="kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)",
+    )
+    _flag(
+        p,
+        "context",
+        default=None,
+        help="kubeconfig context to use (default: its current-context), as kubectl's --context",
     )
     _flag(
         p,
@@ -270,6 +276,7 @@ def _run(args: argparse.Namespace) -> int:
     logs.configure(args.zap_log_level, args.zap_development)
     options = app.Options(
         kubeconfig=args.kubeconfig,
+        context=args.context,
         config_map_name=args.config_map_name,
         config_map_namespace=args.config_map_namespace,
         instance=args.instance or "",

@@ -68,6 +68,16 @@ FORWARD_CHAIN = "VSO-NODE-FORWARD"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 INSTALL_RUNTIME = REPO_ROOT / "hack" / "node" / "install-runtime.sh"
 METRICS_SERVER_DIR = REPO_ROOT / "hack" / "node" / "metrics-server"
+# The security context of the operator's own Pod (deployments/deployment.yaml), for the
+# Pods the node's tests and the mesh run.
+HARDENED = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 _SYSCTLS = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/bridge/bridge-nf-call-iptables")
 _NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager")
 _RUNTIME_BINARIES = ("/usr/bin/containerd", "/usr/bin/runc", "/usr/bin/ctr")
@@ -282,7 +292,10 @@ class Node(ControlPlane):
         bin_dir: Path | None = None,
         work_dir: Path | None = None,
         crd_dir: Path | None = None,
+        cluster_dns: str | None = None,
     ) -> None:
+        """`cluster_dns`: the ClusterIP of the cluster's DNS Service, written into every
+        Pod's resolv.conf (the mesh runs one); None: Pods get the machine's resolv.conf."""
         super().__init__(
             bin_dir=bin_dir,
             work_dir=work_dir,
@@ -291,6 +304,7 @@ class Node(ControlPlane):
             address=NODE_IP,
             pki_ips=(NODE_IP, KUBERNETES_SERVICE_IP),
         )
+        self.cluster_dns = cluster_dns
         self.components: dict[str, subprocess.Popen[bytes]] = {}
         self.timings: dict[str, float] = {}
         self._lock_fd: int | None = None
@@ -604,6 +618,8 @@ state = "{STATE_DIR / "containerd"}"
             "serializeImagePulls": False,
             "podLogsDir": str(VAR_DIR / "pod-logs"),
         }
+        if self.cluster_dns:
+            config["clusterDNS"] = [self.cluster_dns]
         path = self.work_dir / "kubelet.yaml"
         path.write_text(yaml.safe_dump(config))
         self.components["kubelet"] = self._spawn(

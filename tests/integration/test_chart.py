@@ -3,7 +3,11 @@
 - `helm lint --strict` is clean; values.schema.json refuses wrong types, unknown log
   levels and unknown keys, naming the value;
 - release `virtualservice-operator` in `virtualservice-operator-system` renders the
-  operations guide's names and the objects of deployments/*.yaml and monitoring/*.yaml;
+  operations guide's names and the objects of deployments/*.yaml and monitoring/*.yaml.
+  Both exist because the operations guide installs with `kubectl apply -f deployments/`
+  (readable files, one per concern, the config apart so that re-applying the Deployment
+  keeps it) while the chart serves Helm; dist/install.yaml (`make release`) is the chart
+  rendered whole. This test keeps the files equal to the chart, field by field;
 - every values combination renders and passes `kubectl apply --dry-run=server`;
 - two releases install side by side (`helm install` twice) without a name clash, and
   `helm uninstall` of one leaves nothing of it and does not touch the other;
@@ -18,6 +22,7 @@ helm is built from its Go module (hack/controlplane/helm) by hack/build-controlp
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -31,6 +36,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
 from tests.integration.conftest import Namespaces, OperatorFactory
 from tests.integration.harness import OPERATOR_NS, Api, wait_for
@@ -71,6 +77,7 @@ TOGGLES = {
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # kind, namespace, name
+UNINSTALL_HOOK_KINDS = ("ServiceAccount", "Role", "RoleBinding", "Job")
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -288,6 +295,8 @@ def test_default_release_renders_the_objects_of_deployments_yaml(helm: Helm) -> 
     assert extra <= {
         ("ClusterRole", "", f"{RELEASE}-metrics-reader"),
         ("Pod", OPERATOR_NS, f"{RELEASE}-test-readyz"),  # the `helm test` hook
+        # The pre-delete hook that stops the operator before `helm uninstall` deletes it.
+        *((kind, OPERATOR_NS, f"{RELEASE}-uninstall") for kind in UNINSTALL_HOOK_KINDS),
     }, extra
     secure_role = helm.objects(None, "metrics.secure=true")[("ClusterRole", "", f"{RELEASE}-role")]
     for key, from_file in files.items():
@@ -501,9 +510,99 @@ def test_secure_metrics_profiling_and_instance_flags(helm: Helm) -> None:
     rules = _rules(secure[("ClusterRole", "", f"{RELEASE}-role")])
     assert {json.dumps(r, sort_keys=True) for r in REVIEW_RULES} <= set(rules)
     endpoint = secure[("ServiceMonitor", OPERATOR_NS, RELEASE)]["spec"]["endpoints"][0]
-    assert endpoint["scheme"] == "https" and endpoint["bearerTokenFile"].endswith("/token")
     reader = secure[("ClusterRole", "", f"{RELEASE}-metrics-reader")]
     assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    # The certificate verified against the CA of its Secret, for the Service's name; the
+    # token from the authorization field (bearerTokenFile is deprecated).
+    host = f"{RELEASE}-metrics.{OPERATOR_NS}.svc"
+    assert endpoint["scheme"] == "https" and "bearerTokenFile" not in endpoint
+    assert endpoint["tlsConfig"] == {
+        "ca": {"secret": {"name": "tls", "key": "ca.crt"}},
+        "serverName": host,
+    }
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": f"{RELEASE}-metrics-scraper-token", "key": "token"},
+    }
+    token = secure[("Secret", OPERATOR_NS, f"{RELEASE}-metrics-scraper-token")]
+    assert token["type"] == "kubernetes.io/service-account-token"
+    scraper = token["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+    binding = secure[("ClusterRoleBinding", "", f"{RELEASE}-metrics-scraper")]
+    assert binding["roleRef"]["name"] == f"{RELEASE}-metrics-reader"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": scraper, "namespace": OPERATOR_NS}
+    ]
+
+
+def test_uninstall_hook_stops_the_deployment_with_rights_on_its_scale_only(helm: Helm) -> None:
+    objs = helm.objects()
+    name = f"{RELEASE}-uninstall"
+    hook = {kind: objs[(kind, OPERATOR_NS, name)] for kind in UNINSTALL_HOOK_KINDS}
+    for kind, obj in hook.items():
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete", kind
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"], kind
+    weights = {k: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for k, o in hook.items()}
+    assert weights["Job"] > max(weights[k] for k in ("ServiceAccount", "Role", "RoleBinding"))
+    assert hook["Role"]["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": [RELEASE],
+            "verbs": ["patch"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    pod = hook["Job"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name
+    assert pod["containers"][0]["image"] == _container(objs)["image"]
+    assert "app" not in hook["Job"]["spec"]["template"]["metadata"]["labels"]  # not waited on
+    compile(pod["containers"][0]["command"][2], "pre-delete hook", "exec")
+
+
+def test_image_by_digest(helm: Helm) -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    objs = helm.objects(None, f"image.digest={digest}")
+    image = f"harbor.intent.ai/library/virtualservice-operator@{digest}"
+    assert _container(objs)["image"] == image
+    job = objs[("Job", OPERATOR_NS, f"{RELEASE}-uninstall")]["spec"]["template"]["spec"]
+    assert job["containers"][0]["image"] == image
+    out = helm.run("template", RELEASE, str(CHART), "--set", "image.digest=sha256:abc", check=False)
+    assert out.returncode != 0 and "at '/image/digest'" in out.stderr, out.stderr
+
+
+def test_secure_metrics_without_a_certificate_secret_gets_a_ca_signed_one(helm: Helm) -> None:
+    objs = helm.objects(None, "metrics.secure=true", "serviceMonitor.enabled=true")
+    name = f"{RELEASE}-metrics-cert"
+    secret = objs[("Secret", OPERATOR_NS, name)]
+    assert secret["type"] == "kubernetes.io/tls"
+    pem = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    ca = x509.load_pem_x509_certificate(pem["ca.crt"])
+    cert = x509.load_pem_x509_certificate(pem["tls.crt"])
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{RELEASE}-metrics.{OPERATOR_NS}.svc" in names.get_values_for_type(x509.DNSName)
+    pod = objs[("Deployment", OPERATOR_NS, RELEASE)]["spec"]["template"]["spec"]
+    assert {"name": "metrics-certs", "secret": {"secretName": name}} in pod["volumes"]
+    endpoint = objs[("ServiceMonitor", OPERATOR_NS, RELEASE)]["spec"]["endpoints"][0]
+    assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": name, "key": "ca.crt"}}
+    assert "insecureSkipVerify" not in str(objs)
+    # A tlsConfig value is merged over the default; an authorization value replaces it.
+    custom = helm.objects(
+        {
+            "metrics": {"secure": True},
+            "serviceMonitor": {
+                "enabled": True,
+                "tlsConfig": {"serverName": "metrics.example"},
+                "authorization": {"type": "Bearer", "credentials": {"name": "t", "key": "k"}},
+            },
+        }
+    )
+    endpoint = custom[("ServiceMonitor", OPERATOR_NS, RELEASE)]["spec"]["endpoints"][0]
+    assert endpoint["tlsConfig"]["serverName"] == "metrics.example"
+    assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": name, "key": "ca.crt"}}
+    assert endpoint["authorization"]["credentials"] == {"name": "t", "key": "k"}
+    assert ("Secret", OPERATOR_NS, f"{RELEASE}-metrics-scraper-token") not in custom
 
 
 def test_network_policy_admits_metrics_only_from_selected_namespaces(helm: Helm) -> None:
@@ -550,7 +649,10 @@ def test_options_budget_spread_service_account_and_test_hook(helm: Helm) -> None
         }
     ]
     assert pod["serviceAccountName"] == "existing"
-    assert not [k for k in objs if k[0] == "ServiceAccount"]
+    # Only the uninstall hook's own (its Job may not scale the Deployment as the operator).
+    assert [k for k in objs if k[0] == "ServiceAccount"] == [
+        ("ServiceAccount", OPERATOR_NS, f"{RELEASE}-uninstall")
+    ]
     binding = objs[("ClusterRoleBinding", "", f"{RELEASE}-rolebinding")]
     assert binding["subjects"][0]["name"] == "existing"
     # The helm test hook: /readyz through the Service's health port.
@@ -656,7 +758,7 @@ def test_two_releases_install_side_by_side_and_uninstall_leaves_nothing(
             [
                 d
                 for d in _docs(helm.template(values[r], release=r, namespace=r))
-                if d["kind"] != "Pod"
+                if "helm.sh/hook" not in (d["metadata"].get("annotations") or {})
             ]
         )
         for r in (a, b)
@@ -669,12 +771,14 @@ def test_two_releases_install_side_by_side_and_uninstall_leaves_nothing(
         f"role.rbac.authorization.k8s.io/{r}-virtualservice-operator-role" for r in (a, b)
     } <= set(roles.split())
 
-    helm.run("uninstall", a, "-n", a)
+    # No kubelet runs the pre-delete hook's Job here (tests/node/test_monitoring_on_node.py
+    # runs it): without --no-hooks helm would wait for it until its timeout.
+    helm.run("uninstall", a, "-n", a, "--no-hooks")
     assert _release_objects(control_plane, a) == {}
     assert _release_objects(control_plane, b) == objects_b  # untouched, same resourceVersions
     secrets = control_plane.kubectl("get", "secrets", "-n", a, "-l", "owner=helm", "-o", "name")
     assert secrets.stdout.strip() == ""  # the release record went too
-    helm.run("uninstall", b, "-n", b)
+    helm.run("uninstall", b, "-n", b, "--no-hooks")
     assert _release_objects(control_plane, b) == {}
 
 

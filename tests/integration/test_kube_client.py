@@ -13,8 +13,16 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator.kube.client import CONFIGMAPS, ApiError, Kind, KubeClient, ServerError
+from virtualservice_operator.kube.client import (
+    CONFIGMAPS,
+    ApiError,
+    Forbidden,
+    Kind,
+    KubeClient,
+    ServerError,
+)
 from virtualservice_operator.kube.credentials import EXEC_EXPIRY_MARGIN
+from virtualservice_operator.kube.transport import ThreadTransport, TransportFactory
 from virtualservice_operator.serving.cert import self_signed
 from virtualservice_operator_dev.controlplane import ControlPlane
 
@@ -223,6 +231,7 @@ async def test_failing_exec_plugin_is_a_clear_error(
             "apiVersion": "client.authentication.k8s.io/v1",
             "command": sys.executable,
             "args": ["-c", "import sys; sys.exit('no credentials for you')"],
+            "interactiveMode": "Never",
         }
     }
     client = KubeClient.from_kubeconfig(str(_kubeconfig(control_plane, tmp_path / "kc", user)))
@@ -230,9 +239,47 @@ async def test_failing_exec_plugin_is_a_clear_error(
         with pytest.raises(ApiError) as failed:
             await _whoami(client)
         assert failed.value.reason == "CredentialsError"
-        assert "exited 1: no credentials for you" in failed.value.message
+        # The plugin's words go to stderr (a device-code prompt must reach the user),
+        # not into an error every failing request would log.
+        assert "exited 1 (its messages are on stderr)" in failed.value.message
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("transport", [None, ThreadTransport], ids=["aiohttp", "threads"])
+async def test_impersonation_acts_as_the_restricted_user(
+    control_plane: ControlPlane,
+    namespaces: Namespaces,
+    tmp_path: Path,
+    transport: TransportFactory | None,
+) -> None:
+    """`as:` in a kubeconfig: the admin (system:masters) acting as a user without rights
+    is refused where the admin alone succeeds; the groups and extra are sent as well."""
+    ns = namespaces.default
+    admin = yaml.safe_load(control_plane.admin_kubeconfig.read_text())
+    user = admin["users"][0]["user"]
+    acting = dict(user, **{"as": "jane", "as-groups": ["team-a", "team-b"]})
+    acting["as-user-extra"] = {"reason": ["on call"]}
+    path = _kubeconfig(control_plane, tmp_path / "kc", acting)
+    base = KubeClient.from_kubeconfig(str(control_plane.admin_kubeconfig), transport=transport)
+    jane = KubeClient.from_kubeconfig(str(path), transport=transport)
+    try:
+        assert await base.list(CONFIGMAPS, ns) is not None
+        with pytest.raises(Forbidden) as refused:
+            await jane.list(CONFIGMAPS, ns)
+        assert 'User "jane" cannot list resource "configmaps"' in refused.value.message
+        review = await jane.create(
+            SELF_SUBJECT_REVIEWS,
+            None,
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        info = review["status"]["userInfo"]
+        assert info["username"] == "jane"
+        assert {"team-a", "team-b"} <= set(info["groups"])
+        assert info["extra"] == {"reason": ["on call"]}
+    finally:
+        await base.close()
+        await jane.close()
 
 
 async def test_watch_carries_events_bigger_than_a_line_buffer(

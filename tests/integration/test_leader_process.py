@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import OPERATOR_NS, Api, OperatorProcess, wait_for
+from virtualservice_operator.runtime.metrics import parse_exposition
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +39,18 @@ SHUTDOWN_BOUND = 10.0
 
 def _leading(proc: OperatorProcess) -> bool:
     return proc.metric("leader_election_master_status", name=LEASE_NAME) == 1
+
+
+INVENTORY = (
+    "virtualservice_operator_managed_virtualservices",
+    "virtualservice_operator_developer_routes",
+    "virtualservice_operator_placeholder_services",
+)
+
+
+def _inventory(proc: OperatorProcess) -> list[str]:
+    """The inventory gauges `proc` exports."""
+    return [n for n, _ in parse_exposition(proc.metrics()) if n in INVENTORY]
 
 
 def _identity(proc: OperatorProcess) -> str:
@@ -112,6 +125,9 @@ def test_one_leader_writes_and_standby_takes_over_after_sigkill(
     assert standby.metric("rest_client_requests_total", method="POST") == 0
     assert _writes_logged(standby) == []
     assert any(x.get("msg") == f"new leader observed {leader_id}" for x in standby.log_lines())
+    # The inventory gauges come from the leader only: a dashboard's sum counts each once.
+    assert leader.metric("virtualservice_operator_managed_virtualservices") >= 2
+    assert not _inventory(standby), _inventory(standby)
 
     started = time.monotonic()
     leader.kill()
@@ -125,6 +141,7 @@ def test_one_leader_writes_and_standby_takes_over_after_sigkill(
     api.create_service(ns.default, "le-c")
     wait_for(lambda: api.vs(ns.default, "le-c-virtual-service"), what="the new leader works")
     assert standby.metric("virtualservice_operator_writes_total") >= 1
+    assert set(_inventory(standby)) == set(INVENTORY)
 
 
 def test_sigterm_releases_the_lease_and_the_successor_starts_at_once(

@@ -23,6 +23,7 @@ import pytest
 
 from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import OPERATOR_NS, Api, OperatorProcess, sample_sum, wait_for
+from virtualservice_operator.domain.config import DEFAULT_TEMPLATE
 from virtualservice_operator.runtime.metrics import parse_exposition
 from virtualservice_operator_dev.controlplane import ControlPlane, free_port
 
@@ -242,6 +243,72 @@ def test_invalid_config_edit_is_refused_and_changes_nothing(
     api.write_config(operator.config_map, operator.config(placeholders=False))
     wait_for(lambda: not _placeholders(api, ns.developers), what="valid edit applied")
     assert proc.metric("virtualservice_operator_config_valid") == 1
+
+
+def test_config_edit_the_cluster_refuses_is_refused_and_changes_nothing(
+    operator: OperatorFactory, api: Api
+) -> None:
+    """A template the offline checks pass and the cluster refuses (a label value with a
+    space: the API server's object-metadata validation; on a cluster with Istio, istiod's
+    webhook judges it too, tests/mesh): the reload's dry run of its VirtualService is
+    refused, so the edit is refused like an invalid one, the server's message in the log
+    and the Warning Event, and the last good config stays in force."""
+    ns = operator.namespaces
+    api.create_service(ns.default, "keep")
+    proc = operator.start(operator.config(placeholders=True))
+    good_vs = wait_for(lambda: api.vs(ns.default, "keep-virtual-service"), what="VirtualService")
+    wait_for(lambda: proc.idle() and proc.swept(), what="initial resync done")
+    template = DEFAULT_TEMPLATE.replace(
+        "managed-by: virtualservice-operator", "managed-by: virtualservice-operator\n    team: a b"
+    )
+    api.write_config(
+        operator.config_map,
+        {**operator.config(placeholders=True), "virtualServiceTemplate": template},
+    )
+    line = wait_for(lambda: _rejections(proc)[-1:], what="rejection logged")[0]
+    assert "the cluster refuses its VirtualService" in line["error"], line
+    assert "a b" in line["error"], line  # the API server's own message
+    event = wait_for(
+        lambda: [e for e in _events(api, OPERATOR_NS) if e["reason"] == "InvalidConfig"],
+        what="Warning InvalidConfig event",
+    )[0]
+    assert event["type"] == "Warning" and "last good config kept" in event["message"]
+    assert proc.metric("virtualservice_operator_config_valid") == 0
+    wait_for(proc.idle, what="idle")
+    assert (
+        api.vs(ns.default, "keep-virtual-service")["metadata"]["labels"]
+        == good_vs["metadata"]["labels"]
+    )
+
+
+def test_write_the_cluster_refuses_one_error_an_event_nothing_else(
+    operator: OperatorFactory, api: Api
+) -> None:
+    """A config the cluster refuses, in force at start (a start is judged offline only):
+    the VirtualService create is refused (422, a label value with a space). One error
+    line for the name, a Warning Event WriteRefused on the Service with the server's
+    message, a terminal error counted; its placeholders are not written, and it is not
+    retried in a loop."""
+    ns = operator.namespaces
+    api.create_service(ns.default, "refused")
+    template = DEFAULT_TEMPLATE.replace(
+        "managed-by: virtualservice-operator", "managed-by: virtualservice-operator\n    team: a b"
+    )
+    proc = operator.start(operator.config(placeholders=True, virtualServiceTemplate=template))
+    event = wait_for(
+        lambda: [e for e in _events(api, ns.default) if e["reason"] == "WriteRefused"],
+        what="Warning WriteRefused event on the Service",
+    )[0]
+    assert event["type"] == "Warning" and event["involvedObject"]["name"] == "refused"
+    assert "refused by the cluster" in event["message"] and "a b" in event["message"]
+    wait_for(proc.idle, what="idle")
+    # Not requeued: a retried error is counted here the moment it is put back.
+    assert proc.metric("workqueue_retries_total") == 0
+    errors = [x for x in proc.log_lines() if x.get("level") == "error"]
+    assert len(errors) == 1 and errors[0].get("service") == "refused", errors
+    assert proc.metric("controller_runtime_terminal_reconcile_errors_total") == 1
+    assert api.vs(ns.default, "refused-virtual-service") is None
+    assert all(api.service(dev, "refused") is None for dev in ns.developers)
 
 
 def test_missing_or_invalid_config_at_start_exits_nonzero_with_one_line(

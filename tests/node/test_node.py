@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,9 @@ from tests.integration.harness import Api, sample_sum, wait_for
 from tests.node.conftest import cannot_run, node_command
 from virtualservice_operator.runtime.metrics import parse_exposition
 from virtualservice_operator_dev.controlplane import REPO_ROOT
+from virtualservice_operator_dev.install import operator_image, run_readme_install, user_env
 from virtualservice_operator_dev.node import (
+    HARDENED,
     NODE_IP,
     NODE_NAME,
     PAUSE_IMAGE,
@@ -31,15 +31,9 @@ from virtualservice_operator_dev.node import (
 )
 from virtualservice_operator_dev.ociimage import ImageFile, write_image
 
+__all__ = ["run_readme_install", "user_env"]  # the guide's tests install the same way
+
 KUBECTL_IMAGE = "registry.local/kubectl:test"
-HARDENED = {
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
-    "readOnlyRootFilesystem": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 def _pod(name: str, image: str, args: list[str] | None = None, **spec: Any) -> dict[str, Any]:
@@ -105,46 +99,6 @@ def _owned_by(vs: dict[str, Any], svc: dict[str, Any]) -> bool:
     return any(r["uid"] == svc["metadata"]["uid"] and r["kind"] == "Service" for r in refs)
 
 
-def _readme_install_lines() -> list[str]:
-    """The commands of the README's "Install on a cluster" block, comments dropped."""
-    text = (REPO_ROOT / "README.md").read_text()
-    block = text.split("## Install on a cluster", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    return [line.split("#", 1)[0].strip() for line in block.strip().splitlines()]
-
-
-def user_env(node: Node) -> dict[str, str]:
-    """A user's shell on the node: its admin kubeconfig, and its kubectl and helm first."""
-    return {
-        **os.environ,
-        "KUBECONFIG": str(node.admin_kubeconfig),
-        "PATH": f"{node.bin_dir}:{os.environ['PATH']}",
-    }
-
-
-def run_readme_install(env: dict[str, str], *, installed_before: bool = False) -> None:
-    """Runs the README's install lines as written, each through bash in the repository.
-    `installed_before`: the namespace may already exist (another module installed first)."""
-    for line in _readme_install_lines():
-        result = subprocess.run(
-            ["bash", "-c", line],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        existed = installed_before and "AlreadyExists" in result.stderr
-        assert result.returncode == 0 or existed, f"{line}: {result.stderr}"
-
-
-def _operator_image() -> str:
-    deployment = (REPO_ROOT / "deployments" / "deployment.yaml").read_text()
-    return next(
-        line.split()[1] for line in deployment.splitlines() if line.strip().startswith("image:")
-    )
-
-
 def _probes_succeeded(node: Node, pod: str) -> bool:
     """The kubelet's own count of successful liveness and readiness probes of `pod`."""
     scrape = parse_exposition(node.api_get(f"/api/v1/nodes/{NODE_NAME}/proxy/metrics/probes"))
@@ -173,7 +127,7 @@ def test_literal_install_runs_the_operator_as_a_pod(node: Node, api: Api) -> Non
     `make image` loaded: the Deployment becomes Available, the kubelet serves both probes,
     and the operator in the Pod (in-cluster config, only its RBAC) does its work; then the
     guide's first looks at it (`get pods`, `logs`, `top pod`), literally."""
-    image = _operator_image()
+    image = operator_image()
     if image not in node.ctr("images", "ls", "-q").stdout.split():
         archive = next(
             (REPO_ROOT / ".cache" / "image").glob("virtualservice-operator-*.oci.tar"), None

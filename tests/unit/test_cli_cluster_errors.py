@@ -74,3 +74,37 @@ def test_colour_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_table_keeps_columns_aligned_when_the_last_cell_is_coloured() -> None:
     lines = table(["A", "SYNC"], [["long-name", "in sync"], ["b", "drift"]], last=str.upper)
     assert lines == ["A          SYNC", "long-name  IN SYNC", "b          DRIFT"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["explain", "cart"],
+        ["check-config", "--server", "-"],
+    ],
+)
+def test_every_cluster_command_takes_context_beside_kubeconfig(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """kubectl's --context: the kubeconfig's current-context is replaced by it."""
+    kubeconfig = {
+        "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    monkeypatch.setattr("sys.stdin", io.StringIO("defaultNamespace: prod\n"))
+    code = cli.main([*command, "--kubeconfig", str(path), "--context", "ghost"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "--context: context 'ghost' is not defined" in err, err
+
+
+def test_run_takes_context_beside_kubeconfig() -> None:
+    parsed = cli.build_parser().parse_args(["run", "--kubeconfig", "k", "--context", "prod"])
+    assert (parsed.kubeconfig, parsed.context) == ("k", "prod")

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from virtualservice_operator import cli
-from virtualservice_operator.commands.servercheck import _is_refusal, sample_virtual_service
 from virtualservice_operator.domain.config import OperatorConfig
 from virtualservice_operator.domain.schema import validate_virtual_service
 from virtualservice_operator.kube.client import ApiError, Forbidden, Invalid, NotFound, ServerError
+from virtualservice_operator.operator.dryrun import is_refusal, sample_virtual_service
 
 # The two mistakes the schema catches and the operator's own checks did not.
 BAD = """\
@@ -134,4 +134,4 @@ def test_server_sample_is_what_the_operator_writes_under_a_generated_name() -> N
     ],
 )
 def test_what_counts_as_the_servers_verdict(error: ApiError, refusal: bool) -> None:
-    assert _is_refusal(error) is refusal
+    assert is_refusal(error) is refusal

@@ -3,6 +3,7 @@ answer recorded in the cache, and nothing sent or reported without the Lease."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -156,3 +157,33 @@ async def test_a_namespace_gone_is_neither_a_conflict_nor_a_missing_right(
     executor = Executor(FakeClient(error), FakeCache(), metrics)  # type: ignore[arg-type]
     with pytest.raises(NamespaceGone if gone else (WriteConflict, MissingPermission)):
         await executor.execute(UPDATE)
+
+
+class SlowClient(FakeClient):
+    """Holds every write until released, and counts how many are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.in_flight = self.most = 0
+
+    async def _answer(self, verb: str) -> dict[str, Any]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await self.release.wait()
+            return await super()._answer(verb)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_writes_in_flight_are_capped_for_all_workers_together() -> None:
+    client, cache = SlowClient(), FakeCache()
+    executor = Executor(client, cache, OperatorMetrics(), in_flight=3)  # type: ignore[arg-type]
+    writes = [asyncio.create_task(executor.execute(CREATE)) for _ in range(10)]
+    for _ in range(50):  # every task gets to run: three are sent, the rest wait for a slot
+        await asyncio.sleep(0)
+    assert client.most == 3 and client.in_flight == 3
+    client.release.set()
+    await asyncio.gather(*writes)
+    assert client.most == 3 and len(client.sent) == 10 and len(cache.recorded) == 10

@@ -146,6 +146,48 @@ async def test_stale_event_does_not_overwrite_newer_write() -> None:
     assert informer.get("ns/a")["metadata"]["resourceVersion"] == "9"  # type: ignore[index]
 
 
+async def test_resource_versions_are_opaque_the_watch_order_wins() -> None:
+    """API conventions: a resourceVersion is an opaque string. A newer event whose
+    version is smaller as a number, or not a number at all, is still newer."""
+    client = FakeClient()
+    client.objects = [svc("a", "10")]
+    client.scripts = [[("MODIFIED", svc("a", "9")), ("MODIFIED", svc("a", "v-x"))]]
+    events: list[tuple[str, str]] = []
+    informer = make(client, events)
+    await run_until_idle(informer, client)
+    assert events == [("add", "a"), ("update", "a"), ("update", "a")]
+    assert informer.get("ns/a")["metadata"]["resourceVersion"] == "v-x"  # type: ignore[index]
+
+
+async def test_after_our_write_events_wait_for_its_own_then_flow_again() -> None:
+    client = FakeClient()
+    client.objects = [svc("a", "p")]
+    events: list[tuple[str, str]] = []
+    informer = make(client, events)
+    await informer.relist()
+    informer.upsert(svc("a", "ours"))
+    client.scripts = [
+        [
+            ("MODIFIED", svc("a", "older")),  # in flight before our write: skipped
+            ("MODIFIED", svc("a", "ours")),  # our write's own event: already recorded
+            ("MODIFIED", svc("a", "later")),  # someone else's, after ours
+        ]
+    ]
+    await informer._watch()
+    assert informer.get("ns/a")["metadata"]["resourceVersion"] == "later"  # type: ignore[index]
+    assert events == [("add", "a"), ("update", "a")], "older skipped, ours not reported twice"
+
+
+async def test_a_write_whose_event_came_first_does_not_roll_the_store_back() -> None:
+    client = FakeClient()
+    client.objects = [svc("a", "p")]
+    client.scripts = [[("MODIFIED", svc("a", "ours")), ("MODIFIED", svc("a", "later"))]]
+    informer = make(client, [])
+    await run_until_idle(informer, client)
+    informer.upsert(svc("a", "ours"))  # the answer handled after the watch went past it
+    assert informer.get("ns/a")["metadata"]["resourceVersion"] == "later"  # type: ignore[index]
+
+
 @pytest.mark.parametrize("deleted_in_watch", [True, False])
 async def test_delete_event_removes_from_store_and_indices(deleted_in_watch: bool) -> None:
     client = FakeClient()

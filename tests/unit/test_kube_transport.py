@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
@@ -238,6 +239,26 @@ async def test_watch_lines_cut_anywhere_are_joined(serve: Any) -> None:
     assert server.seen[0].query["resourceVersion"] == "1"
 
 
+async def test_a_watch_refused_401_refreshes_credentials_and_watches_again(serve: Any) -> None:
+    """As a request does: a rotated token is picked up at once, not after the informer's
+    back-off with the stale one."""
+    added = {"type": "ADDED", "object": {"metadata": {"name": "a"}}}
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != "Bearer new":
+            return _status(401, "Unauthorized")
+        return web.Response(body=json.dumps(added).encode() + b"\n")
+
+    server = await serve(answer)
+    client = KubeClient(server.url, credentials=Rotating())
+    try:
+        got = [obj async for _, obj in client.watch(CONFIGMAPS, "ns", resource_version="1")]
+    finally:
+        await client.close()
+    assert got == [added["object"]]
+    assert [r.headers["Authorization"] for r in server.seen] == ["Bearer old", "Bearer new"]
+
+
 async def test_watch_error_event_is_raised_typed(serve: Any) -> None:
     gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
 
@@ -386,17 +407,22 @@ async def test_a_gzipped_answer_is_read_whole(serve: Any, transport: TransportFa
         await client.close()
 
 
-async def test_tls_server_name_is_the_name_checked(
-    serve: Any, transport: TransportFactory, tmp_path: Path
-) -> None:
-    """A kubeconfig's `tls-server-name`: the certificate names it, not the URL's host."""
-    cert, key = self_signed(["kube.internal"])
+def _tls_for(name: str, tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for `name` alone, and a client trusting it."""
+    cert, key = self_signed([name])
     (tmp_path / "tls.crt").write_bytes(cert)
     (tmp_path / "tls.key").write_bytes(key)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    return tls, ssl.create_default_context(cadata=cert.decode())
+
+
+async def test_tls_server_name_is_the_name_checked(
+    serve: Any, transport: TransportFactory, tmp_path: Path
+) -> None:
+    """A kubeconfig's `tls-server-name`: the certificate names it, not the URL's host."""
+    tls, trust = _tls_for("kube.internal", tmp_path)
     server = await serve(lambda r: _async(web.json_response({"ok": True})), tls)
-    trust = ssl.create_default_context(cadata=cert.decode())
     named = KubeClient(
         server.url, ssl_context=trust, server_hostname="kube.internal", transport=transport
     )
@@ -409,6 +435,102 @@ async def test_tls_server_name_is_the_name_checked(
     finally:
         await named.close()
         await unnamed.close()
+
+
+@dataclass
+class Proxy:
+    """An HTTP proxy on loopback: CONNECT tunnels and absolute-form requests, relayed."""
+
+    url: str = ""
+    request_lines: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    seen = Proxy()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        line = head.split(b"\r\n", 1)[0].decode()
+        seen.request_lines.append(line)
+        method, target, _ = line.split(" ")
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:  # http://host:port/path: passed on as it came
+            url = urlsplit(target)
+            up_reader, up_writer = await asyncio.open_connection(url.hostname, url.port)
+            up_writer.write(head)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    seen.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    yield seen
+    server.close()
+
+
+async def test_requests_go_through_the_proxy(
+    serve: Any, transport: TransportFactory, proxy: Proxy, tmp_path: Path
+) -> None:
+    """A kubeconfig's proxy-url (or HTTPS_PROXY): a CONNECT tunnel for https, with the
+    server's certificate checked end to end; the whole URL for plain http."""
+    tls, trust = _tls_for("kube.internal", tmp_path)
+    secure = await serve(lambda r: _async(web.json_response({"tls": True})), tls)
+    plain = await serve(lambda r: _async(web.json_response({"tls": False})))
+    clients = [
+        KubeClient(
+            secure.url,
+            ssl_context=trust,
+            server_hostname="kube.internal",
+            proxy=proxy.url,
+            transport=transport,
+        ),
+        KubeClient(plain.url, proxy=proxy.url, transport=transport),
+    ]
+    try:
+        assert await clients[0].get(CONFIGMAPS, "ns", "x") == {"tls": True}
+        assert await clients[1].get(CONFIGMAPS, "ns", "y") == {"tls": False}
+    finally:
+        for client in clients:
+            await client.close()
+    secure_port, plain_port = (urlsplit(s.url).port for s in (secure, plain))
+    # (http.client says HTTP/1.0 in its CONNECT line, aiohttp 1.1.)
+    assert [line.rsplit(" ", 1)[0] for line in proxy.request_lines] == [
+        f"CONNECT 127.0.0.1:{secure_port}",
+        f"GET http://127.0.0.1:{plain_port}/api/v1/namespaces/ns/configmaps/y",
+    ]
+    assert secure.seen[0].host == f"127.0.0.1:{secure_port}", "Host names the server"
+
+
+async def test_impersonation_and_compression_headers(
+    serve: Any, transport: TransportFactory
+) -> None:
+    server = await serve(lambda r: _async(web.json_response({})))
+    impersonation = (
+        ("Impersonate-User", "jane"),
+        ("Impersonate-Group", "a"),
+        ("Impersonate-Group", "b"),
+    )
+    client = KubeClient(server.url, transport=transport, headers=impersonation, compression=False)
+    try:
+        await client.get(CONFIGMAPS, "ns", "x")
+    finally:
+        await client.close()
+    headers = server.seen[0].headers
+    assert headers.getall("Impersonate-Group") == ["a", "b"], "one header per group"
+    assert headers["Impersonate-User"] == "jane"
+    assert "Accept-Encoding" not in headers, "disable-compression: no gzip asked for"
 
 
 async def test_threads_reuse_a_connection_and_replace_one_the_server_closed() -> None:

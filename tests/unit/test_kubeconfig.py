@@ -274,12 +274,23 @@ def _service_account(directory: Path, ca: bytes, token: str = "sa-token") -> Pat
     return directory
 
 
+def test_kubeconfig_comes_before_in_cluster(tmp_path: Path, pki: Pki) -> None:
+    """controller-runtime's order: --kubeconfig, $KUBECONFIG, in-cluster, ~/.kube/config."""
+    account = _service_account(tmp_path / "sa", pki.ca.cert)
+    kubeconfig = _write(tmp_path / "kc", _config(server="http://from-kubeconfig:1"))
+    _write(tmp_path / ".kube" / "config", _config(server="http://home:1"))
+    env = {**IN_CLUSTER_ENV, "HOME": str(tmp_path)}
+    chosen = ClusterAccess.from_kubeconfig(
+        service_account=account, environ={**env, "KUBECONFIG": str(kubeconfig)}
+    )
+    assert chosen.server == "http://from-kubeconfig:1"
+    in_cluster = ClusterAccess.from_kubeconfig(service_account=account, environ=env)
+    assert in_cluster.server == "https://10.96.0.1:443", "in-cluster before ~/.kube/config"
+
+
 async def test_in_cluster_reads_the_service_account(tmp_path: Path, pki: Pki) -> None:
     account = _service_account(tmp_path / "sa", pki.ca.cert)
-    kubeconfig = _write(tmp_path / "kc", _config(server="http://not-me:1"))
-    access = ClusterAccess.from_kubeconfig(
-        service_account=account, environ={**IN_CLUSTER_ENV, "KUBECONFIG": str(kubeconfig)}
-    )
+    access = ClusterAccess.from_kubeconfig(service_account=account, environ=IN_CLUSTER_ENV)
     assert access.server == "https://10.96.0.1:443"
     assert access.host == "10.96.0.1"
     # The token is a file, re-read as the kubelet rotates it.
@@ -302,24 +313,40 @@ def test_in_cluster_ipv6_host_is_bracketed(tmp_path: Path, pki: Pki) -> None:
     assert access.host == "fd00:10:96::1"
 
 
-@pytest.mark.parametrize("missing", ["token", "namespace", "KUBERNETES_SERVICE_HOST"])
-def test_not_in_cluster_without_each_part(tmp_path: Path, pki: Pki, missing: str) -> None:
+@pytest.mark.parametrize(
+    ("missing", "in_cluster"),
+    [
+        ("token", False),
+        ("KUBERNETES_SERVICE_HOST", False),
+        ("KUBERNETES_SERVICE_PORT", False),
+        ("namespace", True),  # client-go does not need it
+    ],
+)
+def test_in_cluster_needs_the_address_and_a_token(
+    tmp_path: Path, pki: Pki, missing: str, in_cluster: bool
+) -> None:
     account = _service_account(tmp_path / "sa", pki.ca.cert)
-    env = dict(IN_CLUSTER_ENV, KUBECONFIG=str(_write(tmp_path / "kc", _config())))
+    _write(tmp_path / ".kube" / "config", _config())
+    env = dict(IN_CLUSTER_ENV, HOME=str(tmp_path))
     if missing in env:
         del env[missing]
     else:
         (account / missing).unlink()
     access = ClusterAccess.from_kubeconfig(service_account=account, environ=env)
-    assert access.server == "https://localhost:6443", "fell through to KUBECONFIG"
+    expected = "https://10.96.0.1:443" if in_cluster else "https://localhost:6443"
+    assert access.server == expected
 
 
-def test_in_cluster_without_a_ca_is_an_error(tmp_path: Path) -> None:
+def test_in_cluster_without_a_ca_trusts_the_system_store(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As rest.InClusterConfig: an error logged, the system's trust used."""
     account = _service_account(tmp_path / "sa", b"")
-    with pytest.raises(KubeconfigError) as info:
-        ClusterAccess.from_kubeconfig(service_account=account, environ=IN_CLUSTER_ENV)
-    assert str(account / "ca.crt") in str(info.value)
-    assert "mount the ServiceAccount token volume" in str(info.value)
+    access = ClusterAccess.from_kubeconfig(service_account=account, environ=IN_CLUSTER_ENV)
+    assert str(account / "ca.crt") in caplog.text
+    assert access.describe()["ca"] == "system"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(access.ssl_context, _server_context(pki.server, tmp_path))
 
 
 # -- TLS: whom the context trusts --------------------------------------------------------------
@@ -346,18 +373,25 @@ def test_relative_ca_file_is_relative_to_the_kubeconfig(
     _handshake(_load(path).ssl_context, _server_context(pki.server, tmp_path))
 
 
-def test_no_ca_uses_the_system_store_not_ours(
+def test_no_ca_uses_the_system_store_and_honours_ssl_cert_file(
     tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "ca.crt").write_bytes(pki.ca.cert)
-    # The environment does not choose whom we trust (OpenSSL alone would read these).
-    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.crt"))
-    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
-    context = _load(_write(tmp_path / "kc", _config())).ssl_context
+    """Without a CA: the system's store, where SSL_CERT_FILE may point (as Go's
+    crypto/x509 reads it); a CA in the kubeconfig replaces the store."""
+    path = _write(tmp_path / "kc", _config())
+    context = _load(path).ssl_context
     assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(context, _server_context(pki.server, tmp_path))
+    (tmp_path / "ca.crt").write_bytes(pki.ca.cert)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.crt"))
+    _handshake(_load(path).ssl_context, _server_context(pki.server, tmp_path))
+    other = _write(
+        tmp_path / "other", _config({"certificate-authority-data": _b64(pki.other_ca.cert)})
+    )
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(_load(other).ssl_context, _server_context(pki.server, tmp_path))
 
 
 def test_insecure_skips_verification(tmp_path: Path, pki: Pki) -> None:
@@ -389,49 +423,50 @@ def test_client_certificate_files_relative_to_the_kubeconfig(
 
 
 @pytest.fixture
-def temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int]]]:
-    """Temporary files go to a directory of their own; each one loaded is recorded with
-    its mode at the moment OpenSSL reads it."""
+def loaded_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The names OpenSSL reads certificates and keys from; no file may appear in the
+    temporary directory meanwhile."""
     directory = tmp_path / "tmp"
     directory.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(directory))
-    seen: list[tuple[str, int]] = []
+    seen: list[str] = []
     original: Callable[..., None] = ssl.SSLContext.load_cert_chain
 
     def recording(self: ssl.SSLContext, certfile: str, keyfile: str, **kw: Any) -> None:
-        for name in (certfile, keyfile):
-            if str(name).startswith(str(directory)):
-                seen.append((str(name), os.stat(name).st_mode & 0o777))
+        seen.extend((str(certfile), str(keyfile)))
         original(self, certfile, keyfile, **kw)
 
     monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", recording)
     yield seen
-    assert not list(directory.iterdir()), "temporary files are removed"
+    assert not list(directory.iterdir()), "nothing written to a temporary file"
 
 
-def test_client_certificate_data_via_removed_private_files(
-    tmp_path: Path, pki: Pki, temp_files: list[tuple[str, int]]
+def test_client_certificate_data_is_loaded_from_memory_files(
+    tmp_path: Path, pki: Pki, loaded_files: list[str]
 ) -> None:
+    """Never on a disk: anonymous memory files (memfd), closed once loaded."""
     user = {
         "client-certificate-data": _b64(pki.client.cert),
         "client-key-data": _b64(pki.client.key),
     }
     cluster = {"certificate-authority-data": _b64(pki.ca.cert)}
     access = _load(_write(tmp_path / "kc", _config(cluster, user)))
-    assert [mode for _, mode in temp_files] == [0o600, 0o600]
-    assert not any(os.path.exists(name) for name, _ in temp_files), "deleted once loaded"
+    assert len(loaded_files) == 2
+    for name in loaded_files:
+        assert name.startswith("/proc/self/fd/")
+        assert not os.path.exists(name), "closed once loaded"
     peer = _handshake(access.ssl_context, _server_context(pki.server, tmp_path, pki.ca))
     assert _subject_cn(peer) == "admin"
 
 
-def test_a_key_that_does_not_match_is_refused_and_its_file_removed(
-    tmp_path: Path, pki: Pki, temp_files: list[tuple[str, int]]
+def test_a_key_that_does_not_match_is_refused(
+    tmp_path: Path, pki: Pki, loaded_files: list[str]
 ) -> None:
     (tmp_path / "alice.crt").write_bytes(pki.client.cert)
     user = {"client-certificate": "alice.crt", "client-key-data": _b64(pki.server.key)}
     path = _write(tmp_path / "kc", _config(None, user))
     _refused(path, "user 'u'", "do not load", "its matching PEM private key")
-    assert len(temp_files) == 1
+    assert loaded_files[1].startswith("/proc/self/fd/")
 
 
 def test_an_encrypted_key_is_refused_without_a_prompt(tmp_path: Path, pki: Pki) -> None:
@@ -446,7 +481,11 @@ def test_an_encrypted_key_is_refused_without_a_prompt(tmp_path: Path, pki: Pki) 
 
 
 def test_exec_command_with_a_slash_is_relative_to_the_kubeconfig(tmp_path: Path) -> None:
-    plugin = {"apiVersion": "client.authentication.k8s.io/v1", "command": "bin/get-token"}
+    plugin = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": "bin/get-token",
+        "interactiveMode": "Never",
+    }
     access = _load(_write(tmp_path / "kc", _config(None, {"exec": plugin}, server="http://h:1")))
     assert isinstance(access.credentials, ExecCredentials)
     assert access.credentials._plugin.command == str(tmp_path / "bin" / "get-token")
@@ -464,7 +503,7 @@ def test_exec_env_and_args_are_read(tmp_path: Path) -> None:
         "args": ["-c", "pass"],
         "env": [{"name": "A", "value": "1"}],
         "installHint": "install it",
-        "provideClusterInfo": False,  # fields we do not use are ignored
+        "provideClusterInfo": True,
     }
     access = _load(_write(tmp_path / "kc", _config(None, {"exec": plugin}, server="http://h:1")))
     assert isinstance(access.credentials, ExecCredentials)
@@ -521,7 +560,7 @@ REFUSALS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     (
         "undefined context",
         _with(top__current_context="nope"),
-        ("current-context 'nope' is not defined", "add it under contexts:"),
+        ("context 'nope' is not defined", "add it under contexts:"),
     ),
     ("context without cluster", _with(context__cluster=None), ("names no cluster", "add cluster:")),
     (

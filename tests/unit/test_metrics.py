@@ -183,3 +183,22 @@ def test_parse_exposition_accepts_text_and_bytes() -> None:
     expected = {("x_total", frozenset({("a", "1")})): 3.0}
     assert parse_exposition(text) == expected
     assert parse_exposition(text.encode()) == expected
+
+
+def test_inventory_gauges_are_exported_while_leading_only() -> None:
+    metrics = OperatorMetrics()
+    leading = [False]
+    metrics.export_inventory_while(lambda: leading[0])
+    metrics.managed_virtualservices.set_function(lambda: 3.0)
+    metrics.placeholder_services.set(2)
+    inventory = {
+        "virtualservice_operator_managed_virtualservices",
+        "virtualservice_operator_developer_routes",
+        "virtualservice_operator_placeholder_services",
+    }
+    assert not inventory & names(scrape(metrics))  # a standby: not even a 0
+    leading[0] = True
+    samples = scrape(metrics)
+    assert inventory <= names(samples)
+    assert value(samples, "virtualservice_operator_managed_virtualservices") == 3
+    assert value(samples, "virtualservice_operator_placeholder_services") == 2

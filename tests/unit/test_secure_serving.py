@@ -56,15 +56,67 @@ def test_a_directory_without_the_pair_is_refused_naming_the_flag_and_the_fix(
     assert "tls.key" in message
 
 
-def test_a_changed_pair_is_reloaded_and_a_broken_one_keeps_the_old(tmp_path: Path) -> None:
-    _write_pair(tmp_path, "first.example")
+async def _served(context: ssl.SSLContext) -> bytes:
+    """The certificate a TLS server listening with `context` presents to a real client."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    client = ssl.create_default_context()
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        der: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        return der
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _der(pem: bytes) -> bytes:
+    return x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+
+
+def _touch(directory: Path, stamp: int) -> None:
+    """A changed stamp, whatever the clock's resolution."""
+    for name in ("tls.crt", "tls.key"):
+        if (directory / name).exists():
+            os.utime(directory / name, (stamp, stamp))
+
+
+async def test_reloads_are_atomic_a_bad_pair_keeps_the_old_one_serving(tmp_path: Path) -> None:
+    """Each bad reload (a mismatched pair, a half-written file, a missing file) leaves
+    the old certificate served to the next handshake; a good pair replaces it."""
+    first = _write_pair(tmp_path, "first.example")
     reloader = CertificateReloader(tmp_path)
     assert reloader.reload_if_changed() is False  # nothing changed
-    _write_pair(tmp_path, "second.example")
-    os.utime(tmp_path / "tls.crt", (1, 1))  # a changed stamp, whatever the clock resolution
-    assert reloader.reload_if_changed() is True
-    (tmp_path / "tls.key").write_text("not a key")
+    assert await _served(reloader.context) == _der(first)
+
+    second_cert, second_key = self_signed(["second.example"])
+    (tmp_path / "tls.crt").write_bytes(second_cert)  # the new certificate, the old key
+    _touch(tmp_path, 1)
     assert reloader.reload_if_changed() is False
+    assert await _served(reloader.context) == _der(first), "mismatched pair"
+
+    (tmp_path / "tls.key").write_bytes(second_key)
+    (tmp_path / "tls.crt").write_bytes(second_cert[: len(second_cert) // 2])
+    _touch(tmp_path, 2)
+    assert reloader.reload_if_changed() is False
+    assert await _served(reloader.context) == _der(first), "half-written certificate"
+
+    (tmp_path / "tls.crt").write_bytes(second_cert)
+    (tmp_path / "tls.key").unlink()
+    _touch(tmp_path, 3)
+    assert reloader.reload_if_changed() is False
+    assert await _served(reloader.context) == _der(first), "missing key"
+
+    (tmp_path / "tls.key").write_bytes(second_key)
+    _touch(tmp_path, 4)
+    assert reloader.reload_if_changed() is True
+    assert await _served(reloader.context) == _der(second_cert)
 
 
 async def _start_secure(**kwargs: Any) -> Servers:

@@ -46,6 +46,15 @@ Deployment virtualservice-operator, ClusterRole virtualservice-operator-role, ..
 {{- default (printf "v%s" .Chart.AppVersion) .Values.image.tag -}}
 {{- end -}}
 
+{{/* The operator's image: repository:tag, or repository@digest when image.digest is set. */}}
+{{- define "vso.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (include "vso.imageTag" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The selector: the guide's pod label (app: virtualservice-operator for the default release). */}}
 {{- define "vso.selectorLabels" -}}
 app: {{ include "vso.fullname" . }}
@@ -101,3 +110,16 @@ app.kubernetes.io/part-of: virtualservice-operator
 {{- if $c.allowHostConflicts }}{{ $_ := set $out "allowHostConflicts" true }}{{ end -}}
 {{- toYaml $out -}}
 {{- end -}}
+
+{{/* The metrics Service's in-cluster name: what a scraper verifies the certificate against. */}}
+{{- define "vso.metricsHost" -}}
+{{- printf "%s.%s.svc" (include "vso.suffixed" (list . "metrics")) .Release.Namespace -}}
+{{- end -}}
+
+{{/* With metrics.secure: the kubernetes.io/tls Secret holding tls.crt, tls.key and ca.crt. */}}
+{{- define "vso.metricsCertSecret" -}}
+{{- default (include "vso.suffixed" (list . "metrics-cert")) .Values.metrics.certSecret -}}
+{{- end -}}
+
+{{/* With metrics.secure and a ServiceMonitor: the token Secret Prometheus scrapes with. */}}
+{{- define "vso.scraperName" -}}{{ include "vso.suffixed" (list . "metrics-scraper") }}{{- end -}}

@@ -20,6 +20,7 @@ from virtualservice_operator.commands import (
     add_command,
 )
 from virtualservice_operator.commands.configfile import load_config_file
+from virtualservice_operator.commands.inspect import CONTEXT_HELP
 from virtualservice_operator.commands.output import Style
 from virtualservice_operator.commands.servercheck import check_on_server
 from virtualservice_operator.domain.config import ConfigError, OperatorConfig
@@ -60,8 +61,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "-kubeconfig",
         default=None,
         metavar="FILE",
-        help="with --server: kubeconfig file (default: in-cluster, else $KUBECONFIG, "
+        help="with --server: kubeconfig file (default: $KUBECONFIG, else in-cluster, "
         "else ~/.kube/config)",
+    )
+    p.add_argument(
+        "--context",
+        "-context",
+        default=None,
+        metavar="NAME",
+        help="with --server: " + CONTEXT_HELP,
     )
 
 
@@ -79,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         print(style.warn(f"warning: {warning}"))
     print(f"{style.ok('config OK')}: {summary(loaded.config)}")
     if args.server:
-        verdict = check_on_server(loaded.config, args.kubeconfig)
+        verdict = check_on_server(loaded.config, args.kubeconfig, args.context)
         if not verdict.accepted:
             print(style.bad(f"server: refused a sample VirtualService ({verdict.where}):"))
             print(f"  - {verdict.message}")

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         events = [e for e in found if (e.get("involvedObject") or {}).get("namespace") in watched]
         return state, events
 
-    state, events = with_client(args.kubeconfig, work)
+    state, events = with_client(args.kubeconfig, work, args.context)
     where = f"{args.config_map_namespace}/{args.config_map_name}"
     print("\n".join(report(state, events, where, Style())))
     return EXIT_OK if state.in_sync else EXIT_PROBLEM

@@ -54,13 +54,20 @@ T = TypeVar("T")
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
-    """--kubeconfig and the ConfigMap flags, spelled as `run` spells them."""
+    """--kubeconfig, --context and the ConfigMap flags, spelled as `run` spells them."""
     parser.add_argument(
         "--kubeconfig",
         "-kubeconfig",
         default=None,
         metavar="FILE",
-        help="kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)",
+        help="kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--context",
+        "-context",
+        default=None,
+        metavar="NAME",
+        help=CONTEXT_HELP,
     )
     parser.add_argument(
         "--config-map-name",
@@ -86,14 +93,23 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def with_client(kubeconfig: str | None, work: Callable[[KubeClient], Awaitable[T]]) -> T:
+CONTEXT_HELP = "kubeconfig context to use (default: its current-context), as kubectl's --context"
+
+
+def with_client(
+    kubeconfig: str | None,
+    work: Callable[[KubeClient], Awaitable[T]],
+    context: str | None = None,
+) -> T:
     """Run `work` with a client on a fresh event loop; API failures become CommandError."""
 
     async def main() -> T:
         try:
             # The commands' own transport: aiohttp's import alone would be a fifth of
             # explain's time (kube/transport.py).
-            client = KubeClient.from_kubeconfig(kubeconfig, transport=ThreadTransport)
+            client = KubeClient.from_kubeconfig(
+                kubeconfig, transport=ThreadTransport, context=context
+            )
         except Exception as e:  # KubeconfigError: missing file, no context, bad YAML...
             raise CommandError(f"cannot load kubeconfig: {type(e).__name__}: {e}") from e
         try:

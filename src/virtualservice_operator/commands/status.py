@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         view = await load_view(client, config)
         return collect(view), namespace_notes(view)
 
-    records, notes = with_client(args.kubeconfig, work)
+    records, notes = with_client(args.kubeconfig, work, args.context)
     if args.output == "table":
         print("\n".join([*notes, *([""] if notes else []), *render_table(records, Style())]))
     else:

@@ -225,17 +225,17 @@ _SET_OPERATORS = ("In", "NotIn")
 class LabelSelectorRequirement(_Model):
     """One `matchExpressions` item, as in a Kubernetes label selector."""
 
-    key: LabelKey = Field(description="The label key the requirement is about.", examples=["tier"])
+    key: LabelKey = Field(description="The label key the requirement is about.", examples=["team"])
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
-        description="`In`, `NotIn` (the label's value is, or is not, one of `values`), "
-        "`Exists` or `DoesNotExist` (the label is, or is not, set).",
-        examples=["NotIn"],
+        description="In, NotIn (the value is, or is not, one of `values`), Exists or "
+        "DoesNotExist (the label is, or is not, set).",
+        examples=["In"],
     )
     values: tuple[LabelValue, ...] = Field(
         default=(),
-        description="The values for `In` and `NotIn` (at least one); none for `Exists` and "
-        "`DoesNotExist`.",
-        examples=[["legacy"]],
+        description="The values for In and NotIn (at least one); empty for Exists and "
+        "DoesNotExist.",
+        examples=[["payments", "search"]],
     )
 
     @_model_validator(mode="after")
@@ -265,8 +265,8 @@ class LabelSelector(_Model):
     )
     match_expressions: tuple[LabelSelectorRequirement, ...] = Field(
         default=(),
-        description="Requirements on the Service's labels: `key`, `operator`, `values`.",
-        examples=[[{"key": "tier", "operator": "NotIn", "values": ["legacy"]}]],
+        description="Requirements on the Service's labels (key, operator, values).",
+        examples=[[{"key": "team", "operator": "In", "values": ["payments"]}]],
     )
 
     def query(self) -> str:
@@ -334,29 +334,22 @@ class OperatorConfig(_Model):
     )
     service_selector: LabelSelector | None = Field(
         default=None,
-        description=(
-            "Only the default namespace's Services whose labels match this label selector "
-            "(as a Deployment's `selector` is written) get a VirtualService and "
-            "placeholders; unset, every Service does. `matchLabels`: labels the Service "
-            "must carry, with these values; `matchExpressions`: items `{key, operator, "
-            "values}`, the operator `In` or `NotIn` (with at least one value) or `Exists` or "
-            "`DoesNotExist` (with none); all must hold. A Service that "
-            "stops matching loses what the operator made for it, as an excluded one does. "
-            "Developer Services need not match: a developer's Service is routed when its "
-            "name is selected in the default namespace."
-        ),
+        description="Only Services in the default namespace whose labels match this label "
+        "selector (`matchLabels`, `matchExpressions`, as in a Deployment's selector) get a "
+        "VirtualService and placeholders; unset, every Service does. A Service that stops "
+        "matching loses what the operator made for it, as an excluded one does. Developer "
+        "Services need not match: a developer's Service is routed when its name is selected "
+        "in the default namespace.",
         examples=[{"matchLabels": {"virtualservice-operator/enabled": "true"}}],
     )
     allow_host_conflicts: Annotated[bool, Strict()] = Field(
         default=False,
-        description=(
-            "`false`: when a VirtualService that is not this instance's (another "
-            "instance's, or one without the operator's labels) in the default namespace "
-            "already routes one of our hosts for the mesh, ours is held back: not created, "
-            "or left as it is, while the other exists (a `HostConflict` Warning Event; "
-            "Istio would apply only one of the two, analysis IST0109). `true`: ours is "
-            "written anyway, with a `VirtualServiceConflict` warning (the behaviour of 1.3.0)."
-        ),
+        description="By default a VirtualService that is not this instance's (another "
+        "instance's, or one without the operator's labels) in the default namespace that "
+        "already routes a host of ours for the mesh holds ours back: it is not created, or "
+        "not updated, while the other exists (a HostConflict Warning Event; Istio would apply "
+        "only one of the two, analysis IST0109). true creates and updates ours anyway, with a "
+        "VirtualServiceConflict warning (the behaviour of 1.3.0).",
         examples=[False],
     )
     # Which instance this config drives (instance.py): from the -instance flag or the

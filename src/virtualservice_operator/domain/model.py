@@ -238,7 +238,8 @@ class ServiceInfo:
             uid=uid,
             resource_version=resource_version,
             type=sys.intern(type),
-            external_name=external_name,
+            # The same for a name's placeholders in every developer namespace: one string.
+            external_name=sys.intern(external_name) if external_name else external_name,
             ports=_shared(ports),
             labels=labels,
             annotations=annotations,
@@ -311,8 +312,16 @@ class VirtualServiceInfo:
     labels: Mapping[str, str] = field(default_factory=FrozenMap)
     hosts: tuple[str, ...] = ()
     terminating: bool = False  # deletionTimestamp set: going, not to be written
-    # The object as the API server returned it, without managedFields (never modified).
-    body: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The object as the API server returned it, without managedFields, kept as its JSON
+    # text: a fifth of the memory of the decoded object (5 KiB with 20 developer routes),
+    # decoded when a reconcile of its name reads it (`body`).
+    raw: bytes = field(default=b"{}", compare=False, repr=False)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The object as the API server returned it (without managedFields): a new copy
+        at each read, which the caller may change."""
+        return _decode_json(self.raw)  # type: ignore[no-any-return]
 
     @property
     def managed(self) -> bool:
@@ -341,10 +350,11 @@ class VirtualServiceInfo:
             name=str(meta.get("name") or ""),
             uid=str(meta.get("uid") or ""),
             resource_version=str(meta.get("resourceVersion") or ""),
-            labels=FrozenMap({str(k): str(v) for k, v in labels.items()}),
+            # Ours all carry the same two labels: one shared map.
+            labels=_shared_map({str(k): str(v) for k, v in labels.items()}),
             hosts=tuple(h for h in hosts if isinstance(h, str)) if isinstance(hosts, list) else (),
             terminating=bool(meta.get("deletionTimestamp")),
-            body=obj,
+            raw=_encode_json(obj),
         )
 
 
@@ -367,6 +377,9 @@ class NamespaceInfo:
             str(meta.get("resourceVersion") or ""),
         )
 
+
+_encode_json = msgspec.json.Encoder().encode
+_decode_json = msgspec.json.Decoder().decode
 
 _S = TypeVar("_S", bound=Hashable)
 _K = TypeVar("_K", bound=Hashable)

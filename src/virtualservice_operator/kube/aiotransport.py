@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from virtualservice_operator.kube.transport import (
@@ -18,7 +19,9 @@ from virtualservice_operator.kube.transport import (
     Answer,
     Streamed,
     TransportError,
+    TransportOptions,
     describe,
+    trust,
 )
 
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
@@ -27,30 +30,33 @@ _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 class AiohttpTransport:
     """One aiohttp session, made on first use inside the event loop that uses it."""
 
-    def __init__(
-        self,
-        server: str,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        user_agent: str = "",
-    ) -> None:
+    def __init__(self, server: str, options: TransportOptions | None = None) -> None:
+        options = options or TransportOptions()
         self._server = server.rstrip("/")
-        self._ssl = ssl_context
+        https = server.startswith("https:")
+        self._ssl: ssl.SSLContext | bool = (options.ssl_context or trust()) if https else False
         # aiohttp checks the certificate against this name in place of the URL's host.
-        self._extra: dict[str, Any] = (
-            {"server_hostname": server_hostname} if server_hostname else {}
-        )
-        self._user_agent = user_agent
+        self._extra: dict[str, Any] = {}
+        if options.server_hostname:
+            self._extra["server_hostname"] = options.server_hostname
+        if options.proxy:
+            self._extra["proxy"] = options.proxy
+        self._headers = CIMultiDict(options.headers)  # a name may repeat (Impersonate-Group)
+        # Without compression, no Accept-Encoding at all, as client-go.
+        self._skip = () if options.compression else ("Accept-Encoding",)
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 # No pool limit: long-lived watches must never starve requests.
-                connector=aiohttp.TCPConnector(ssl=self._ssl or False, limit=0),
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
+                # The proxy is decided once (transport.proxy_for), not from the
+                # environment per request.
                 trust_env=False,
-                headers={"User-Agent": self._user_agent},
+                headers=self._headers,
+                skip_auto_headers=self._skip,
             )
         return self._session
 

@@ -31,6 +31,7 @@ from virtualservice_operator.kube.transport import (
     Answer,
     TransportError,
     TransportFactory,
+    TransportOptions,
     describe,
 )
 
@@ -187,12 +188,19 @@ class KubeClient:
         credentials: Credentials | None = None,
         observe: RequestObserver | None = None,
         transport: TransportFactory | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        proxy: str | None = None,
+        compression: bool = True,
     ) -> None:
+        """`headers` go on every request (impersonation); `proxy` is an http:// URL."""
         if transport is None:
             from virtualservice_operator.kube.aiotransport import AiohttpTransport
 
             transport = AiohttpTransport
-        self._transport = transport(server, ssl_context, server_hostname, USER_AGENT)
+        options = TransportOptions(
+            ssl_context, server_hostname, (("User-Agent", USER_AGENT), *headers), proxy, compression
+        )
+        self._transport = transport(server, options)
         self._credentials = credentials or Credentials()
         self._observe = observe or (lambda method, code, seconds: None)
 
@@ -202,9 +210,10 @@ class KubeClient:
         path: str | None = None,
         observe: RequestObserver | None = None,
         transport: TransportFactory | None = None,
+        context: str | None = None,
     ) -> KubeClient:
-        """A client for `ClusterAccess.from_kubeconfig(path)`."""
-        return cls.for_access(ClusterAccess.from_kubeconfig(path), observe, transport)
+        """A client for `ClusterAccess.from_kubeconfig(path, context)`."""
+        return cls.for_access(ClusterAccess.from_kubeconfig(path, context), observe, transport)
 
     @classmethod
     def for_access(
@@ -220,6 +229,9 @@ class KubeClient:
             credentials=access.credentials,
             observe=observe,
             transport=transport,
+            headers=access.headers,
+            proxy=access.proxy,
+            compression=access.compression,
         )
 
     async def close(self) -> None:
@@ -365,25 +377,29 @@ class KubeClient:
         started = time.monotonic()
         target = _target(kind.path(namespace), params)
         try:
-            headers = await self._headers({"Accept": "application/json"})
-            async with self._transport.stream(target, headers, idle_timeout) as (head, chunks):
-                self._observe("GET", head.status, time.monotonic() - started)
-                if head.status >= 400:
-                    raise _error(head)
-                # Lines by hand: a line-reading helper would cap its length (aiohttp's
-                # readline() at 128 KiB), and an object in a watch event may be bigger.
-                buffer = bytearray()
-                async for chunk in chunks:
-                    buffer += chunk
-                    start = 0
-                    while (end := buffer.find(b"\n", start)) >= 0:
-                        line = bytes(buffer[start:end])
-                        start = end + 1
-                        if line.strip():
-                            yield _watch_event(line)
-                    del buffer[:start]
-                if buffer.strip():
-                    yield _watch_event(bytes(buffer))
+            for attempt in (1, 2):
+                headers = await self._headers({"Accept": "application/json"})
+                async with self._transport.stream(target, headers, idle_timeout) as (head, chunks):
+                    self._observe("GET", head.status, time.monotonic() - started)
+                    if head.status == 401 and attempt == 1 and await self._refresh():
+                        continue  # rotated token: watch again with it, as a request does
+                    if head.status >= 400:
+                        raise _error(head)
+                    # Lines by hand: a line-reading helper would cap its length (aiohttp's
+                    # readline() at 128 KiB), and an object in a watch event may be bigger.
+                    buffer = bytearray()
+                    async for chunk in chunks:
+                        buffer += chunk
+                        start = 0
+                        while (end := buffer.find(b"\n", start)) >= 0:
+                            line = bytes(buffer[start:end])
+                            start = end + 1
+                            if line.strip():
+                                yield _watch_event(line)
+                        del buffer[:start]
+                    if buffer.strip():
+                        yield _watch_event(bytes(buffer))
+                    return
         except _TRANSPORT_ERRORS as e:
             raise _transport_error(e, "WatchInterrupted") from e
 

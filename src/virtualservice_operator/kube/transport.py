@@ -12,6 +12,11 @@ Two transports, because the operator and the read-only commands cost differently
   loading the system's CA bundle twice, that we never use). The standard library's
   `http.client`, one blocking connection per request in flight in worker threads, costs
   a tenth of that; large answers are decompressed in the thread, outside the GIL.
+
+Both take the same `TransportOptions`: one TLS context (from `trust`, the one function
+that decides whom a client trusts), one proxy decision (`proxy_for`, client-go's), the
+fixed headers (User-Agent, impersonation) and whether to ask for gzip. Everything is
+decided once per client, nothing per request.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import ipaddress
+import os
 import ssl
 import threading
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 REQUEST_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
@@ -69,8 +76,145 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-TransportFactory: TypeAlias = Callable[[str, "ssl.SSLContext | None", "str | None", str], Transport]
-"""(server URL, TLS context, tls-server-name, User-Agent) -> a transport: either class."""
+@dataclass(frozen=True)
+class TransportOptions:
+    """How a transport reaches the server, decided once (kube/kubeconfig.py)."""
+
+    ssl_context: ssl.SSLContext | None = None  # None for https: the system's trust (`trust`)
+    server_hostname: str | None = None  # tls-server-name: checked in place of the URL's host
+    headers: tuple[tuple[str, str], ...] = ()  # on every request (a name may repeat)
+    proxy: str | None = None  # an http:// proxy URL (`proxy_for`), or None
+    compression: bool = True  # ask for gzip (a kubeconfig's disable-compression: False)
+
+
+TransportFactory: TypeAlias = Callable[[str, TransportOptions], Transport]
+"""(server URL, options) -> a transport: either class."""
+
+
+def trust(
+    cafile: str | None = None, cadata: str | None = None, *, insecure: bool = False
+) -> ssl.SSLContext:
+    """A client TLS context: the given CA alone, else the system's store (with
+    SSL_CERT_FILE and SSL_CERT_DIR honoured, as Go's crypto/x509 honours them); with
+    `insecure`, nothing verified and no store loaded. Every transport's context is one
+    of these."""
+    if insecure:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=cafile, cadata=cadata)
+
+
+@contextlib.contextmanager
+def memory_file(data: bytes) -> Iterator[str]:
+    """`data` as a file name OpenSSL can open (it loads key pairs from files only): an
+    anonymous memory file, never on a disk and gone with the process however it ends."""
+    fd = os.memfd_create("tls", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+class ProxyError(ValueError):
+    """A proxy this client cannot use; `source` names where it was set (proxy-url or
+    the environment variable), the message the fix."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+
+
+def proxy_for(server: str, proxy_url: str | None, environ: Mapping[str, str]) -> str | None:
+    """The proxy for requests to `server`, as client-go picks it: the kubeconfig's
+    proxy-url, else the environment as Go's http.ProxyFromEnvironment reads it
+    (HTTPS_PROXY or HTTP_PROXY by the server's scheme, upper case first; NO_PROXY; never
+    for localhost or a loopback address). Only http:// proxies without a password are
+    supported; any other raises `ProxyError`."""
+    where = "proxy-url"
+    if not proxy_url:
+        url = urlsplit(server)
+        name = "HTTPS_PROXY" if url.scheme == "https" else "HTTP_PROXY"
+        proxy_url = environ.get(name) or environ.get(name.lower())
+        where = name
+        if not proxy_url or not _uses_proxy(url, _env(environ, "NO_PROXY")):
+            return None
+    parsed = urlsplit(proxy_url)
+    if not parsed.scheme or not parsed.netloc:  # Go reads "host:port" as http://host:port
+        parsed = urlsplit(f"http://{proxy_url}")
+    if parsed.scheme != "http":
+        raise ProxyError(
+            where,
+            f"{parsed.scheme}:// proxies are not supported (only http://); "
+            "use an http:// proxy or reach the API server without one",
+        )
+    if parsed.username is not None or parsed.password is not None:
+        raise ProxyError(
+            where,
+            "a proxy with user and password is not supported; "
+            "allow this client by address at the proxy instead",
+        )
+    return parsed.geturl()
+
+
+def _env(environ: Mapping[str, str], name: str) -> str:
+    return environ.get(name) or environ.get(name.lower()) or ""
+
+
+def _uses_proxy(url: SplitResult, no_proxy: str) -> bool:
+    """golang.org/x/net/http/httpproxy's useProxy, for a request to `url`."""
+    host = (url.hostname or "").lower()
+    port = str(url.port or (443 if url.scheme == "https" else 80))
+    if host == "localhost":
+        return False
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_loopback:
+        return False
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return False
+        if "/" in entry:  # a CIDR block: any port
+            with contextlib.suppress(ValueError):
+                if ip is not None and ip in ipaddress.ip_network(entry, strict=False):
+                    return False
+            continue
+        entry_host, entry_port = _split_host_port(entry)
+        try:
+            entry_ip = ipaddress.ip_address(entry_host.strip("[]"))
+        except ValueError:
+            entry_ip = None
+        if entry_ip is not None:  # an address matches that address only
+            if ip == entry_ip and (not entry_port or entry_port == port):
+                return False
+            continue
+        if entry_host.startswith("*."):
+            entry_host = entry_host[1:]
+        exact = not entry_host.startswith(".")
+        suffix = "." + entry_host if exact else entry_host
+        if (host.endswith(suffix) or (exact and host == entry_host)) and (
+            not entry_port or entry_port == port
+        ):
+            return False
+    return True
+
+
+def _split_host_port(entry: str) -> tuple[str, str]:
+    if entry.startswith("["):
+        host, _, rest = entry.partition("]")
+        return host + "]", rest.lstrip(":")
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""
 
 
 def media_type(value: str | None) -> str:
@@ -83,17 +227,26 @@ def describe(e: BaseException) -> str:
 
 class _Connection(http.client.HTTPSConnection):
     """HTTPS with the kubeconfig's `tls-server-name`, when it names one, checked in
-    place of the host the URL names."""
+    place of the server's host; through a proxy, a CONNECT tunnel to the server."""
 
     def __init__(
-        self, host: str, port: int | None, tls: ssl.SSLContext, server_hostname: str | None
+        self,
+        host: str,
+        port: int | None,
+        tls: ssl.SSLContext,
+        server_hostname: str | None,
+        proxy: tuple[str, int] | None,
     ) -> None:
-        super().__init__(host, port, timeout=REQUEST_TIMEOUT, context=tls)
+        if proxy is None:
+            super().__init__(host, port, timeout=REQUEST_TIMEOUT, context=tls)
+        else:
+            super().__init__(*proxy, timeout=REQUEST_TIMEOUT, context=tls)
+            self.set_tunnel(host, port)
         self._tls = tls
         self._server_hostname = server_hostname or host
 
     def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
+        http.client.HTTPConnection.connect(self)  # and the tunnel, with a proxy
         self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_hostname)
 
 
@@ -101,21 +254,25 @@ class ThreadTransport:
     """Blocking `http.client` connections used from worker threads (`asyncio.to_thread`),
     kept alive and reused. For the read-only commands; they never watch."""
 
-    def __init__(
-        self,
-        server: str,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        user_agent: str = "",
-    ) -> None:
+    def __init__(self, server: str, options: TransportOptions | None = None) -> None:
+        options = options or TransportOptions()
         url = urlsplit(server)
         self._host = url.hostname or ""
-        self._port = url.port
+        self._port = url.port or (443 if url.scheme == "https" else 80)
         self._prefix = url.path.rstrip("/")
         # None: plain HTTP.
-        self._tls = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
-        self._server_hostname = server_hostname
-        self._user_agent = user_agent
+        self._tls = (options.ssl_context or trust()) if url.scheme == "https" else None
+        self._server_hostname = options.server_hostname
+        self._proxy: tuple[str, int] | None = None
+        if options.proxy is not None:
+            proxy = urlsplit(options.proxy)
+            self._proxy = (proxy.hostname or "", proxy.port or 80)
+        # Plain HTTP through a proxy names the whole URL in the request line.
+        self._origin = f"http://{url.netloc}" if self._proxy and self._tls is None else ""
+        fixed = list(options.headers)
+        if options.compression:
+            fixed.append(("Accept-Encoding", "gzip"))
+        self._fixed = fixed
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
@@ -125,22 +282,43 @@ class ThreadTransport:
             if self._idle:
                 return self._idle.pop(), True
         if self._tls is not None:
-            return _Connection(self._host, self._port, self._tls, self._server_hostname), False
-        return http.client.HTTPConnection(self._host, self._port, timeout=REQUEST_TIMEOUT), False
+            conn = _Connection(
+                self._host, self._port, self._tls, self._server_hostname, self._proxy
+            )
+            return conn, False
+        host, port = self._proxy or (self._host, self._port)
+        return http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT), False
 
     async def send(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
     ) -> Answer:
         return await asyncio.to_thread(self._send, method, target, headers, body)
 
+    def _put(
+        self,
+        conn: http.client.HTTPConnection,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+    ) -> None:
+        # By hand rather than conn.request(): a fixed header may repeat (Impersonate-Group).
+        conn.putrequest(method, self._origin + self._prefix + target, skip_accept_encoding=True)
+        for name, value in self._fixed:
+            conn.putheader(name, value)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+
     def _send(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
     ) -> Answer:
-        sent = {"User-Agent": self._user_agent, "Accept-Encoding": "gzip", **headers}
         while True:
             conn, reused = self._connection()
             try:
-                conn.request(method, self._prefix + target, body=body, headers=sent)
+                self._put(conn, method, target, headers, body)
                 response = conn.getresponse()
                 raw = response.read()
             except (

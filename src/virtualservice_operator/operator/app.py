@@ -73,6 +73,7 @@ log = structlog.get_logger("manager")
 @dataclass
 class Options:
     kubeconfig: str | None = None
+    context: str | None = None  # --context: replaces the kubeconfig's current-context
     config_map_name: str = CONFIG_MAP_NAME
     config_map_namespace: str = OPERATOR_NAMESPACE
     instance: str = ""  # "": derived from the ConfigMap's location (domain/instance.py)
@@ -139,6 +140,7 @@ class Operator:
                 ),
                 metrics=metrics,
             )
+            metrics.export_inventory_while(elector.leading.is_set)
         # With leader election, only while the Lease is held (cleared the moment it is lost).
         executor = Executor(
             client,
@@ -223,6 +225,6 @@ class Operator:
 async def run(options: Options) -> int:
     """Build the operator for `options` and run it; StartupError if it cannot start."""
     metrics = OperatorMetrics()
-    access = ClusterAccess.from_kubeconfig(options.kubeconfig)
+    access = ClusterAccess.from_kubeconfig(options.kubeconfig, options.context)
     client = KubeClient.for_access(access, observe=metrics.rest_client_observer(access.host))
     return await Operator(options, client, metrics).run()

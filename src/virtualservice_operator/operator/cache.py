@@ -199,6 +199,7 @@ class ClusterCache:
             label_selector=label_selector,
             field_selector=field_selector,
             page_size=page_size,
+            key_by_name=True,  # one namespace each: the record's interned name is the key
         )
 
     def _vs_informer(
@@ -367,7 +368,7 @@ class ClusterCache:
         services: dict[str, ServiceInfo] = {}
         for ns in config.watched_namespaces:
             informer = self.services.get(ns)
-            svc = informer.get(f"{ns}/{name}") if informer else None
+            svc = informer.get(name) if informer else None
             if svc is not None:
                 services[ns] = svc
         vss = list(self.managed_vs.by_index("service", name))
@@ -420,13 +421,12 @@ class ClusterCache:
             self.managed_vs.upsert(obj)
 
     def record_delete(self, kind: str, namespace: str, name: str) -> None:
-        key = f"{namespace}/{name}"
         if kind == "Service":
             informer = self.services.get(namespace)
             if informer is not None:
-                informer.forget(key)
+                informer.forget(name)
         else:
-            self.managed_vs.forget(key)
+            self.managed_vs.forget(f"{namespace}/{name}")
 
     def placeholder_count(self) -> int:
         """Placeholder Services as cached, for the gauge (a walk of the whole cache)."""

@@ -4,8 +4,9 @@ A part of the manager (a cache: the manager waits for it before the others start
 `start()` reads the ConfigMap once: missing or invalid, it raises `StartupError` with
 the one line an operator needs, and nothing else starts. Then an informer watches that
 one ConfigMap: a valid change is swapped in and handed to `on_change` (which
-re-evaluates everything); an invalid one is refused with an error log and a Warning
-Event, the last good config stays, and nothing in the cluster changes. Reloads run one
+re-evaluates everything); an invalid one, or one whose VirtualService the cluster refuses
+in a dry run (Istio's validating webhook included), is refused with an error log and a
+Warning Event, the last good config stays, and nothing in the cluster changes. Reloads run one
 at a time, in the informer's order.
 """
 
@@ -32,6 +33,7 @@ from virtualservice_operator.kube.client import (
     KubeClient,
     NotFound,
 )
+from virtualservice_operator.operator.dryrun import refusal
 from virtualservice_operator.runtime.events import EventRecorder, ObjectRef
 from virtualservice_operator.runtime.informer import Informer, strip_managed_fields, version_of_json
 from virtualservice_operator.runtime.metrics import OperatorMetrics
@@ -142,6 +144,33 @@ class ConfigWatcher:
             problems = "; ".join(str(p) for p in e.problems)
             raise StartupError(f"invalid config in {self._where}: {problems}") from e
 
+    def _reject(self, ref: ObjectRef, error: str) -> None:
+        self._metrics.config_reloads.labels("error").inc()
+        self._metrics.config_valid.set(0)
+        log.error(
+            "config rejected: keeping the last good config, nothing changed",
+            configmap=f"{self._namespace}/{self._name}",
+            error=error,
+        )
+        self._events.warning(
+            ref, "InvalidConfig", f"config rejected, last good config kept: {error}"
+        )
+
+    async def _cluster_refusal(self, config: OperatorConfig) -> str | None:
+        """The cluster's refusal of the new config's VirtualService (a dry run, so that
+        Istio's webhook judges what the offline schema cannot, e.g. a regex istiod cannot
+        compile), or None. A cluster that cannot judge it refuses nothing: the config
+        passed the offline checks, and istiod being down must not freeze reloads."""
+        try:
+            return await refusal(self._client, config)
+        except ApiError as e:
+            log.warning(
+                "config reload: could not dry-run its VirtualService; checked offline only",
+                configmap=f"{self._namespace}/{self._name}",
+                error=str(e),
+            )
+            return None
+
     async def _reload_loop(self) -> None:
         while True:
             obj = await self._reloads.get()
@@ -161,21 +190,16 @@ class ConfigWatcher:
         try:
             loaded = self._parse(obj)
         except ConfigError as e:
-            self._metrics.config_reloads.labels("error").inc()
-            self._metrics.config_valid.set(0)
-            log.error(
-                "config rejected: keeping the last good config, nothing changed",
-                configmap=where,
-                error=str(e),
-            )
-            self._events.warning(
-                ref, "InvalidConfig", f"config rejected, last good config kept: {e}"
-            )
+            self._reject(ref, str(e))
             return
         old = self.config()
-        self._metrics.config_valid.set(1)
         if loaded.config == old:
+            self._metrics.config_valid.set(1)
             return
+        if (refused := await self._cluster_refusal(loaded.config)) is not None:
+            self._reject(ref, f"the cluster refuses its VirtualService: {refused}")
+            return
+        self._metrics.config_valid.set(1)
         for warning in loaded.warnings:
             log.warning(warning, configmap=where)
         changes = diff_configs(old, loaded.config)

@@ -22,11 +22,14 @@ After each write the API server's answer is recorded in the cache, so that the n
 reconcile sees it before the watch brings it. A write refused because the object
 changed since it was read (409, a create that finds the object there, an update that
 finds it gone) raises `WriteConflict`: the reconciler requeues the name, and its next
-pass reads it afresh and plans again.
+pass reads it afresh and plans again. A write the cluster refuses as such (its schema,
+or a validating webhook such as Istio's, denies the object) raises `WriteRefused`:
+sending it again cannot help until the object the operator wants changes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 
@@ -44,9 +47,11 @@ from virtualservice_operator.kube.client import (
     NotFound,
 )
 from virtualservice_operator.operator.cache import ClusterCache
+from virtualservice_operator.operator.dryrun import is_refusal
 from virtualservice_operator.operator.kinds import VIRTUAL_SERVICES, virtual_service_kind
 from virtualservice_operator.runtime.leader import NotLeading
 from virtualservice_operator.runtime.metrics import OperatorMetrics
+from virtualservice_operator.runtime.reconcile import TerminalError
 
 log = structlog.get_logger("executor")
 
@@ -77,6 +82,12 @@ class MissingPermission(Forbidden):
         self.action = action
 
 
+# The operator's writes in flight at once, all workers together: what it asks of the API
+# server at most, however many names are being reconciled (bench/README.md, "A slow API
+# server": the API server's write rate stops rising well below this).
+WRITES_IN_FLIGHT = 32
+
+
 class NamespaceGone(ApiError):
     """A write into a namespace that does not exist, or is being deleted."""
 
@@ -93,6 +104,19 @@ def _namespace_gone(error: ApiError) -> bool:
     return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
+class WriteRefused(TerminalError):
+    """A write the cluster judged and refused (schema, field validation, a validating
+    webhook such as istiod's): not retried until the name or the config changes."""
+
+    def __init__(self, action: Action, error: ApiError) -> None:
+        super().__init__(
+            f"{action.kind} {action.namespace}/{action.name} refused by the cluster "
+            f"({action.verb}), not retried until the Service or the config changes: "
+            f"{error.message}"
+        )
+        self.action = action
+
+
 class Executor:
     def __init__(
         self,
@@ -102,12 +126,14 @@ class Executor:
         *,
         leading: Callable[[], bool] = lambda: True,
         dry_run: bool = False,
+        in_flight: int = WRITES_IN_FLIGHT,
     ) -> None:
         self._client = client
         self._cache = cache
         self._metrics = metrics
         self._leading = leading
         self.dry_run = dry_run
+        self._in_flight = asyncio.Semaphore(in_flight)
 
     async def execute(self, action: Action) -> None:
         """Send `action`; raises WriteConflict when the object changed since it was read,
@@ -118,16 +144,23 @@ class Executor:
             self._pretend(action)
             return
         try:
-            answer = await self._send(action)
+            async with self._in_flight:
+                answer = await self._send(action)
         except (Conflict, NotFound, Forbidden) as e:
             if _namespace_gone(e):
                 raise NamespaceGone(action, e) from e
             if isinstance(e, Forbidden):
+                if is_refusal(e):  # a webhook's denial, not the operator's RBAC
+                    raise WriteRefused(action, e) from e
                 self._metrics.forbidden.labels(action.verb, action.kind, action.namespace).inc()
                 raise MissingPermission(action, e) from e
             # NotFound: what we were to change is gone
             self._metrics.conflicts.labels(action.kind).inc()
             raise WriteConflict(action, e) from e
+        except ApiError as e:
+            if action.verb != "delete" and is_refusal(e):
+                raise WriteRefused(action, e) from e
+            raise
         if not self._leading():
             raise NotLeading(f"{action.verb} {action.kind} {action.namespace}/{action.name}")
         if answer is None:

@@ -46,6 +46,7 @@ from virtualservice_operator.operator.executor import (
     MissingPermission,
     NamespaceGone,
     WriteConflict,
+    WriteRefused,
 )
 from virtualservice_operator.runtime.events import EventRecorder, ObjectRef
 from virtualservice_operator.runtime.reconcile import Result, TerminalError
@@ -132,6 +133,10 @@ class VirtualServiceReconciler:
                 error=str(error),
             )
             self._events.warning(source, "MissingPermission", error.message)
+        if isinstance(error, WriteRefused):
+            # The controller logs it once and counts it (a terminal error); the Event
+            # tells whoever looks at the Service why its VirtualService did not change.
+            self._events.warning(source, "WriteRefused", str(error))
         if error is not None:
             raise error
         self._conflicts.pop(name, None)

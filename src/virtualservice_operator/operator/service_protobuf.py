@@ -46,7 +46,7 @@ def _spec(raw: bytes) -> _Spec:
     )
     return (
         sys.intern(spec.type or "ClusterIP"),
-        spec.externalName or None,
+        sys.intern(spec.externalName) if spec.externalName else None,
         ports,
         bool(spec.selector),
     )

@@ -7,10 +7,13 @@ As controller-runtime's `manager.Options`: the parts take these as their default
 from typing import Final
 
 # -max-concurrent-reconciles. controller-runtime defaults to 1; here workers are coroutines
-# on one event loop, so a second one costs nothing but lets one name's round trips overlap
-# another's. Measured (bench/README.md): at 5,000 Services x 10 namespaces under 50
-# changes/s, p99 from event to write is 343 ms with 1 worker, 197 ms with 2.
-DEFAULT_WORKERS: Final = 2
+# on one event loop, so an idle one costs nothing, and the names' round trips overlap.
+# Measured (bench/README.md, "A slow API server"): with kube-apiserver and etcd held to half
+# a CPU, at 1,000 Services x 5 namespaces under 50 changes/s, 2 workers let the queue grow
+# to 671 names (p99 17 s from change to write) while the API server could take 1.4 times
+# more writes in flight; 16 kept it under 60 (p99 1.1 s). The API server's share is capped
+# apart, all workers together (operator.executor.WRITES_IN_FLIGHT).
+DEFAULT_WORKERS: Final = 16
 
 METRICS_BIND_ADDRESS: Final = ":8080"
 HEALTH_PROBE_BIND_ADDRESS: Final = ":8081"

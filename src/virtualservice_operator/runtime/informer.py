@@ -12,6 +12,12 @@ Resilience, as client-go's reflector:
 - a silent connection ends after `idle_timeout` and is re-established;
 - other errors back off exponentially (capped) before trying again.
 Only the fields `transform` keeps are held in memory.
+
+resourceVersions are opaque strings (API conventions): compared for equality only.
+Events are applied in the watch's order, which is etcd's. After `upsert` records our own
+write at version V, the key's events are older than V until V's own event arrives (a
+watch delivers in order), so they are skipped until then; `_recent` tells `upsert`
+whether V's event already came (then the store is at V or past it).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import sys
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -64,16 +72,17 @@ def object_key(obj: JSON | Keyed) -> str:
     return f"{ns}/{meta['name']}" if ns else str(meta["name"])
 
 
-def _rv_newer(candidate: str, current: str) -> bool:
-    """True when `candidate` is a newer version than `current`: not the same one (the echo
-    of our own write, already recorded) and not provably older (etcd versions are
-    integers in practice)."""
-    if candidate == current:
-        return False
-    try:
-        return int(candidate) > int(current)
-    except ValueError:
-        return True
+def object_name(obj: JSON | Keyed) -> str:
+    """The name alone, interned: the store key of an informer of one namespace. Interned,
+    it is the same string as a record's own interned name, so a key costs nothing."""
+    if not isinstance(obj, dict):
+        return sys.intern(obj.key.rpartition("/")[2])
+    return sys.intern(str((obj.get("metadata") or {})["name"]))
+
+
+# (key, version) pairs the watch delivered last: enough to cover the events a watch can
+# deliver between a write's answer and its `upsert` (the same event loop turn or two).
+RECENT_EVENTS = 256
 
 
 class Informer(Generic[T]):
@@ -94,8 +103,12 @@ class Informer(Generic[T]):
         backoff_cap: float = 30.0,
         page_size: int = 500,
         on_failure: Callable[[BaseException], bool] | None = None,
+        key_by_name: bool = False,
     ) -> None:
         self._client = client
+        # One namespace's store keyed by name alone ("namespace/name" otherwise): at
+        # 200,000 Services the "namespace/name" strings alone were 14 MiB.
+        self._key = object_name if key_by_name and namespace else object_key
         self.kind = kind
         self.namespace = namespace
         self._transform = transform
@@ -113,6 +126,9 @@ class Informer(Generic[T]):
         # matters itself, so the retry is logged at debug level only.
         self._on_failure = on_failure
         self._store: dict[str, T] = {}
+        # Our writes whose watch event is still to come: key -> the write's version.
+        self._awaited: dict[str, str] = {}
+        self._recent: deque[tuple[str, str]] = deque(maxlen=RECENT_EVENTS)
         self.resource_version = ""
         self.synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -123,7 +139,8 @@ class Informer(Generic[T]):
         return len(self._store)
 
     def get(self, key: str) -> T | None:
-        """By "namespace/name" (namespaced kinds) or "name"."""
+        """By "namespace/name" (namespaced kinds) or "name" (cluster-scoped kinds, or an
+        informer of one namespace keyed by name)."""
         return self._store.get(key)
 
     def values(self) -> list[T]:
@@ -200,10 +217,11 @@ class Informer(Generic[T]):
             limit=self._page_size,
         ):
             # Transform page by page: only the kept fields outlive the page's raw JSON.
-            fresh.update((object_key(obj), self._transform(obj)) for obj in items)
+            fresh.update((self._key(obj), self._transform(obj)) for obj in items)
             version = page_version
         old_store = self._store
         self._store = {}
+        self._awaited.clear()  # the list is past any write of ours
         for index in self._indices.values():
             index.clear()
         for key, new in fresh.items():
@@ -233,30 +251,41 @@ class Informer(Generic[T]):
             if event_type == "BOOKMARK":
                 self.resource_version = version or self.resource_version
                 continue
-            key = object_key(obj)
+            key = self._key(obj)
             if event_type == "DELETED":
+                self._awaited.pop(key, None)
                 old = self._pop(key)
                 if old is not None:
                     self._notify(old, None)
             else:
-                new = self._transform(obj)
-                old = self._store.get(key)
-                # Not newer: an older event, or the echo of our own write that upsert()
-                # already recorded; nothing new to report.
-                if old is None or _rv_newer(self._version_of(new), self._version_of(old)):
-                    self._put(key, new)
-                    self._notify(old, new)
+                self._recent.append((key, version))
+                awaited = self._awaited.get(key)
+                if awaited is not None:
+                    # Until our write's own event (recorded already), events are older.
+                    if version == awaited:
+                        del self._awaited[key]
+                else:
+                    new = self._transform(obj)
+                    old = self._store.get(key)
+                    if old is None or self._version_of(new) != self._version_of(old):
+                        self._put(key, new)
+                        self._notify(old, new)
             self.resource_version = version or self.resource_version
 
     # -- after our own writes -----------------------------------------------------------
 
     def upsert(self, obj: JSON) -> None:
         """Record the API server's answer to our write, so the next reconcile sees it."""
-        key = object_key(obj)
+        key = self._key(obj)
         new = self._transform(obj)
+        version = version_of_json(obj)
         old = self._store.get(key)
-        if old is None or _rv_newer(self._version_of(new), self._version_of(old)):
-            self._put(key, new)
+        if old is not None and self._version_of(old) == version:
+            return  # its event came already, or the write changed nothing
+        if (key, version) in self._recent:
+            return  # its event came already: the store is at that version or past it
+        self._put(key, new)
+        self._awaited[key] = version
 
     def forget(self, key: str) -> None:
         self._pop(key)

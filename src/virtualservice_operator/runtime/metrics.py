@@ -42,6 +42,7 @@ from virtualservice_operator.runtime.clock import Clock, RealClock
 
 __all__ = [
     "RECONCILE_RESULTS",
+    "LeaderGauge",
     "OperatorMetrics",
     "QueueMetrics",
     "exposition",
@@ -180,6 +181,46 @@ class _RuntimeCollector(Collector):
         return GaugeMetricFamily("python_threads", "Python threads alive.")
 
 
+class LeaderGauge:
+    """A gauge without labels whose value is read at scrape time (`set_function`)."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._value: Callable[[], float] = lambda: 0.0
+
+    def set(self, value: float) -> None:
+        self._value = lambda: value
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        self._value = function
+
+    def family(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(self.name, self.documentation)
+        family.add_metric([], self._value())
+        return family
+
+
+class _LeaderOnlyCollector(Collector):
+    """Gauges exported only while `leading()`: summed over replicas, a standby's copy
+    would count every object twice (sum) or hide nothing (max) on a dashboard."""
+
+    def __init__(self) -> None:
+        self.leading: Callable[[], bool] = lambda: True
+        self._gauges: list[LeaderGauge] = []
+
+    def gauge(self, name: str, documentation: str) -> LeaderGauge:
+        gauge = LeaderGauge(name, documentation)
+        self._gauges.append(gauge)
+        return gauge
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(g.name, g.documentation) for g in self._gauges]
+
+    def collect(self) -> Iterable[Metric]:
+        return [g.family() for g in self._gauges] if self.leading() else []
+
+
 class OperatorMetrics:
     """All metric objects of the operator, registered on `self.registry`."""
 
@@ -292,22 +333,29 @@ class OperatorMetrics:
             registry=r,
         )
 
-        # the operator's own
-        self.managed_virtualservices = Gauge(
+        # the operator's own. The inventory gauges describe what the leader enforces; a
+        # standby's cache holds the same objects, so only the leader exports them.
+        self._leader_only = _LeaderOnlyCollector()
+        self.managed_virtualservices = self._leader_only.gauge(
             "virtualservice_operator_managed_virtualservices",
-            "VirtualServices carrying the managed-by label, as last seen in the cache",
-            registry=r,
+            "VirtualServices carrying the managed-by label, as last seen in the cache "
+            "(exported by the leader only)",
         )
-        self.developer_routes = Gauge(
+        self.developer_routes = self._leader_only.gauge(
             "virtualservice_operator_developer_routes",
-            "Developer header routes across all managed VirtualServices",
-            registry=r,
+            "Developer header routes across all managed VirtualServices (exported by the "
+            "leader only)",
         )
-        self.placeholder_services = Gauge(
+        self.placeholder_services = self._leader_only.gauge(
             "virtualservice_operator_placeholder_services",
-            "Placeholder Services the operator maintains",
-            registry=r,
+            "Placeholder Services the operator maintains (exported by the leader only)",
         )
+        self.missing_namespaces = self._leader_only.gauge(
+            "virtualservice_operator_missing_namespaces",
+            "Configured namespaces that do not exist or are being deleted: nothing is written "
+            "there until they exist (exported by the leader only)",
+        )
+        r.register(self._leader_only)
         self.config_reloads = Counter(
             "virtualservice_operator_config_reloads_total",
             "Configuration reloads by result (success or error)",
@@ -349,12 +397,7 @@ class OperatorMetrics:
             "a VirtualService that is not this instance's routes the same host for the mesh",
             registry=r,
         )
-        self.missing_namespaces = Gauge(
-            "virtualservice_operator_missing_namespaces",
-            "Configured namespaces that do not exist or are being deleted (nothing is written "
-            "there until they exist)",
-            registry=r,
-        )
+
         # Series that must exist from the start so that rate() and alerts see a 0.
         for result in ("success", "error"):
             self.config_reloads.labels(result=result)
@@ -369,6 +412,11 @@ class OperatorMetrics:
         self.reconcile_panics.labels(controller=controller)
         self.max_concurrent_reconciles.labels(controller=controller).set(max_concurrent_reconciles)
         self.active_workers.labels(controller=controller).set(0)
+
+    def export_inventory_while(self, leading: Callable[[], bool]) -> None:
+        """Export the inventory gauges only while `leading()` (with leader election);
+        without it the one replica always exports them."""
+        self._leader_only.leading = leading
 
     def queue_metrics(self, name: str, clock: Clock | None = None) -> QueueMetrics:
         """Metrics for the work queue called `name` (controller-runtime: the

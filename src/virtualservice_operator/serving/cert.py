@@ -8,9 +8,13 @@ the caller proves nothing about the server with it (Prometheus scrapes it with
 `insecure_skip_verify`); the bearer-token check is what guards the data.
 
 Certificates from a directory are reloaded when their files change (cert-manager renews
-them in place): :class:`CertificateReloader` checks every few seconds and loads the new
-pair into the same `SSLContext`, which every later handshake then uses. A pair that does
-not load (half written, mismatched) is logged and the old one kept.
+them in place): :class:`CertificateReloader` checks every few seconds, loads the new pair
+into a new `SSLContext` and, only when both files loaded into it, makes it the one every
+later handshake uses (the listening context's SNI callback hands each handshake the
+current one, as controller-runtime's certwatcher swaps its tls.Certificate). A pair that
+does not load (half written, mismatched, missing) is logged and the old one keeps serving:
+`load_cert_chain` into the live context would have replaced its certificate before
+finding that the key does not match.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import ipaddress
 import os
 import socket
 import ssl
-import tempfile
 from pathlib import Path
 
 import structlog
@@ -30,6 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from virtualservice_operator.kube.transport import memory_file
 
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
@@ -89,20 +94,18 @@ def self_signed_context() -> ssl.SSLContext:
     hosts = ["localhost", "127.0.0.1", socket.gethostname()]
     cert, key = self_signed(list(dict.fromkeys(hosts)))
     context = _server_context()
-    # The ssl module loads key pairs from files only: a private directory, gone at once.
-    with tempfile.TemporaryDirectory(prefix="vso-serving-") as directory:
-        cert_path, key_path = Path(directory, CERT_FILE), Path(directory, KEY_FILE)
-        cert_path.write_bytes(cert)
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(key)
+    with memory_file(cert) as cert_path, memory_file(key) as key_path:  # never on a disk
         context.load_cert_chain(cert_path, key_path)
     return context
 
 
-def _load(context: ssl.SSLContext, directory: Path) -> None:
+def _load(directory: Path) -> ssl.SSLContext:
+    """A new server context holding the pair; the caller's context is never touched."""
     cert, key = directory / CERT_FILE, directory / KEY_FILE
+    context = _server_context()
     try:
         context.load_cert_chain(cert, key)
+        return context
     except (OSError, ssl.SSLError) as e:
         raise CertificateError(
             f"-metrics-cert-path={directory}: cannot load {CERT_FILE} and {KEY_FILE} ({e}); "
@@ -126,10 +129,16 @@ class CertificateReloader:
     def __init__(self, directory: str | Path, interval: float = RELOAD_INTERVAL) -> None:
         self.directory = Path(directory)
         self.interval = interval
-        self.context = _server_context()
         self._stamp = _stamp(self.directory)
-        _load(self.context, self.directory)
+        # The context the server listens with; each handshake is handed `_current`.
+        self.context = self._current = _load(self.directory)
+        self.context.sni_callback = self._choose
         self._task: asyncio.Task[None] | None = None
+
+    def _choose(self, connection: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        current = self._current
+        if connection.context is not current:
+            connection.context = current
 
     def reload_if_changed(self) -> bool:
         """Load the pair again if a file changed since the last load; True when loaded."""
@@ -137,10 +146,11 @@ class CertificateReloader:
         if stamp == self._stamp:
             return False
         try:
-            _load(self.context, self.directory)
+            loaded = _load(self.directory)
         except CertificateError as e:
             log.error("serving certificate not reloaded, keeping the previous one", error=str(e))
             return False
+        self._current = loaded  # one assignment: a handshake sees the old pair or the new
         self._stamp = stamp
         log.info("serving certificate reloaded", path=str(self.directory))
         return True

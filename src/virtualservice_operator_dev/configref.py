@@ -71,6 +71,12 @@ def fields(schema: Mapping[str, Any] | None = None) -> Iterator[tuple[str, dict[
 
 
 def _type(prop: Mapping[str, Any]) -> str:
+    # An optional section (`serviceSelector`): anyOf [its model, null].
+    options = [o for o in prop.get("anyOf", ()) if o.get("type") != "null"]
+    if len(options) == 1 and isinstance(options[0].get("$ref"), str):
+        model = options[0]["$ref"].rsplit("/", 1)[-1]
+        words = "".join(f" {c.lower()}" if c.isupper() else c for c in model).strip()
+        return f"{words} (a mapping), or unset"
     if "enum" in prop:
         return "one of " + ", ".join(f"`{v}`" for v in prop["enum"])
     kind = prop.get("type")

@@ -10,6 +10,7 @@ as soon as a namespace is created, and the same when one is deleted while the op
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -54,11 +55,28 @@ def _cli(
     return code, out.out, out.err
 
 
+@pytest.fixture
+def cleared(operator: OperatorFactory, api: Api) -> Iterator[None]:
+    """The 5,000 objects this test makes go with it: other tests list across namespaces."""
+    yield
+    for proc in operator.started:
+        proc.stop()
+    ns = operator.namespaces
+    for namespace in (ns.default, *ns.developers, f"team-x-{ns.suffix}"):
+        for kind in ("services", "virtualservices"):
+            group = "/api/v1" if kind == "services" else "/apis/networking.istio.io/v1"
+            path = f"{group}/namespaces/{namespace}/{kind}"
+            if api.delete(path) not in (200, 404):  # deletecollection, else one by one
+                for item in (api.get(path) or {}).get("items", []):
+                    api.delete(f"{path}/{item['metadata']['name']}")
+
+
 def test_missing_namespaces_at_m_scale_are_said_once_and_acted_on_when_created(
     operator: OperatorFactory,
     api: Api,
     control_plane: ControlPlane,
     capsys: pytest.CaptureFixture[str],
+    cleared: None,
 ) -> None:
     cp, ns = control_plane, operator.namespaces
     present = [*ns.developers]  # three that exist

@@ -14,7 +14,7 @@ import pytest
 
 from virtualservice_operator.commands.inspect import ClusterView, evaluate, load_view
 from virtualservice_operator.commands.output import Style
-from virtualservice_operator.commands.status import collect, judged, render_table
+from virtualservice_operator.commands.status import collect, judged, namespace_notes, render_table
 from virtualservice_operator.domain.config import OperatorConfig
 from virtualservice_operator.domain.constants import (
     INSTANCE_LABEL,
@@ -23,6 +23,7 @@ from virtualservice_operator.domain.constants import (
 )
 from virtualservice_operator.domain.desired import compute_desired
 from virtualservice_operator.domain.model import ServiceInfo
+from virtualservice_operator.kube.client import Forbidden
 from virtualservice_operator.runtime.informer import Informer
 
 D, DEVS = "prod", ("dev-a", "dev-b", "dev-c")
@@ -221,3 +222,28 @@ def test_explain_finds_the_name_in_namespaces_not_watched() -> None:
     cluster.objects["services"].append(_service("other", "svc-0"))
     state = evaluate(_view(cluster, "svc-0"), "svc-0")
     assert sorted(state.elsewhere) == ["kube-system", "other"]
+
+
+def test_status_names_missing_namespaces_and_says_when_it_cannot_list_them() -> None:
+    cluster = converged(3)
+    cluster.objects["namespaces"] = [
+        n for n in cluster.objects["namespaces"] if n["metadata"]["name"] != "dev-b"
+    ]
+    view = _view(cluster)
+    assert namespace_notes(view) == [
+        "namespace dev-b does not exist: nothing is written there until it exists"
+    ]
+    # Nothing is wanted there, so every name is still in sync.
+    assert all(s.in_sync for s in judged(view) if s.name != "svc-1")
+
+    class NoNamespaces(FakeCluster):
+        async def list_pages(self, kind: Any, *args: Any, **kw: Any) -> AsyncIterator[Any]:
+            if kind.plural == "namespaces":
+                raise Forbidden(403, "Forbidden", "namespaces is forbidden")
+            async for page in super().list_pages(kind, *args, **kw):
+                yield page
+
+    refused = NoNamespaces(cluster.objects["services"], cluster.objects["virtualservices"])
+    assert namespace_notes(_view(refused)) == [
+        "cannot list namespaces with these credentials: all taken to exist"
+    ]

@@ -180,6 +180,7 @@ class Operator:
             controller,
             sweep,
             self._resync,
+            self._missing,
         ):
             self.manager.add(part)
 

@@ -350,6 +350,11 @@ class OperatorMetrics:
             "virtualservice_operator_placeholder_services",
             "Placeholder Services the operator maintains (exported by the leader only)",
         )
+        self.missing_namespaces = self._leader_only.gauge(
+            "virtualservice_operator_missing_namespaces",
+            "Configured namespaces that do not exist or are being deleted: nothing is written "
+            "there until they exist (exported by the leader only)",
+        )
         r.register(self._leader_only)
         self.config_reloads = Counter(
             "virtualservice_operator_config_reloads_total",
@@ -392,12 +397,7 @@ class OperatorMetrics:
             "a VirtualService that is not this instance's routes the same host for the mesh",
             registry=r,
         )
-        self.missing_namespaces = Gauge(
-            "virtualservice_operator_missing_namespaces",
-            "Configured namespaces that do not exist or are being deleted (nothing is written "
-            "there until they exist)",
-            registry=r,
-        )
+
         # Series that must exist from the start so that rate() and alerts see a 0.
         for result in ("success", "error"):
             self.config_reloads.labels(result=result)

@@ -18,8 +18,12 @@ from tests.integration.conftest import OperatorFactory
 from tests.integration.harness import Api, sample_sum, wait_for
 from tests.node.conftest import cannot_run, node_command
 from virtualservice_operator.runtime.metrics import parse_exposition
-from virtualservice_operator_dev.controlplane import REPO_ROOT
-from virtualservice_operator_dev.install import operator_image, run_readme_install, user_env
+from virtualservice_operator_dev.install import (
+    load_image,
+    operator_image,
+    run_readme_install,
+    user_env,
+)
 from virtualservice_operator_dev.node import (
     HARDENED,
     NODE_IP,
@@ -127,14 +131,10 @@ def test_literal_install_runs_the_operator_as_a_pod(node: Node, api: Api) -> Non
     `make image` loaded: the Deployment becomes Available, the kubelet serves both probes,
     and the operator in the Pod (in-cluster config, only its RBAC) does its work; then the
     guide's first looks at it (`get pods`, `logs`, `top pod`), literally."""
-    image = operator_image()
-    if image not in node.ctr("images", "ls", "-q").stdout.split():
-        archive = next(
-            (REPO_ROOT / ".cache" / "image").glob("virtualservice-operator-*.oci.tar"), None
-        )
-        if archive is None:
-            cannot_run(f"the operator's image {image} is not loaded: run `make image` first")
-        node.import_image(archive)
+    # Imported again even when containerd has the reference: it keeps images from earlier
+    # nodes, and that one may be an older build.
+    if not load_image(node):
+        cannot_run(f"the operator's image {operator_image()} is not built: run `make image`")
     run_readme_install(user_env(node))
     ns = "virtualservice-operator-system"
     node.kubectl(

@@ -117,6 +117,16 @@ def stack(
         "templates/namespace.yaml",
     )
     node.kubectl("apply", "-f", "-", input=namespace)
+    # The manifest install of the node tests before this module (deployments/, scaled to
+    # 0) leaves its cluster-wide RBAC, with the names this release renders: helm would
+    # refuse to adopt them. `kubectl apply` of deployments/ makes them again.
+    node.kubectl(
+        "delete",
+        "clusterrole/virtualservice-operator-role",
+        "clusterrole/virtualservice-operator-metrics-reader",
+        "clusterrolebinding/virtualservice-operator-rolebinding",
+        "--ignore-not-found",
+    )
     for name in ("mon-a", "mon-b"):
         if api.service(PROD, name) is None:
             api.create_service(PROD, name)

@@ -144,6 +144,11 @@ def stack(
             helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout=3m")
 
 
+def _routed(alert: str, severity: str) -> dict[str, str]:
+    """An alert's labels: the ones Alertmanager routes on, nothing else."""
+    return {"alertname": alert, "severity": severity, "job": JOB, "namespace": NS}
+
+
 def _fill(expr: str) -> str:
     return expr.replace("$job", JOB).replace("$namespace", NS)
 
@@ -261,39 +266,21 @@ def test_invalid_config_alert_goes_pending_then_firing_then_resolves(stack: Stac
         stack.node.kubectl("get", "configmap", config_map, "-n", NS, "-o", "json").stdout
     )["data"]["config.yaml"]
     bad = yaml.safe_dump({**yaml.safe_load(good), "developerNamespaces": "staging"})
-    stack.node.kubectl(
-        "patch",
-        "configmap",
-        config_map,
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        json.dumps({"data": {"config.yaml": bad}}),
-    )
+
+    def write(text: str) -> None:
+        body = json.dumps({"data": {"config.yaml": text}})
+        stack.node.kubectl("patch", "configmap", config_map, "-n", NS, "--type=merge", "-p", body)
+
+    write(bad)
 
     def state(want: str) -> Obj | None:
         return next((a for a in p.alerts(name) if a["state"] == want), None)
 
     pending = wait_for(lambda: state("pending"), 90, f"{name} pending", 1.0)
-    assert {
-        "alertname": name,
-        "severity": "critical",
-        "job": JOB,
-        "namespace": NS,
-    } == pending["labels"]
+    assert pending["labels"] == _routed(name, "critical")
     firing = wait_for(lambda: state("firing"), 120, f"{name} firing (for: 1m)", 1.0)
     assert firing["labels"] == pending["labels"]
-    stack.node.kubectl(
-        "patch",
-        "configmap",
-        config_map,
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        json.dumps({"data": {"config.yaml": good}}),
-    )
+    write(good)
     wait_for(lambda: not p.alerts(name), 90, f"{name} resolved", 1.0)
 
 
@@ -303,12 +290,7 @@ def test_scaled_to_zero_the_down_and_no_leader_alerts_go_pending(stack: Stack) -
     for name in ("VirtualServiceOperatorDown", "VirtualServiceOperatorNoLeader"):
         alert = wait_for(lambda n=name: p.alerts(n), 90, f"{name} pending", 1.0)[0]
         assert alert["state"] == "pending", alert
-        assert alert["labels"] == {
-            "alertname": name,
-            "severity": "critical",
-            "job": JOB,
-            "namespace": NS,
-        }
+        assert alert["labels"] == _routed(name, "critical")
 
 
 def test_uninstall_stops_the_leader_first_which_releases_its_lease(stack: Stack) -> None:

@@ -89,7 +89,9 @@ def test_multi_port_routes_and_json_list(
     assert out["kind"] == "List"
     (vs,) = out["items"]  # placeholders are off in this config
     names = [r.get("name") for r in vs["spec"]["http"]]
-    assert names == ["dev-dev-b-80", "dev-dev-b-9090", None]  # no route for the TCP port
+    # No route for the TCP port; the template's route once per HTTP port (IST0112).
+    assert names == ["dev-dev-b-80", "dev-dev-b-9090", None, None]
+    assert [r["match"] for r in vs["spec"]["http"][2:]] == [[{"port": 80}], [{"port": 9090}]]
     assert vs["spec"]["http"][1]["route"][0]["destination"]["port"] == {"number": 9090}
 
 

@@ -21,6 +21,7 @@ from virtualservice_operator.domain.desired import (
 )
 from virtualservice_operator.domain.instance import DEFAULT_INSTANCE
 from virtualservice_operator.domain.model import ServiceInfo, ServicePort
+from virtualservice_operator.domain.ports import own_hosts
 
 INSTANCE = "virtualservice-operator/instance"
 
@@ -176,6 +177,84 @@ def test_single_http_port_among_several_still_names_its_port() -> None:
     assert http_routes(d)[0]["route"][0]["destination"]["port"] == {"number": 80}
 
 
+TWO_PORTS = (ServicePort(8080, "http"), ServicePort(9090, "grpc-api"), ServicePort(5432, "tcp-db"))
+
+
+def test_template_route_is_written_per_http_port_for_a_multi_port_default_service() -> None:
+    """IST0112: the template's port-less catch-all becomes one route per HTTP port."""
+    d = desired(cfg(), svc("prod", *TWO_PORTS), svc("qa", *TWO_PORTS))
+    routes = http_routes(d)
+    assert [r.get("name") for r in routes] == ["dev-qa-8080", "dev-qa-9090", None, None]
+    assert routes[2:] == [
+        {
+            "match": [{"port": port}],
+            "route": [
+                {"destination": {"host": "web.prod.svc.cluster.local", "port": {"number": port}}}
+            ],
+        }
+        for port in (8080, 9090)
+    ]
+
+
+CUSTOM_ROUTES = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ${serviceName}-virtual-service
+spec:
+  hosts: [${serviceName}]
+  http:
+  - name: api
+    match: [{uri: {prefix: /api}}, {headers: {x-canary: {exact: "1"}}}]
+    route:
+    - destination: {host: ${serviceName}.${defaultNamespace}, subset: v2}
+      weight: 10
+    - destination: {host: ${serviceName}, subset: v1}
+      weight: 90
+    mirror: {host: ${serviceName}.${defaultNamespace}.svc}
+    retries: {attempts: 3}
+  - match: [{port: 9090, uri: {prefix: /x}}]
+    route:
+    - destination: {host: ${serviceName}.${defaultNamespace}.svc.cluster.local}
+  - route:
+    - destination: {host: elsewhere.other.svc.cluster.local}
+"""
+
+
+def test_template_routes_made_port_explicit_keep_everything_else() -> None:
+    d = desired(cfg(virtual_service_template=CUSTOM_ROUTES), svc("prod", *TWO_PORTS))
+    api_8080, api_9090, fixed, other = http_routes(d)
+    assert api_8080["name"] == "api-8080" and api_9090["name"] == "api-9090"
+    assert api_8080["match"] == [
+        {"uri": {"prefix": "/api"}, "port": 8080},
+        {"headers": {"x-canary": {"exact": "1"}}, "port": 8080},
+    ]
+    assert [w["destination"] for w in api_9090["route"]] == [
+        {"host": "web.prod", "subset": "v2", "port": {"number": 9090}},
+        {"host": "web", "subset": "v1", "port": {"number": 9090}},
+    ]
+    assert [w["weight"] for w in api_9090["route"]] == [10, 90]
+    assert api_9090["mirror"] == {"host": "web.prod.svc", "port": {"number": 9090}}
+    assert api_9090["retries"] == {"attempts": 3}
+    # A route already matching one port names it on its destination; other hosts as written.
+    assert fixed["match"] == [{"port": 9090, "uri": {"prefix": "/x"}}]
+    assert fixed["route"][0]["destination"]["port"] == {"number": 9090}
+    assert other == {"route": [{"destination": {"host": "elsewhere.other.svc.cluster.local"}}]}
+
+
+@pytest.mark.parametrize(
+    "ports",
+    [
+        (ServicePort(80, "http"),),
+        (ServicePort(5432, "tcp-db"), ServicePort(3306, "mysql")),
+    ],
+    ids=["one port", "no HTTP port"],
+)
+def test_template_routes_as_written_otherwise(ports: tuple[ServicePort, ...]) -> None:
+    d = desired(cfg(), svc("prod", *ports))
+    assert http_routes(d) == [{"route": [{"destination": {"host": "web.prod.svc.cluster.local"}}]}]
+
+
 @pytest.mark.parametrize(
     ("ports", "names"),
     [
@@ -315,6 +394,13 @@ def check_istio_rules(d: Desired, services: dict[str, ServiceInfo]) -> None:
         assert not dev.is_placeholder and not dev.excluded
         if len(dev.ports) > 1:  # IST0112
             assert destination["port"]["number"] == route["match"][0]["port"]
+    source = services[d.virtual_service["metadata"]["namespace"]]
+    if len(source.ports) > 1 and any(is_http_port(p) for p in source.ports):
+        own = own_hosts(d.service, source.namespace)
+        for route in routes[len(ours) :]:  # IST0112 on the template's own routes
+            for weighted in route.get("route") or []:
+                if weighted["destination"]["host"] in own:
+                    assert weighted["destination"]["port"]["number"] == route["match"][0]["port"]
 
 
 @settings(max_examples=150, deadline=None)

@@ -21,6 +21,9 @@ N and send to `S.N.svc.cluster.local`:
   matching `port: P` and naming `destination.port` (Istio IST0112 requires a port on
   destinations whose Service has several ports, counting all of them);
 - a Service whose ports are all non-HTTP: no route.
+
+The template's own routes are kept after them, made port-explicit for a default Service
+with several ports (`ports.py`: the same paths, written out as IST0112 asks).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from virtualservice_operator.domain.constants import (
 )
 from virtualservice_operator.domain.instance import owner
 from virtualservice_operator.domain.model import ServiceInfo, ServicePort
+from virtualservice_operator.domain.ports import port_explicit_routes
 from virtualservice_operator.domain.template import render_virtual_service
 
 NON_HTTP_PROTOCOLS = frozenset({"tcp", "tls", "https", "mongo", "mysql", "redis", "udp"})
@@ -133,6 +137,15 @@ def compute_desired(
         routes += dev_routes
         routed.append(ns)
 
+    vs = _virtual_service(config, source, routes)
+    return Desired(service, vs, MappingProxyType(placeholders), tuple(routed), tuple(notes), absent)
+
+
+def _virtual_service(
+    config: OperatorConfig, source: ServiceInfo, routes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The rendered template, labelled and owned, developer `routes` before its own."""
+    service, d = source.name, source.namespace
     vs = render_virtual_service(
         config.virtual_service_template, service=service, default_namespace=d
     )
@@ -146,8 +159,11 @@ def compute_desired(
         ref = owner_reference(source)
         others = [r for r in meta.get("ownerReferences") or [] if r != ref]
         meta["ownerReferences"] = [*others, ref]
-    vs["spec"]["http"] = routes + list(vs["spec"].get("http") or [])
-    return Desired(service, vs, MappingProxyType(placeholders), tuple(routed), tuple(notes), absent)
+    own = list(vs["spec"].get("http") or [])
+    if len(source.ports) > 1 and (http_ports := sorted_http_ports(source.ports)):
+        own = port_explicit_routes(own, service=service, namespace=d, http_ports=http_ports)
+    vs["spec"]["http"] = routes + own
+    return vs
 
 
 def owner_reference(source: ServiceInfo) -> dict[str, Any]:
@@ -169,6 +185,11 @@ def is_http_port(port: ServicePort) -> bool:
     return istio.lower() not in NON_HTTP_PROTOCOLS
 
 
+def sorted_http_ports(ports: tuple[ServicePort, ...]) -> list[int]:
+    """The HTTP-capable port numbers, ascending, once each."""
+    return sorted({p.port for p in ports if is_http_port(p)})
+
+
 DEVELOPER_ROUTE_PREFIX = "dev-"
 
 
@@ -185,7 +206,7 @@ def developer_routes(
     """The HTTP routes sending a developer's requests to `service` in `namespace`."""
     match = developer_match(config, namespace)
     host = service_host(service, namespace)
-    http_ports = sorted({p.port for p in ports if is_http_port(p)})
+    http_ports = sorted_http_ports(ports)
     if not ports or (len(ports) == 1 and http_ports):
         name = f"{DEVELOPER_ROUTE_PREFIX}{namespace}"
         return [{"name": name, "match": [match], "route": [_dest(host)]}]

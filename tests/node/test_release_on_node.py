@@ -10,8 +10,9 @@ nothing from the repository but dist/:
   namespace, which the manifests share, created for real);
 - `helm install` of the packaged chart, pinned to that digest, runs the operator, which
   makes a VirtualService and a placeholder;
-- `helm upgrade` (a Pod value: rolled out) and `helm rollback` leave those objects
-  untouched (same resourceVersions), and the operator keeps working across both.
+- an upgrade from the previous chart (tests/node/previous/) to dist/'s with `helm
+  upgrade`, another `helm upgrade` (a Pod value: rolled out) and `helm rollback` leave the
+  operator's objects untouched (same resourceVersions), and it keeps working throughout.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ RELEASE = "vso-dist"
 NS = "vso-dist-system"
 FULLNAME = f"{RELEASE}-virtualservice-operator"
 PROD, DEV = "dist-prod", "dist-dev"
+PREVIOUS_CHART = Path(__file__).parent / "previous" / "virtualservice-operator-1.3.0-e6c1975.tgz"
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +102,7 @@ def test_dist_is_complete_and_checked(dist: Path) -> None:
     assert _digest_image(dist) == f"harbor.intent.ai/library/virtualservice-operator@{digest}"
 
 
-def test_install_upgrade_rollback_from_dist_leave_the_objects_untouched(
+def test_upgrade_from_the_previous_chart_and_rollback_leave_the_objects_untouched(
     node: Node, dist: Path, installed: Any
 ) -> None:
     helm, api = installed
@@ -122,20 +124,16 @@ def test_install_upgrade_rollback_from_dist_leave_the_objects_untouched(
     assert out.returncode == 0, out.stderr
     chart = str(dist / "virtualservice-operator-1.3.0.tgz")
     values = [
-        "--set", f"image.digest={image.split('@')[1]}",
         "--set", f"config.defaultNamespace={PROD}",
         "--set", f"config.developerNamespaces={{{DEV}}}",
     ]  # fmt: skip
+    # Revision 1: the previous chart (the image by tag: it had no image.digest).
     try:
-        helm("install", RELEASE, chart, "-n", NS, *values, "--wait", "--timeout=2m")
+        helm("install", RELEASE, str(PREVIOUS_CHART), "-n", NS, *values, "--wait", "--timeout=2m")
     except AssertionError as e:
         pods = node.kubectl("get", "pods", "-n", NS, "-o", "wide", check=False).stdout
         events = node.kubectl("get", "events", "-n", NS, check=False).stdout
         raise AssertionError(f"{e}\n{pods}\n{events[-3000:]}") from None
-    deployment = json.loads(
-        node.kubectl("get", "deployment", FULLNAME, "-n", NS, "-o", "json").stdout
-    )
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
 
     api.create_service(PROD, "dist")
     vs_path = f"/apis/networking.istio.io/v1/namespaces/{PROD}/virtualservices/dist-virtual-service"
@@ -151,19 +149,35 @@ def test_install_upgrade_rollback_from_dist_leave_the_objects_untouched(
         )
         assert now == versions
 
+    def container() -> dict[str, Any]:
+        deployment = json.loads(
+            node.kubectl("get", "deployment", FULLNAME, "-n", NS, "-o", "json").stdout
+        )
+        return dict(deployment["spec"]["template"]["spec"]["containers"][0])
+
+    # Revision 2: this chart, from dist/, as docs/upgrade.md says (the new chart's defaults
+    # under the values installed with), pinned to the digest.
+    helm("upgrade", RELEASE, chart, "-n", NS, "--reset-then-reuse-values",
+         "--set", f"image.digest={image.split('@')[1]}", "--wait", "--timeout=3m")  # fmt: skip
+    _rollout(node)
+    assert container()["image"] == image
+    untouched()
+    # Revision 3: a Pod value changed; then back to revision 2.
     helm("upgrade", RELEASE, chart, "-n", NS, "--reuse-values",
          "--set", "logging.zapLogLevel=debug", "--wait", "--timeout=3m")  # fmt: skip
     _rollout(node)
+    assert "-zap-log-level=debug" in container()["args"]
     untouched()
-    helm("rollback", RELEASE, "1", "-n", NS, "--wait", "--timeout=3m")
+    helm("rollback", RELEASE, "2", "-n", NS, "--wait", "--timeout=3m")
     _rollout(node)
     untouched()
     history = json.loads(helm("history", RELEASE, "-n", NS, "-o", "json"))
-    assert [h["revision"] for h in history] == [1, 2, 3], history
-    args = json.loads(node.kubectl("get", "deployment", FULLNAME, "-n", NS, "-o", "json").stdout)[
-        "spec"
-    ]["template"]["spec"]["containers"][0]["args"]
-    assert "-zap-log-level=info" in args, args  # revision 1's value is back
+    assert [h["revision"] for h in history] == [1, 2, 3, 4], history
+    # Revision 1 is the previous chart (no pre-delete hook yet), 2 to 4 are dist/'s.
+    hooks = [helm("get", "hooks", RELEASE, "-n", NS, f"--revision={r}") for r in (1, 2, 4)]
+    assert ["helm.sh/hook: pre-delete" in h for h in hooks] == [False, True, True], hooks[0]
+    assert "-zap-log-level=info" in container()["args"]  # revision 2's value is back
+    assert container()["image"] == image
     # Still working after both: a new Service gets its VirtualService.
     api.create_service(PROD, "dist-two")
     wait_for(

@@ -35,7 +35,7 @@ controlplane: $(STAMP)
 	bash hack/build-controlplane.sh >/dev/null
 
 # promtool (the alerts' unit tests) and prometheus (the node's scrape test), from the
-# Prometheus module pinned in hack/prometheus/go.mod; cached like the control plane.
+# Prometheus module pinned in hack/tools/prometheus/go.mod (hack/build-tools.sh); cached.
 prometheus:
 	nice -n 10 bash hack/build-prometheus.sh >/dev/null
 

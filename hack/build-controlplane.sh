@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl, etcd, helm and kubeconfig-resolve from their Go modules into a cache
-# keyed by version, and copies Istio's generated CRDs out of their Go module
-# (hack/istio-crds.sh), so a second run is a no-op. Prints the bin directory.
+# Builds kube-apiserver, kubectl, etcd and kubeconfig-resolve from their Go modules, and helm
+# with the other tools (hack/build-tools.sh), into a cache keyed by version, and copies
+# Istio's generated CRDs out of their Go module (hack/istio-crds.sh), so a second run is a
+# no-op. Prints the bin directory.
 # `build-controlplane.sh node` also builds what `make node` runs (see the node block).
 set -euo pipefail
 
@@ -11,12 +12,10 @@ cache="${VSO_CACHE_DIR:-$root/.cache}"
 
 kube_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/controlplane/kube/go.mod")"
 etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/controlplane/etcd/go.mod")"
-helm_version="$(awk '$1 == "require" && $2 == "helm.sh/helm/v3" {print $3}' "$here/controlplane/helm/go.mod")"
 kube_minor="$(echo "$kube_version" | cut -d. -f2)"
 
 kube_dir="$cache/kubernetes-$kube_version"
 etcd_dir="$cache/etcd-$etcd_version"
-helm_dir="$cache/helm-$helm_version"
 bin="$cache/bin"
 
 export CGO_ENABLED=0
@@ -39,16 +38,38 @@ build() { # dir out package [ldflags]
   echo "built $(basename "$out") in $((SECONDS - start))s" >&2
 }
 
-mkdir -p "$kube_dir" "$etcd_dir" "$helm_dir" "$bin"
+build_set() { # dir outdir ldflags package...: the missing ones in one `go build`
+  local dir="$1" outdir="$2" ldflags="$3"
+  shift 3
+  local missing=() names=() package
+  for package in "$@"; do
+    if [[ ! -x "$outdir/$(basename "$package")" ]]; then
+      missing+=("$package")
+      names+=("$(basename "$package")")
+    fi
+  done
+  if ((${#missing[@]} == 0)); then
+    return 0
+  fi
+  echo "building ${names[*]} (one go build)..." >&2
+  local start=$SECONDS tmp
+  tmp="$(mktemp -d "$outdir/.tmp.XXXXXX")"
+  (cd "$dir" && go build -ldflags "-s -w $ldflags" -o "$tmp/" "${missing[@]}")
+  mv "$tmp"/* "$outdir/"
+  rmdir "$tmp"
+  echo "built ${names[*]} in $((SECONDS - start))s" >&2
+}
+
+mkdir -p "$kube_dir" "$etcd_dir" "$bin"
 version_flags="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor -X k8s.io/component-base/version.gitTreeState=clean"
 build "$here/controlplane/etcd" "$etcd_dir/etcd" . \
   "-X go.etcd.io/etcd/api/v3/version.GitSHA=module"
-build "$here/controlplane/kube" "$kube_dir/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver "$version_flags"
-build "$here/controlplane/kube" "$kube_dir/kubectl" k8s.io/kubernetes/cmd/kubectl "$version_flags"
-# helm renders charts/virtualservice-operator in the tests (`helm template`). Its default
-# capabilities (.Capabilities.KubeVersion) follow the kube-apiserver built above.
-build "$here/controlplane/helm" "$helm_dir/helm" helm.sh/helm/v3/cmd/helm \
-  "-X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor"
+build_set "$here/controlplane/kube" "$kube_dir" "$version_flags" \
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+# helm renders charts/virtualservice-operator in the tests (`helm template`); built with
+# the other tools (hack/tools/istio/go.mod). Its default capabilities (.Capabilities.KubeVersion)
+# follow the kube-apiserver built above.
+tools="$(bash "$here/build-tools.sh" helm)"
 
 # client-go's reading of a kubeconfig, the reference the loader is tested against
 # (tests/unit/test_kubeconfig_conformance.py): a package of the kube module, so it reuses
@@ -65,21 +86,18 @@ bash "$here/istio-crds.sh" >/dev/null
 ln -sfn "$kube_dir/kube-apiserver" "$bin/kube-apiserver"
 ln -sfn "$kube_dir/kubectl" "$bin/kubectl"
 ln -sfn "$etcd_dir/etcd" "$bin/etcd"
-ln -sfn "$helm_dir/helm" "$bin/helm"
+ln -sfn "$tools/helm" "$bin/helm"
 ln -sfn "$resolve_dir/kubeconfig-resolve" "$bin/kubeconfig-resolve"
 # --- node: kubelet, kube-proxy, kube-scheduler, kube-controller-manager (same module and
-# version as kube-apiserver), and metrics-server from its own module (hack/node/).
+# version as kube-apiserver), and metrics-server with the other tools (hack/tools/istio/go.mod).
 if [[ "${1:-}" == "node" ]]; then
-  metrics_version="$(awk '$1 == "require" && $2 == "sigs.k8s.io/metrics-server" {print $3}' "$here/node/metrics-server/go.mod")"
-  metrics_dir="$cache/metrics-server-$metrics_version"
-  mkdir -p "$metrics_dir"
-  for component in kubelet kube-proxy kube-scheduler kube-controller-manager; do
-    build "$here/controlplane/kube" "$kube_dir/$component" "k8s.io/kubernetes/cmd/$component" "$version_flags"
+  components=(kubelet kube-proxy kube-scheduler kube-controller-manager)
+  build_set "$here/controlplane/kube" "$kube_dir" "$version_flags" "${components[@]/#/k8s.io/kubernetes/cmd/}"
+  for component in "${components[@]}"; do
     ln -sfn "$kube_dir/$component" "$bin/$component"
   done
-  build "$here/node/metrics-server" "$metrics_dir/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server \
-    "-X k8s.io/client-go/pkg/version.gitVersion=$metrics_version"
-  ln -sfn "$metrics_dir/metrics-server" "$bin/metrics-server"
+  tools="$(bash "$here/build-tools.sh" metrics-server)"
+  ln -sfn "$tools/metrics-server" "$bin/metrics-server"
 fi
 # --- end node
 

@@ -1,11 +1,11 @@
 """The one-node Kubernetes of node.py with Istio on it (`make mesh`): cluster DNS and
 istiod, installed as a user installs them, and nothing of Envoy.
 
-- CoreDNS (hack/coredns, built from its Go module) as the kube-dns Service at
+- CoreDNS (hack/tools/prometheus/coredns, from its Go module) as the kube-dns Service at
   CLUSTER_DNS_IP, the address the kubelet writes into every Pod's resolv.conf.
-- Istio from the `istio.io/istio` module at hack/istio/istio-version (hack/build-mesh.sh
-  builds istiod, istioctl and the echo app): Istio's own charts from that module,
-  installed with helm as Istio's docs say (`base`: the CRDs and the
+- Istio from the `istio.io/istio` module at the version hack/tools/istio/go.mod pins
+  (hack/build-mesh.sh builds istiod, istioctl and the echo app): Istio's own charts from
+  that module, installed with helm as Istio's docs say (`base`: the CRDs and the
   `istiod-default-validator` webhook; `istio-discovery`: istiod), with istiod's image
   built here from the static binary (no registry: imported, never pulled).
 - Ready when istiod's webhook denies a known-bad VirtualService: from then on every
@@ -33,10 +33,11 @@ from typing import Any
 
 from virtualservice_operator_dev import controlplane
 from virtualservice_operator_dev.controlplane import REPO_ROOT, _wait_until, ensure_binaries
+from virtualservice_operator_dev.gotools import ISTIO_MODULE, module_version
 from virtualservice_operator_dev.node import Node, install_runtime, unavailable_reason
 from virtualservice_operator_dev.ociimage import ImageFile, write_image
 
-ISTIO_VERSION = (REPO_ROOT / "hack" / "istio" / "istio-version").read_text().strip()
+ISTIO_VERSION = module_version("istio.io/istio")
 ISTIO_NAMESPACE = "istio-system"
 CLUSTER_DNS_IP = "10.0.0.10"  # in SERVICE_CIDR, as kubeadm's <range>.10
 # Tags may not hold '+': the pseudo-version fits as it is.
@@ -71,11 +72,7 @@ def cache_dir() -> Path:
 
 
 def coredns_version() -> str:
-    for line in (REPO_ROOT / "hack" / "coredns" / "go.mod").read_text().splitlines():
-        words = line.split()
-        if words[:2] == ["require", "github.com/coredns/coredns"]:
-            return words[2]
-    raise RuntimeError("hack/coredns/go.mod: no 'require github.com/coredns/coredns' line")
+    return module_version("github.com/coredns/coredns")
 
 
 def coredns_image() -> str:
@@ -99,7 +96,7 @@ def istio_module() -> Path:
     against the checksum database if absent): Istio's charts come from there."""
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"istio.io/istio@{ISTIO_VERSION}"],
-        cwd=REPO_ROOT / "hack" / "istio",
+        cwd=ISTIO_MODULE,
         capture_output=True,
         text=True,
         check=True,
@@ -128,7 +125,7 @@ def _image(name: str, files: list[ImageFile], entrypoint: list[str]) -> Path:
 def images(istio_bin: Path) -> list[Path]:
     """istiod's image (the binary where Istio's own image has it, so its chart's
     arguments apply), the echo app's, CoreDNS's."""
-    coredns = cache_dir() / f"coredns-{coredns_version()}" / "coredns"
+    coredns = istio_bin / "coredns"
     return [
         _image(
             PILOT_IMAGE,

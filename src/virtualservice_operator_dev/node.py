@@ -51,6 +51,7 @@ from virtualservice_operator_dev.controlplane import (
     ensure_binaries,
     free_port,
 )
+from virtualservice_operator_dev.gotools import module_version
 from virtualservice_operator_dev.ociimage import ImageFile, write_image
 from virtualservice_operator_dev.pki import issue
 
@@ -67,7 +68,7 @@ CGROUP_ROOT = "kubelet"  # every Pod's cgroup lives under /kubelet in each hiera
 FORWARD_CHAIN = "VSO-NODE-FORWARD"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 INSTALL_RUNTIME = REPO_ROOT / "hack" / "node" / "install-runtime.sh"
-METRICS_SERVER_DIR = REPO_ROOT / "hack" / "node" / "metrics-server"
+METRICS_SERVER_MANIFEST = REPO_ROOT / "hack" / "node" / "metrics-server.yaml"
 # The security context of the operator's own Pod (deployments/deployment.yaml), for the
 # Pods the node's tests and the mesh run.
 HARDENED = {
@@ -683,13 +684,12 @@ state = "{STATE_DIR / "containerd"}"
         binary = self.bin_dir / "metrics-server"
         if not binary.exists():
             return
-        go_mod = (METRICS_SERVER_DIR / "go.mod").read_text().split()
-        version = go_mod[go_mod.index("sigs.k8s.io/metrics-server") + 1]
+        version = module_version("sigs.k8s.io/metrics-server")
         image = f"registry.k8s.io/metrics-server/metrics-server:{version}"
         archive = self.work_dir / "metrics-server.tar"
         write_image(archive, image, [ImageFile(binary, "metrics-server")], ["/metrics-server"])
         self.import_image(archive)
-        manifest = (METRICS_SERVER_DIR.parent / "metrics-server.yaml").read_text()
+        manifest = METRICS_SERVER_MANIFEST.read_text()
         self.kubectl("apply", "-f", "-", input=manifest.replace("METRICS_SERVER_IMAGE", image))
 
         def available() -> bool:

@@ -15,7 +15,7 @@
   cluster-wide reads (`kubectl auth can-i`), rbac.scope=cluster everywhere;
 - a values override renders what it says and its config.yaml drives the real operator.
 
-helm is built from its Go module (hack/controlplane/helm) by hack/build-controlplane.sh.
+helm is built from its Go module (hack/tools/istio/go.mod) by hack/build-controlplane.sh.
 `helm test` needs a kubelet to run its Pod; here its hook is rendered and dry-run only
 (tests/node/test_ha_on_node.py runs it on a node).
 """

@@ -31,6 +31,7 @@ from bench.core import http_get
 
 from tests.integration.harness import wait_for
 from virtualservice_operator_dev.controlplane import REPO_ROOT
+from virtualservice_operator_dev.gotools import module_version
 from virtualservice_operator_dev.node import Node
 from virtualservice_operator_dev.ociimage import ImageFile, write_image
 
@@ -53,7 +54,7 @@ def build_image(node: Node, work: Path) -> str:
         text=True,
     )
     binary = Path(out.stdout.strip()) / "prometheus"
-    version = binary.parent.name.removeprefix("prometheus-")
+    version = module_version("github.com/prometheus/prometheus")
     image = f"localhost/prometheus:{version}"
     if image not in node.ctr("images", "ls", "-q").stdout.split():
         archive = work / "prometheus.tar"

@@ -8,7 +8,7 @@
   variables filled in) and selects this operator's job and namespace only.
 
 promtool is built from the github.com/prometheus/prometheus module pinned in
-hack/prometheus/go.mod (hack/build-prometheus.sh, cached). tests/node/
+hack/tools/prometheus/go.mod (hack/build-prometheus.sh, cached). tests/node/
 test_monitoring_on_node.py runs the same rules and queries in a real Prometheus.
 """
 

@@ -221,8 +221,9 @@ def main() -> int:
         )
         try:
             _wait(
+                # cart has two ports: a developer route and the template's route per port.
                 lambda: (
-                    len(_routes(cp, "cart-virtual-service")) == 3
+                    len(_routes(cp, "cart-virtual-service")) == 4
                     and len(_routes(cp, "frontend-virtual-service")) == 2
                 ),
                 "the operator to converge",
@@ -237,7 +238,10 @@ def main() -> int:
                 "placeholders",
             )
             _show(cp, "get", "virtualservices", "-A", "-l", "managed-by=virtualservice-operator")
-            _say("Routes: developer routes first (header x-developer), the template's route last")
+            _say(
+                "Routes: developer routes first (header x-developer), the template's route last "
+                "(cart has two ports: each route once per port)"
+            )
             _route_table(cp)
             _say(
                 "Placeholders: ExternalName Services in developer namespaces that lack the Service"

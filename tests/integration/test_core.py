@@ -243,16 +243,21 @@ def test_multi_port_developer_routes_name_ports(operator: OperatorFactory, api: 
     api.create_service(ns.default, "multi", ports)
     api.create_service(ns.developers[0], "multi", ports)
     operator.start()
+    # Two developer routes, then the template's route once per HTTP port (IST0112).
     vs = wait_for(
-        lambda: (v := api.vs(ns.default, "multi-virtual-service")) and len(_routes(v)) == 3 and v,
+        lambda: (v := api.vs(ns.default, "multi-virtual-service")) and len(_routes(v)) == 4 and v,
         what="routes",
     )
-    dev_routes = _routes(vs)[:2]
-    assert [r["match"][0]["port"] for r in dev_routes] == [80, 9090]
-    assert [r["route"][0]["destination"]["port"]["number"] for r in dev_routes] == [80, 9090]
+    dev_routes, own_routes = _routes(vs)[:2], _routes(vs)[2:]
+    for routes in (dev_routes, own_routes):
+        assert [r["match"][0]["port"] for r in routes] == [80, 9090]
+        assert [r["route"][0]["destination"]["port"]["number"] for r in routes] == [80, 9090]
     assert all(
         r["match"][0]["headers"]["x-developer"] == {"exact": ns.developers[0]} for r in dev_routes
     )
+    assert {r["route"][0]["destination"]["host"] for r in own_routes} == {
+        f"multi.{ns.default}.svc.cluster.local"
+    }
 
 
 def test_template_error_writes_nothing(operator: OperatorFactory, api: Api) -> None:

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help install controlplane prometheus node-binaries cluster node mesh cluster-down run demo demo-mesh test test-unit test-integration test-node test-mesh lint bench clean image image-load scan release
+.PHONY: help install controlplane prometheus node-binaries cluster node mesh cluster-down run demo demo-mesh test test-unit test-integration test-node test-mesh lint bench bench-mesh clean image image-load scan release
 
 help:
 	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
@@ -99,6 +99,12 @@ lint: $(STAMP)
 bench: controlplane
 	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench --scales $(or $(SCALES),S M) $(BENCH_ARGS)
+
+# The mesh figure (root; not part of `make test`): from `kubectl apply` of a developer
+# Service to the first request routed to it through istiod, over 50 changes, and the
+# operator's share; bench/results/mesh.json.
+bench-mesh: node-binaries
+	VSO_MESH_ROUTE_CHANGES=50 VSO_MESH_RESULTS=bench/results/mesh.json $(PY) -m pytest -q tests/mesh -k route_latency
 
 # The operator's image from Dockerfile, with buildah and a Debian base made from Debian's
 # packages: no Docker daemon, no registry (hack/image/). Loaded into the node's

@@ -11,6 +11,7 @@ the developer namespaces staging, dev-team-a, dev-team-b).
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -310,8 +311,11 @@ def test_route_latency_operator_share(world: Node) -> None:
     # As in the test above: requests fail only between a delete and the client's route
     # update, never while a route is added.
     assert all(any(s <= t <= e for s, e in windows) for t in errors), (errors, windows)
+    shares = sorted(o / w for o, w in zip(operator, whole, strict=True))
+    share = shares[len(shares) // 2]
     whole.sort()
-    share = sorted(o / w for o, w in zip(operator, whole, strict=True))[len(whole) // 2]
+    if results := os.environ.get("VSO_MESH_RESULTS"):  # make bench-mesh
+        _write_latency(Path(results), whole, sorted(operator), shares, len(errors))
     FIGURES["mesh: apply of a developer Service -> first request routed to it"] = (
         f"p50 {whole[len(whole) // 2] * 1000:.0f} ms, p99 {whole[-1] * 1000:.0f} ms "
         f"over {ROUTE_CHANGES} changes; the operator's part (Service stored -> "
@@ -320,7 +324,41 @@ def test_route_latency_operator_share(world: Node) -> None:
     )
 
 
-ROUTE_CHANGES = 10
+# make bench-mesh asks for more (VSO_MESH_ROUTE_CHANGES) and a results file.
+ROUTE_CHANGES = int(os.environ.get("VSO_MESH_ROUTE_CHANGES", "10"))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted `values`."""
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+
+def _write_latency(
+    path: Path, whole: list[float], operator: list[float], shares: list[float], failed: int
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ms = [round(w * 1000, 1) for w in whole]
+    path.write_text(
+        json.dumps(
+            {
+                "what": "kubectl apply of a developer Service -> first request routed to it "
+                "through istiod (a proxyless grpcio client already connected)",
+                "changes": len(whole),
+                "p50_ms": round(_percentile(whole, 0.5) * 1000, 1),
+                "p90_ms": round(_percentile(whole, 0.9) * 1000, 1),
+                "p99_ms": round(_percentile(whole, 0.99) * 1000, 1),
+                "operator_p50_ms": round(_percentile(operator, 0.5) * 1000, 1),
+                "operator_share_p50": round(_percentile(shares, 0.5), 4),
+                "operator_share_p90": round(_percentile(shares, 0.9), 4),
+                "failed_requests_outside_delete_windows": 0,
+                "failed_requests_in_delete_windows": failed,
+                "load_1m": os.getloadavg()[0],
+                "samples_ms": ms,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 class Probe:

@@ -35,10 +35,14 @@ version() { # module path -> its pinned version, in either module
     "$modules/istio/go.mod" "$modules/prometheus/go.mod"
 }
 
+# Each tool's build group: a module, built in one `go build`; metrics-server links apart
+# (the same compiled packages) because its version goes into client-go's, which the
+# other programs of its module also hold.
 declare -A module_of=(
-  [helm]=istio [metrics-server]=istio [istio]=istio [trivy]=istio
+  [helm]=istio [metrics-server]=metrics-server [istio]=istio [trivy]=istio
   [prometheus]=prometheus [coredns]=prometheus
 )
+declare -A group_module=([istio]=istio [metrics-server]=istio [prometheus]=prometheus)
 declare -A packages=(
   [helm]="helm.sh/helm/v3/cmd/helm"
   [metrics-server]="sigs.k8s.io/metrics-server/cmd/metrics-server"
@@ -71,7 +75,7 @@ prometheus_release="$(echo "$prometheus_version" | sed -E 's/^v0\.3([0-9][0-9])\
 #   service discoveries of 26 cloud providers (only Kubernetes, file and HTTP remain).
 #   No other module has files under these tags.
 # - -X: each tool's version where its own release build puts it (a flag naming a
-#   symbol a binary lacks is ignored, so one list serves all).
+#   symbol a binary lacks is ignored, so one list serves all but metrics-server's).
 export CGO_ENABLED=0 GOEXPERIMENT=jsonv2
 if [[ -z "${HOME:-}" ]]; then
   export GOCACHE="${GOCACHE:-$cache/go-build}" GOPATH="${GOPATH:-$cache/go}"
@@ -81,7 +85,6 @@ tags="remove_all_sd,enable_kubernetes_sd"
 ldflags="-s -w"
 ldflags+=" -X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor"
-ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$metrics_version"
 ldflags+=" -X github.com/prometheus/common/version.Version=$prometheus_release -X github.com/prometheus/common/version.Branch=module"
 ldflags+=" -X github.com/aquasecurity/trivy/pkg/version/app.ver=${trivy_version#v}"
 
@@ -106,15 +109,18 @@ for tool in "${tools[@]}"; do
   done
 done
 
-for module in istio prometheus; do
-  [[ -n "${wanted[$module]:-}" ]] || continue
-  read -ra targets <<<"${wanted[$module]}"
+declare -A group_ldflags=([metrics-server]="-X k8s.io/client-go/pkg/version.gitVersion=$metrics_version")
+for group in istio metrics-server prometheus; do
+  [[ -n "${wanted[$group]:-}" ]] || continue
+  read -ra targets <<<"${wanted[$group]}"
+  module="${group_module[$group]}"
   names=()
   for package in "${targets[@]}"; do names+=("$(basename "$package")"); done
   echo "building ${names[*]} (hack/tools/$module, one go build)..." >&2
   start=$SECONDS
   tmp="$(mktemp -d "$out/.tmp.XXXXXX")"
-  (cd "$modules/$module" && go build -tags "$tags" -ldflags "$ldflags" -o "$tmp/" "${targets[@]}")
+  (cd "$modules/$module" && go build -tags "$tags" -ldflags "$ldflags ${group_ldflags[$group]:-}" \
+    -o "$tmp/" "${targets[@]}")
   mv "$tmp"/* "$out/"
   rmdir "$tmp"
   echo "built ${names[*]} in $((SECONDS - start))s" >&2

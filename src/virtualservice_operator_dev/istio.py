@@ -24,9 +24,9 @@ from typing import Any
 import yaml
 
 from virtualservice_operator.domain.schema import SCHEMA_FILE
+from virtualservice_operator_dev.gotools import REPO_ROOT, module_version
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 GO_MOD = REPO_ROOT / "hack" / "istio" / "go.mod"
 MODULE = "istio.io/api"
 MODULE_FILE = "kubernetes/customresourcedefinitions.gen.yaml"
@@ -37,11 +37,7 @@ SCHEMA_PATH = REPO_ROOT / "src" / "virtualservice_operator" / "domain" / SCHEMA_
 
 def istio_api_version() -> str:
     """The istio.io/api version that hack/istio/go.mod requires."""
-    for line in GO_MOD.read_text().splitlines():
-        words = line.split()
-        if words[:2] == ["require", MODULE] and len(words) >= 3:
-            return words[2]
-    raise RuntimeError(f"{GO_MOD}: no 'require {MODULE} <version>' line")
+    return module_version(MODULE, (GO_MOD,))
 
 
 def crds_file() -> Path:

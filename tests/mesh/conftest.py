@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 
 from tests.conftest import FIGURES
 from tests.integration.harness import wait_for
+from tests.node.conftest import node_command
 from virtualservice_operator_dev.controlplane import ensure_binaries
 from virtualservice_operator_dev.echo import Answer, call
 from virtualservice_operator_dev.install import install_with_istio, load_image, operator_image
@@ -46,16 +46,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.mesh)
 
 
-def _mesh_command(directory: Path, module: str, command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, command, "--dir", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="package")
 def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     reason = unavailable_reason()
@@ -66,7 +56,7 @@ def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     directory = tmp_path_factory.mktemp("mesh")
     began = time.monotonic()
     # `make mesh`: builds what is missing (each build's time on stderr), then starts it.
-    up = _mesh_command(directory, "virtualservice_operator_dev.mesh", "up")
+    up = node_command(directory, "up", "virtualservice_operator_dev.mesh", timeout=3600)
     sys.stderr.write(up.stderr)
     if up.returncode != 0:
         log = directory / "mesh.log"
@@ -76,7 +66,7 @@ def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield directory
     finally:
-        down = _mesh_command(directory, "virtualservice_operator_dev.node", "down")
+        down = node_command(directory, "down")
         assert down.returncode == 0, down.stderr
 
 

@@ -55,21 +55,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=place)  # stable: within a group, the collection order stays
 
 
-def node_command(directory: Path, command: str) -> subprocess.CompletedProcess[str]:
-    """`python -m virtualservice_operator_dev.node COMMAND`: what `make node` and
+def node_command(
+    directory: Path,
+    command: str,
+    module: str = "virtualservice_operator_dev.node",
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE COMMAND --dir DIRECTORY`: what `make node`, `make mesh` and
     `make cluster-down` run."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "virtualservice_operator_dev.node",
-            command,
-            "--dir",
-            str(directory),
-        ],
+        [sys.executable, "-m", module, command, "--dir", str(directory)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
 

@@ -117,25 +117,30 @@ async def test_token_beside_a_token_file_stands_in_while_the_file_is_unreadable(
     assert await credentials.header() == "Bearer from-file"
 
 
-def _plugin(tmp_path: Path, body: str) -> ExecCredentials:
+def _script(tmp_path: Path, body: str) -> str:
+    """A credential plugin's script: its path, for a kubeconfig's `command` args."""
     script = tmp_path / "plugin.py"
     script.write_text(body)
-    return ExecCredentials(_exec(str(script)))
+    return str(script)
+
+
+def _plugin(tmp_path: Path, body: str) -> ExecCredentials:
+    return ExecCredentials(_exec(_script(tmp_path, body)))
 
 
 async def test_exec_plugin_gets_env_and_exec_info(tmp_path: Path) -> None:
-    script = tmp_path / "plugin.py"
-    script.write_text(
+    script = _script(
+        tmp_path,
         "import json, os\n"
         "info = json.loads(os.environ['KUBERNETES_EXEC_INFO'])\n"
         "token = os.environ['EXTRA'] + '-' + info['spec']['interactive'].__repr__()\n"
         "token += '-' + str('cluster' in info['spec'])\n"
-        "print(json.dumps({'apiVersion': info['apiVersion'], 'status': {'token': token}}))\n"
+        "print(json.dumps({'apiVersion': info['apiVersion'], 'status': {'token': token}}))\n",
     )
     plugin = UserExec(
         apiVersion=V1,
         command=sys.executable,
-        args=[str(script)],
+        args=[script],
         env=[NameValue(name="EXTRA", value="from-kubeconfig")],
         interactiveMode="Never",
     )
@@ -144,14 +149,14 @@ async def test_exec_plugin_gets_env_and_exec_info(tmp_path: Path) -> None:
 
 
 async def test_exec_plugin_gets_the_cluster_when_it_asks(tmp_path: Path) -> None:
-    script = tmp_path / "plugin.py"
-    script.write_text(
+    script = _script(
+        tmp_path,
         "import json, os\n"
         "spec = json.loads(os.environ['KUBERNETES_EXEC_INFO'])['spec']\n"
         "token = spec['cluster']['server'] + '|' + spec['cluster']['config']['audience']\n"
-        f"print(json.dumps({{'apiVersion': {V1!r}, 'status': {{'token': token}}}}))\n"
+        f"print(json.dumps({{'apiVersion': {V1!r}, 'status': {{'token': token}}}}))\n",
     )
-    plugin = _exec(str(script), api_version=V1, interactiveMode="Never", provideClusterInfo=True)
+    plugin = _exec(script, api_version=V1, interactiveMode="Never", provideClusterInfo=True)
     cluster = {"server": "https://k8s:6443", "config": {"audience": "kube"}}
     assert await ExecCredentials(plugin, cluster).header() == "Bearer https://k8s:6443|kube"
 
@@ -178,12 +183,11 @@ async def test_exec_plugin_stderr_reaches_the_terminal_not_the_error(
 
 
 async def test_exec_interactive_always_needs_a_terminal(tmp_path: Path) -> None:
-    script = tmp_path / "plugin.py"
-    script.write_text(_answer("{'token': 't'}"))
-    plugin = _exec(str(script), interactiveMode="Always")
+    script = _script(tmp_path, _answer("{'token': 't'}"))
+    plugin = _exec(script, interactiveMode="Always")
     with pytest.raises(CredentialsError, match="interactiveMode Always needs a terminal"):
         await ExecCredentials(plugin).header()
-    never = _exec(str(script), interactiveMode="Never")
+    never = _exec(script, interactiveMode="Never")
     assert await ExecCredentials(never).header() == "Bearer t"
 
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
-from virtualservice_operator.kube.client import KubeClient
+from virtualservice_operator.kube.client import LEASES, KubeClient
 from virtualservice_operator.runtime.leader import LeaderElectionConfig, LeaderElector
 from virtualservice_operator_dev.controlplane import ControlPlane
 
@@ -69,8 +69,9 @@ class Env:
         return (await asyncio.to_thread(self.cp.kubectl, *args)).stdout
 
     async def spec(self) -> dict[str, Any]:
-        out = await self.kubectl("get", "lease", self.lease, "-n", self.ns, "-o", "json")
-        return dict(json.loads(out)["spec"])
+        # Through the admin client, not kubectl: a kubectl process can take over a second
+        # to start on a loaded machine, longer than a renewal (RETRY) to poll.
+        return dict((await self.client.get(LEASES, self.ns, self.lease))["spec"])
 
     async def next_renewal(self, renew_time: str) -> dict[str, Any]:
         """The Lease's spec once its renewTime has moved on from `renew_time`."""

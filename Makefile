@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 export KUBECONFIG
 
-.PHONY: help install controlplane prometheus node-binaries cluster node mesh cluster-down run demo demo-mesh test test-unit test-integration test-node test-mesh lint bench bench-mesh clean image image-load scan release
+.PHONY: help install controlplane prometheus node-binaries cluster node mesh cluster-down run demo demo-mesh test test-unit test-integration test-node test-mesh lint bench bench-mesh bench-node clean image image-load scan release
 
 help:
 	@echo "make demo      build the local control plane, run the operator on a sample, show the result"
@@ -105,6 +105,11 @@ bench: controlplane
 # operator's share; bench/results/mesh.json.
 bench-mesh: node-binaries
 	VSO_MESH_ROUTE_CHANGES=50 VSO_MESH_RESULTS=bench/results/mesh.json $(PY) -m pytest -q tests/mesh -k route_latency
+
+# The operator's Pod on the node (root; not part of `make test`) converging a bench scale
+# within its 256Mi, then restarting on it: peaks from its memory cgroup, XL by default.
+bench-node: node-binaries
+	VSO_NODE_SCALE=$(or $(SCALES),XL) VSO_NODE_RESULTS=bench/results/node-$(or $(SCALES),XL).json $(PY) -m pytest -q -s tests/node/test_ha_on_node.py -k memory_converging
 
 # The operator's image from Dockerfile, with buildah and a Debian base made from Debian's
 # packages: no Docker daemon, no registry (hack/image/). Loaded into the node's

@@ -7,7 +7,8 @@ on the real node: what a process on an API server alone cannot show.
 2. `kubectl rollout restart` under churn: the old Pod's SIGTERM releases the Lease and
    exits 0, the new Pod leads, and the world ends exactly as the config says.
 3. The bench's scale M converged by the Pod within its 256Mi limit, the peak read from
-   the container's memory cgroup.
+   the container's memory cgroup, then a new Pod's restart on it: its peak, no writes
+   (`make bench-node SCALES=XL`: the same at XL).
 4. The chart: install, `helm test` (its Pod run by the kubelet), upgrade (a config value
    reloaded live, a Pod value rolled out), uninstall (nothing of the release left; what
    the operator made stays, as docs/uninstall.md says).
@@ -370,71 +371,143 @@ def test_rollout_restart_under_churn_loses_nothing(manifests: Node, api: Api) ->
     assert new["status"]["containerStatuses"][0]["restartCount"] == 0
 
 
-M_DEFAULT = "m-prod"
-M_DEVS = [f"m-dev{j}" for j in range(SCALES["M"].dev_namespaces)]
+# `make test` converges M; `make bench-node SCALES=XL` the same test at XL (not in the
+# suite: about 210,000 Services), its figures also written to VSO_NODE_RESULTS.
+NODE_SCALE = SCALES[os.environ.get("VSO_NODE_SCALE", "M")]
+SCALE_DEFAULT = f"{NODE_SCALE.name.lower()}-prod"
+SCALE_DEVS = [f"{NODE_SCALE.name.lower()}-dev{j}" for j in range(NODE_SCALE.dev_namespaces)]
+WRITTEN = ("services", "virtualservices")
 
 
-def test_memory_converging_scale_m_in_the_pod(manifests: Node, api: Api) -> None:
-    node = manifests
-    scale = SCALES["M"]
-    _scale(node, api, 0)
-    for ns in (M_DEFAULT, *M_DEVS):
-        _ensure_namespace(node, api, ns)
-    bodies = []
-    for i, name in enumerate(service_names(scale)):
-        bodies.append((M_DEFAULT, service_body(M_DEFAULT, name, i)))
-        bodies += [(ns, service_body(ns, name, i)) for ns in dev_namespaces_for(i, M_DEVS)]
-    seconds = create_all(node, bodies)
-    FIGURES["scale M input Services created on the node"] = f"{len(bodies)} in {seconds:.1f} s"
-    text = config_text(M_DEFAULT, M_DEVS)
-    api.write_config("virtualservice-operator-config", text)
+def _started(api: Api, after: set[str]) -> dict[str, Any]:
+    """The one live operator Pod not named in `after`, once its container runs ({} before)."""
+    pods = [p for p in _pods(api) if p["metadata"]["name"] not in after]
+    statuses = (pods[0].get("status") or {}).get("containerStatuses") if pods else None
+    return pods[0] if statuses and "running" in statuses[0]["state"] else {}
+
+
+def _ready_pod(api: Api, name: str) -> dict[str, Any]:
+    """The live Pod `name` once Ready ({} before): its IP serves /metrics."""
+    return next((p for p in _pods(api) if p["metadata"]["name"] == name and ready(p)), {})
+
+
+def _peak_until(
+    api: Api, after: set[str], idle_within: float, what: str
+) -> tuple[dict[str, Any], int, int, str]:
+    """Follow the memory cgroup of the next operator container from its start (before it is
+    Ready: the cgroup's own peak covers it anyway, the sampling nearly all of it) until it
+    has reconciled every name once and is idle. (pod, peak, sampled peak, peak's source)."""
+    started = wait_for(lambda: _started(api, after), 120, f"{what}: started")
+    peak_file, current, limit = memory_files(container_cgroup(started))
+    assert int(limit.read_text()) == LIMIT, f"{limit} is not the container's 256Mi limit"
+    sampler = Sampler(current)
+    sampler.start()
     try:
-        began = time.monotonic()
-        node.kubectl("scale", DEPLOYMENT, "-n", NS, "--replicas=1")
-
-        def started() -> dict[str, Any] | None:
-            pods = _pods(api)
-            statuses = (pods[0].get("status") or {}).get("containerStatuses") if pods else None
-            return pods[0] if statuses and "running" in statuses[0]["state"] else None
-
-        # From its container's start, before it is Ready: the cgroup's own peak covers it
-        # anyway, the sampling (a cross-check) nearly all of it.
-        cgroup = container_cgroup(wait_for(started, 120, "the operator's container started"))
-        peak_file, current, limit = memory_files(cgroup)
-        assert int(limit.read_text()) == LIMIT, f"{limit} is not the container's 256Mi limit"
-        sampler = Sampler(current)
-        sampler.start()
-        (pod,) = _scale(node, api, 1)
+        name = started["metadata"]["name"]
+        pod = wait_for(lambda: _ready_pod(api, name), idle_within, f"{what}: Ready", interval=1)
 
         def idle() -> bool:
             return (
                 _metric(pod, "controller_runtime_reconcile_total", result="success")
-                >= scale.services
+                >= NODE_SCALE.services
                 and _metric(pod, "workqueue_depth") == 0
                 and _metric(pod, "controller_runtime_active_workers") == 0
             )
 
-        wait_for(idle, 240, "scale M reconciled", interval=1)
+        wait_for(idle, idle_within, f"{what}: every name reconciled", interval=1)
+    finally:
+        sampled = sampler.stop()
+    peak = int(peak_file.read_text()) if peak_file is not None else sampled
+    source = peak_file.name if peak_file is not None else f"{current.name} sampled every 0.2 s"
+    return pod, peak, sampled, source
+
+
+def _not_restarted(api: Api, pod: dict[str, Any]) -> None:
+    status = api.get(f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}")["status"]
+    container = status["containerStatuses"][0]
+    assert container["restartCount"] == 0 and "terminated" not in container["lastState"], container
+
+
+def test_memory_converging_and_restarting_in_the_pod(manifests: Node, api: Api) -> None:
+    """The bench's scale converged by the Pod within its 256Mi limit, then a new Pod's
+    restart on the converged world: its own peak, and not one object written."""
+    node, scale = manifests, NODE_SCALE
+    figures: dict[str, Any] = {}
+    _scale(node, api, 0)
+    for ns in (SCALE_DEFAULT, *SCALE_DEVS):
+        _ensure_namespace(node, api, ns)
+    bodies = []
+    for i, name in enumerate(service_names(scale)):
+        bodies.append((SCALE_DEFAULT, service_body(SCALE_DEFAULT, name, i)))
+        bodies += [(ns, service_body(ns, name, i)) for ns in dev_namespaces_for(i, SCALE_DEVS)]
+    seconds = create_all(node, bodies)
+    FIGURES[f"scale {scale.name} input Services created on the node"] = (
+        f"{len(bodies)} in {seconds:.1f} s"
+    )
+    text = config_text(SCALE_DEFAULT, SCALE_DEVS)
+    api.write_config("virtualservice-operator-config", text)
+    # Deadlines grow with the objects (M: 5,500; XL: 200,000) and the Pod's 0.5 CPU.
+    objects = scale.services * (1 + scale.dev_namespaces)
+    within = 240 * max(1.0, objects / 5500)
+    try:
+        began = time.monotonic()
+        node.kubectl("scale", DEPLOYMENT, "-n", NS, "--replicas=1")
+        pod, peak, sampled, source = _peak_until(api, set(), within, f"scale {scale.name} cold")
         converged = time.monotonic() - began
         diff = differences(node, config_for(text, DEFAULT_INSTANCE))
-        sampled = sampler.stop()
-        peak = int(peak_file.read_text()) if peak_file is not None else sampled
-        source = peak_file.name if peak_file is not None else f"{current.name} sampled every 0.2 s"
-        FIGURES["operator Pod peak memory converging M"] = (
+        load = os.getloadavg()[0]
+        FIGURES[f"operator Pod peak memory converging {scale.name}"] = (
             f"{peak / 2**20:.0f} MiB of 256 MiB ({source} of the container's cgroup; "
-            f"{current.name} sampled: {sampled / 2**20:.0f} MiB); {diff.expected} objects "
-            f"in line {converged:.0f} s after the scale-up"
+            f"sampled: {sampled / 2**20:.0f} MiB); {diff.expected} objects "
+            f"in line {converged:.0f} s after the scale-up (load {load:.1f})"
+        )
+        figures.update(
+            scale=scale.name,
+            input_services=len(bodies),
+            input_seconds=round(seconds, 1),
+            objects_in_line=diff.expected,
+            cold_converge_s=round(converged, 1),
+            cold_peak_mib=round(peak / 2**20, 1),
+            cold_sampled_peak_mib=round(sampled / 2**20, 1),
+            peak_source=source,
+            cold_load=round(load, 1),
         )
         assert diff.in_line, str(diff)
         assert peak < LIMIT
-        status = api.get(f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}")["status"]
-        container = status["containerStatuses"][0]
-        assert container["restartCount"] == 0 and "terminated" not in container["lastState"]
+        _not_restarted(api, pod)
+
+        # A restart on the converged world: a new Pod lists everything again and writes
+        # nothing (the old one hands the Lease over on SIGTERM).
+        before = api.write_count(WRITTEN)
+        began = time.monotonic()
+        old = pod["metadata"]["name"]
+        node.kubectl("delete", "pod", old, "-n", NS, "--wait=false")
+        pod, peak, sampled, source = _peak_until(api, {old}, within, f"scale {scale.name} restart")
+        restarted = time.monotonic() - began
+        writes = {verb: n - before.get(verb, 0) for verb, n in api.write_count(WRITTEN).items()}
+        writes = {verb: n for verb, n in writes.items() if n}
+        load = os.getloadavg()[0]
+        FIGURES[f"operator Pod peak memory restarting on {scale.name}"] = (
+            f"{peak / 2**20:.0f} MiB of 256 MiB (sampled: {sampled / 2**20:.0f} MiB); "
+            f"every name reconciled {restarted:.0f} s after the delete, writes {writes or 0}"
+        )
+        figures.update(
+            restart_idle_s=round(restarted, 1),
+            restart_peak_mib=round(peak / 2**20, 1),
+            restart_sampled_peak_mib=round(sampled / 2**20, 1),
+            restart_writes=writes,
+            restart_load=round(load, 1),
+        )
+        assert writes == {}, writes
+        assert peak < LIMIT
+        _not_restarted(api, pod)
     finally:
+        if results := os.environ.get("VSO_NODE_RESULTS"):
+            Path(results).write_text(json.dumps(figures, indent=2) + "\n")
         _scale(node, api, 0)
         node.kubectl("apply", "-f", str(REPO_ROOT / "deployments" / "config.yaml"))
         # The namespace controller empties them in the background.
-        node.kubectl("delete", "namespace", M_DEFAULT, *M_DEVS, "--wait=false")
+        node.kubectl("delete", "namespace", SCALE_DEFAULT, *SCALE_DEVS, "--wait=false")
 
 
 RELEASE = "vso-helm"

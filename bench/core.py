@@ -119,6 +119,9 @@ class Options:
     churn_seconds: float = 20.0
     churn_drain_timeout: float = 60.0
     profile_seconds: int = 0  # >0: CPU profile of the cold convergence saved beside results
+    # >0: kube-apiserver's CPU profile over the first N s of each Go writer run and of the
+    # cold convergence (server-profile-<scale>-{go-c<concurrency>,operator}.pb.gz)
+    server_profile_seconds: int = 0
     out_dir: Path = REPO_ROOT / "bench" / "results"
     log: Callable[[str], None] = print
     converge_timeout: float = 1800.0
@@ -733,7 +736,9 @@ def _bodies_file(ctx: Ctx, expected: dict[Key, JSON]) -> Path:
     return bodies
 
 
-async def _timed_writer(ctx: Ctx, argv: list[str]) -> tuple[float, float]:
+async def _timed_writer(
+    ctx: Ctx, argv: list[str], server_profile: str | None = None
+) -> tuple[float, float]:
     """(seconds from spawn until the watch sees the expected state, CPU seconds of the
     writer process): how a floor is measured, as the operator's convergence is."""
     obs = ctx.observer
@@ -751,8 +756,11 @@ async def _timed_writer(ctx: Ctx, argv: list[str]) -> tuple[float, float]:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
+    prof = _start_server_profile(ctx, server_profile) if server_profile else None
     t1 = await obs.wait_converged(ctx.options.converge_timeout)
     ctx.last_server_cpu_s = server_cpu_s(ctx.cp) - server0
+    if prof is not None:
+        await prof
     _, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"{Path(argv[0]).name} failed: {err.decode()[-2000:]}")
@@ -802,6 +810,7 @@ async def _go_floor(ctx: Ctx, expected: dict[Key, JSON], writer: Path) -> dict[s
                 f"-objects={bodies}",
                 f"-concurrency={concurrency}",
             ],
+            server_profile=f"go-c{concurrency}",
         )
         server[concurrency] = ctx.last_server_cpu_s
         ctx.log(f"go writer at concurrency {concurrency}: {sweep[concurrency]:.2f}s")
@@ -860,6 +869,23 @@ async def _profile(op: Operator, seconds: int, path: Path) -> None:
         path.write_bytes(body)
 
 
+async def _server_profile(ctx: Ctx, what: str) -> None:
+    """kube-apiserver's own CPU profile (its /debug/pprof, as admin) over the next
+    `server_profile_seconds`: where the server's CPU goes while `what` writes."""
+    seconds = ctx.options.server_profile_seconds
+    ctx.options.out_dir.mkdir(parents=True, exist_ok=True)
+    body = await asyncio.to_thread(
+        ctx.cp.api_get_bytes, f"/debug/pprof/profile?seconds={seconds}", seconds + 60.0
+    )
+    (ctx.options.out_dir / f"server-profile-{ctx.scale.name}-{what}.pb.gz").write_bytes(body)
+
+
+def _start_server_profile(ctx: Ctx, what: str) -> asyncio.Task[None] | None:
+    if ctx.options.server_profile_seconds <= 0:
+        return None
+    return asyncio.create_task(_server_profile(ctx, what))
+
+
 async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operator, dict[str, Any]]:
     obs = ctx.observer
     assert obs is not None
@@ -881,13 +907,15 @@ async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operat
                 ctx.options.out_dir / f"profile-{ctx.scale.name}.pb.gz",
             )
         )
+    server_prof = _start_server_profile(ctx, "operator")
     t1 = await obs.wait_converged(ctx.options.converge_timeout)
     cpu_at_converged = op.cpu_s()
     server_cpu = server_cpu_s(ctx.cp) - server0
     await op.wait_idle(names, 600)
     after = await settle_writes(ctx.cp)
-    if prof is not None:
-        await prof
+    for task in (prof, server_prof):
+        if task is not None:
+            await task
     delta = writes_delta(before, after)
     out = {
         "converge_s": t1 - t0,

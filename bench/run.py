@@ -122,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn-rate", type=float, default=50.0)
     p.add_argument("--churn-seconds", type=float, default=20.0, help="0: skip churn")
     p.add_argument("--profile-seconds", type=int, default=0, help="CPU profile during convergence")
+    p.add_argument(
+        "--server-profile-seconds",
+        type=int,
+        default=0,
+        help="kube-apiserver's CPU profile over the first N s of each Go writer run and of "
+        "the cold convergence",
+    )
     p.add_argument("--fresh", action="store_true", help="forget scales not run this time")
     p.add_argument(
         "--commands-only",
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         churn_rate=args.churn_rate,
         churn_seconds=args.churn_seconds,
         profile_seconds=args.profile_seconds,
+        server_profile_seconds=args.server_profile_seconds,
         commands_only=args.commands_only,
         command_runs=args.command_runs,
         hold=args.hold,

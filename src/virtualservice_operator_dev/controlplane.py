@@ -326,9 +326,13 @@ class ControlPlane:
 
     def api_get(self, path: str) -> str:
         """GET a path on the API server as admin (e.g. "/metrics") and return the body."""
+        return self.api_get_bytes(path).decode()
+
+    def api_get_bytes(self, path: str, timeout: float = 10.0) -> bytes:
+        """GET a path as admin, the body as bytes (e.g. a /debug/pprof profile)."""
         req = urllib.request.Request(self.url + path)
-        with urllib.request.urlopen(req, timeout=10, context=self._ssl_context()) as r:
-            return str(r.read().decode())
+        with urllib.request.urlopen(req, timeout=timeout, context=self._ssl_context()) as r:
+            return bytes(r.read())
 
     def api(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"

@@ -7,6 +7,7 @@ import gzip
 import math
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -193,6 +194,52 @@ async def test_cpu_profile_structure_and_leaf_first_stacks() -> None:
     filename, start_line = functions["busy_python_work"]
     assert filename == __file__
     assert start_line == busy_python_work.__code__.co_firstlineno
+
+
+def burn_between_system_calls(seconds: float) -> None:
+    """Mostly pure Python CPU, with a system call (which lets go of the GIL) every ~0.5 ms."""
+    read, write = os.pipe()
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            sum(i * i for i in range(2000))
+            one_system_call(read, write)
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def one_system_call(read: int, write: int) -> None:
+    os.write(write, b"x")
+    os.read(read, 1)
+
+
+async def test_cpu_profile_of_the_main_thread_is_not_drawn_to_system_calls() -> None:
+    """A thread sampling another gets the GIL only when that one lets go of it, at a system
+    call: its samples would all land in `one_system_call`, which uses a few percent of the
+    CPU. The main thread is sampled by SIGPROF instead, where its CPU is."""
+    task = asyncio.create_task(cpu_profile(1.0, interval=0.005))
+    await asyncio.sleep(0)
+    burn_between_system_calls(1.0)
+    profile = decode(await task)
+    check_consistent(profile)
+    cpu = {"burn": 0, "syscall": 0}
+    for location_ids, values, labels in profile.samples:
+        names = profile.stack_names(location_ids)
+        assert labels == {"thread": "MainThread"}
+        if "one_system_call" in names:
+            cpu["syscall"] += values[1]
+        elif "burn_between_system_calls" in names:
+            cpu["burn"] += values[1]
+    assert cpu["burn"] > 0, cpu
+    assert cpu["syscall"] < 0.3 * (cpu["burn"] + cpu["syscall"]), cpu
+
+
+async def test_cpu_profile_leaves_no_timer_and_sigprof_harmless() -> None:
+    await profile_while_busy(0.2)
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGPROF) in (signal.SIG_IGN, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPROF)  # a late signal: ignored, the process goes on
 
 
 async def test_cpu_profile_uses_qualified_names_for_worker_threads() -> None:

@@ -6,13 +6,21 @@ reads them. :class:`_ProfileBuilder` interns strings, functions and locations fo
 pprof wants stacks leaf-first (``location_id[0]`` is the running frame, the last the root):
 walking ``frame.f_back`` gives that order, and so do tracemalloc's raw tracebacks.
 
-CPU: a dedicated thread wakes every ``interval`` and snapshots all other threads' stacks with
-``sys._current_frames()``; being a thread, it sees the event loop's stack even while a coroutine
-hogs the loop, and the awaiting coroutine just waits on a future. On Linux a sample's ``cpu`` is
-the CPU time the thread used since the previous tick, read from its kernel CPU clock (built from
+CPU: a dedicated thread wakes every ``interval`` and snapshots the other threads' stacks with
+``sys._current_frames()``; being a thread, it sees a stack even while a coroutine hogs the
+loop, and the awaiting coroutine just waits on a future. On Linux a sample's ``cpu`` is the CPU
+time the thread used since the previous tick, read from its kernel CPU clock (built from
 ``Thread.native_id`` as glibc's ``pthread_getcpuclockid`` does, but safe for exited threads), so
 idle threads (a loop parked in epoll) leave no samples; elsewhere each thread counts one
 ``interval`` per tick (wall clock). Samples carry a ``thread`` label. One profile at a time.
+
+The main thread (the event loop's, when the profile is asked for from it) is sampled as Go's
+profiler samples: ``SIGPROF`` from ``setitimer(ITIMER_PROF)``, which the kernel sends as the
+process uses CPU, and whose handler runs on the main thread at its next bytecode and records
+the stack it interrupted. A thread can only take a sample of another when that one lets go
+of the GIL, which it does at every system call: sampled from a thread, a loop that writes a
+log line or a TLS record per request showed a quarter of its CPU in ``write`` and ``select``
+that were not there (bench/README.md, eighth session).
 
 Heap: live allocations traced by :mod:`tracemalloc`, one sample per distinct traceback. Tracing
 is costly (every allocation records a traceback: several times slower, and every live block
@@ -36,6 +44,7 @@ import concurrent.futures
 import gc
 import gzip
 import operator
+import signal
 import sys
 import threading
 import time
@@ -43,6 +52,7 @@ import tracemalloc
 import weakref
 from collections.abc import Iterable, Sequence
 from types import CodeType, FrameType, FunctionType
+from typing import Any
 
 DEFAULT_CPU_PROFILE_SECONDS = 30.0
 MAX_CPU_PROFILE_SECONDS = 300.0
@@ -186,10 +196,15 @@ async def cpu_profile(seconds: float, *, interval: float = 0.01) -> bytes:
     done: concurrent.futures.Future[bytes] = concurrent.futures.Future()
     done.set_running_or_notify_cancel()  # so cancelling the waiter cannot cancel this
     stop = threading.Event()
+    try:
+        main = _MainThreadSampler.start(interval)
+    except BaseException:
+        _cpu_lock.release()
+        raise
 
     def run() -> None:
         try:
-            profile = _sample(seconds, interval, stop)
+            profile = _sample(seconds, interval, stop, main)
         except BaseException as exc:
             _cpu_lock.release()  # first, so the waiter may profile again at once
             done.set_exception(exc)
@@ -200,6 +215,9 @@ async def cpu_profile(seconds: float, *, interval: float = 0.01) -> bytes:
     try:
         threading.Thread(target=run, name="pprof-cpu-sampler", daemon=True).start()
     except BaseException:
+        if main is not None:
+            main.stop()
+            main.restore()
         _cpu_lock.release()
         raise
     try:
@@ -207,9 +225,65 @@ async def cpu_profile(seconds: float, *, interval: float = 0.01) -> bytes:
     except asyncio.CancelledError:
         stop.set()
         raise
+    finally:
+        if main is not None:
+            main.restore()  # the handler goes on the main thread, once the timer is off
 
 
-def _sample(seconds: float, interval: float, stop: threading.Event) -> bytes:
+class _MainThreadSampler:
+    """The main thread's stacks, recorded by its own ``SIGPROF`` handler (see the module's
+    docstring). Each record is the interrupted stack, leaf first, as (code, line) pairs, and
+    the main thread's CPU since the previous record, capped at one interval."""
+
+    def __init__(self, interval: float) -> None:
+        self.ident = threading.get_ident()
+        self.records: list[tuple[tuple[tuple[CodeType, int], ...], int]] = []
+        self._cap = round(interval * 1e9)
+        self._last = time.clock_gettime_ns(time.CLOCK_THREAD_CPUTIME_ID)
+        self._previous: Any = None
+
+    @classmethod
+    def start(cls, interval: float) -> _MainThreadSampler | None:
+        """Handler and timer installed; None where that cannot be (not the main thread, no
+        ITIMER_PROF): then the thread samples every thread, the main one included."""
+        if not _LINUX or threading.current_thread() is not threading.main_thread():
+            return None
+        sampler = cls(interval)
+        sampler._previous = signal.signal(signal.SIGPROF, sampler._on_signal)
+        signal.siginterrupt(signal.SIGPROF, False)  # restart system calls, do not fail them
+        signal.setitimer(signal.ITIMER_PROF, interval, interval)
+        return sampler
+
+    def _on_signal(self, _signum: int, frame: FrameType | None) -> None:
+        now = time.clock_gettime_ns(time.CLOCK_THREAD_CPUTIME_ID)
+        cpu, self._last = min(now - self._last, self._cap), now
+        if cpu <= 0 or frame is None:
+            return  # the CPU was another thread's
+        stack: list[tuple[CodeType, int]] = []
+        while frame is not None and len(stack) < _MAX_STACK_DEPTH:
+            stack.append((frame.f_code, frame.f_lineno or 0))
+            frame = frame.f_back
+        self.records.append((tuple(stack), cpu))
+
+    def stop(self) -> list[tuple[tuple[tuple[CodeType, int], ...], int]]:
+        """Timer off (from any thread); the records so far."""
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        return list(self.records)
+
+    def restore(self) -> None:
+        """The previous handler back (main thread only); where that was the default, which
+        ends the process, SIGPROF is ignored instead: a signal already on its way when the
+        timer stopped must not stop the operator."""
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        previous = self._previous
+        if previous in (None, signal.SIG_DFL):
+            previous = signal.SIG_IGN
+        signal.signal(signal.SIGPROF, previous)
+
+
+def _sample(
+    seconds: float, interval: float, stop: threading.Event, main: _MainThreadSampler | None
+) -> bytes:
     interval_ns = round(interval * 1e9)
     builder = _ProfileBuilder(
         [("samples", "count"), ("cpu", "nanoseconds")], ("cpu", "nanoseconds"), interval_ns
@@ -226,10 +300,20 @@ def _sample(seconds: float, interval: float, stop: threading.Event) -> bytes:
             break
         names, deltas = _thread_cpu_deltas(last_cpu)
         for ident, frame in sys._current_frames().items():
+            if main is not None and ident == main.ident:
+                continue  # its own handler samples it
             cpu_ns = deltas.get(ident, interval_ns)  # wall-clock fallback without a CPU clock
             if ident != me and cpu_ns > 0:  # <= 0: idle since the last tick, new, or gone
                 thread = names.get(ident, str(ident))
                 builder.add_sample(_stack(builder, frame), [1, cpu_ns], [("thread", thread)])
+    if main is not None:
+        label = [("thread", threading.main_thread().name)]
+        for frames, cpu_ns in main.stop():
+            stack = tuple(
+                builder.location(c.co_qualname, c.co_filename, c.co_firstlineno, line)
+                for c, line in frames
+            )
+            builder.add_sample(stack, [1, cpu_ns], label)
     return builder.build(time_nanos=start_wall, duration_nanos=time.time_ns() - start_wall)
 
 

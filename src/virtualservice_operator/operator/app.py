@@ -46,7 +46,7 @@ from virtualservice_operator.operator.cache import ClusterCache
 from virtualservice_operator.operator.configwatch import ConfigWatcher, StartupError
 from virtualservice_operator.operator.executor import Executor
 from virtualservice_operator.operator.namespaces import MissingNamespaces
-from virtualservice_operator.operator.parts import CachePart, HttpServers
+from virtualservice_operator.operator.parts import CachePart, HttpServers, settle_heap
 from virtualservice_operator.operator.reconciler import VirtualServiceReconciler
 from virtualservice_operator.operator.resync import OrphanSweep, Resync
 from virtualservice_operator.runtime.controller import CONTROLLER_NAME, Controller
@@ -204,6 +204,7 @@ class Operator:
 
     async def _config_changed(self, config: OperatorConfig) -> None:
         await self.cache.reconfigure(config)
+        settle_heap()  # the new namespaces' lists, as after the first sync
         self._missing.check()
         self._resync.request()
 

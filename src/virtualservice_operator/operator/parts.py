@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -99,6 +100,7 @@ class CachePart:
     async def start(self) -> None:
         await self._cache.reconfigure(self._config())  # returns once synced
         log.info("caches synced", informers=[i.description for i in self._cache.informers()])
+        settle_heap()
         self._synced()
 
     async def wait_synced(self) -> None:
@@ -106,6 +108,18 @@ class CachePart:
 
     async def stop(self) -> None:
         await self._cache.stop()
+
+
+def settle_heap() -> None:
+    """After the caches are filled: what the lists put there is to stay, so it leaves the
+    cyclic collector's sight (`gc.freeze`, as CPython's docs advise for a long-lived heap).
+    Each full collection then walks only what came after. At 210,000 Services one walk of
+    the filled cache takes about 0.25 s on the event loop; with it, churn at 50 changes/s
+    had a p99 of 1.1 s, without it 62 ms (bench/README.md). Objects freed later are freed as
+    before (reference counts); only cycles among the frozen ones would stay, and the
+    cache's records hold none."""
+    gc.collect()  # the lists' garbage goes first, so that none of it is frozen
+    gc.freeze()
 
 
 def _throttled(compute: Callable[[], float], ttl: float = 2.0) -> Callable[[], float]:

@@ -43,16 +43,18 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench import pprofsplit
 from bench.throttle import cpu_quota
 from virtualservice_operator.domain.config import OperatorConfig, parse_config
 from virtualservice_operator.domain.constants import (
+    OPERATOR_NAME,
     PLACEHOLDER_LABEL,
     PLACEHOLDER_VALUE,
     SOURCE_ANNOTATION,
@@ -62,6 +64,7 @@ from virtualservice_operator.domain.instance import default_instance
 from virtualservice_operator.domain.model import ServiceInfo
 from virtualservice_operator.kube.client import (
     CONFIGMAPS,
+    EVENTS,
     JSON,
     SERVICES,
     AlreadyExists,
@@ -119,8 +122,10 @@ class Options:
     churn_seconds: float = 20.0
     churn_drain_timeout: float = 60.0
     profile_seconds: int = 0  # >0: CPU profile of the cold convergence saved beside results
-    # >0: kube-apiserver's CPU profile over the first N s of each Go writer run and of the
-    # cold convergence (server-profile-<scale>-{go-c<concurrency>,operator}.pb.gz)
+    # >0: kube-apiserver's (and etcd's) CPU profile over each Go writer run and the cold
+    # convergence, taken in windows of N s until the run has converged, merged
+    # (server-profile-<scale>-{go-c<concurrency>,operator}.pb.gz, etcd-profile-...), split
+    # into parts per object written; then the operator's Events posted again by themselves
     server_profile_seconds: int = 0
     out_dir: Path = REPO_ROOT / "bench" / "results"
     log: Callable[[str], None] = print
@@ -652,6 +657,8 @@ class Ctx:
     observer: Observer | None = None
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     last_server_cpu_s: float = 0.0  # kube-apiserver + etcd CPU over the last timed writer
+    # --server-profile-seconds: per run profiled, its window's CPU, writes and parts
+    server_profiles: dict[str, Any] = field(default_factory=dict)
 
     def log(self, msg: str) -> None:
         self.options.log(f"[{self.scale.name}] {msg}")
@@ -746,6 +753,8 @@ async def _timed_writer(
     obs.reset()
     env = {**os.environ}
     env.pop("KUBECONFIG", None)
+    converged = asyncio.Event()
+    prof = await _start_server_profile(ctx, server_profile, converged) if server_profile else None
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server0 = server_cpu_s(ctx.cp)
     t0 = time.monotonic()
@@ -756,8 +765,10 @@ async def _timed_writer(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    prof = _start_server_profile(ctx, server_profile) if server_profile else None
-    t1 = await obs.wait_converged(ctx.options.converge_timeout)
+    try:
+        t1 = await obs.wait_converged(ctx.options.converge_timeout)
+    finally:
+        converged.set()  # the profile's last window, whether or not it converged
     ctx.last_server_cpu_s = server_cpu_s(ctx.cp) - server0
     if prof is not None:
         await prof
@@ -869,21 +880,128 @@ async def _profile(op: Operator, seconds: int, path: Path) -> None:
         path.write_bytes(body)
 
 
-async def _server_profile(ctx: Ctx, what: str) -> None:
-    """kube-apiserver's own CPU profile (its /debug/pprof, as admin) over the next
-    `server_profile_seconds`: where the server's CPU goes while `what` writes."""
+@dataclass(frozen=True)
+class _Baseline:
+    writes: dict[tuple[str, str, str], float]
+    cpu: dict[str, float]
+    t: float
+
+
+async def _server_profile(ctx: Ctx, what: str, done: asyncio.Event, base: _Baseline) -> None:
+    """kube-apiserver's own CPU profile (its /debug/pprof, as admin), and etcd's when it
+    serves one (started with --enable-pprof), in windows of `server_profile_seconds` from
+    now until `done` is set: where the server's CPU goes while `what` writes. The windows
+    are merged into one profile; the servers' CPU (/proc) and the writes (by resource) over
+    the same windows are kept beside the profile's parts, to turn shares into CPU-seconds
+    per object written."""
     seconds = ctx.options.server_profile_seconds
-    ctx.options.out_dir.mkdir(parents=True, exist_ok=True)
-    body = await asyncio.to_thread(
-        ctx.cp.api_get_bytes, f"/debug/pprof/profile?seconds={seconds}", seconds + 60.0
-    )
-    (ctx.options.out_dir / f"server-profile-{ctx.scale.name}-{what}.pb.gz").write_bytes(body)
+    out = ctx.options.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{ctx.scale.name}-{what}"
+    api_parts: list[Path] = []
+    etcd_parts: list[Path] = []
+    while True:
+        api, (code, etcd) = await asyncio.gather(
+            asyncio.to_thread(
+                ctx.cp.api_get_bytes, f"/debug/pprof/profile?seconds={seconds}", seconds + 60.0
+            ),
+            asyncio.to_thread(
+                http_get, f"{ctx.cp.etcd_url}/debug/pprof/profile?seconds={seconds}", seconds + 60
+            ),
+        )
+        api_parts.append(ctx.tmp / f"api-{name}-{len(api_parts)}.pb.gz")
+        api_parts[-1].write_bytes(api)
+        if code == 200:
+            etcd_parts.append(ctx.tmp / f"etcd-{name}-{len(etcd_parts)}.pb.gz")
+            etcd_parts[-1].write_bytes(etcd)
+        if done.is_set():
+            break
+    window = time.monotonic() - base.t
+    cpu1 = _server_cpu_by_process(ctx.cp)
+    writes = writes_delta(base.writes, await asyncio.to_thread(api_writes, ctx.cp))
+    figures: dict[str, Any] = {
+        "window_s": round(window, 2),
+        "cpu_s": {k: round(cpu1[k] - base.cpu[k], 2) for k in cpu1},
+        "writes": writes,
+    }
+    api_file = out / f"server-profile-{name}.pb.gz"
+    await asyncio.to_thread(pprofsplit.merge, api_parts, api_file)
+    files = [("kube-apiserver", api_file, pprofsplit.APISERVER_RULES, "apiserver_parts_s")]
+    if etcd_parts:
+        etcd_file = out / f"etcd-profile-{name}.pb.gz"
+        await asyncio.to_thread(pprofsplit.merge, etcd_parts, etcd_file)
+        files.append(("etcd", etcd_file, pprofsplit.ETCD_RULES, "etcd_parts_s"))
+    for server, path, rules, key in files:
+        parts = pprofsplit.split(await asyncio.to_thread(pprofsplit.read_traces, path), rules)
+        figures[key] = {k: round(v, 2) for k, v in parts.items()}
+        ctx.log(
+            f"{server} while {what} wrote ({window:.0f} s, {len(api_parts)} windows): "
+            f"{path.name}\n{await asyncio.to_thread(pprofsplit.top, path)}\n"
+            f"{pprofsplit.table(parts)}"
+        )
+    ctx.server_profiles[what] = figures
+    ctx.log(f"{what}: window {window:.1f} s, CPU {figures['cpu_s']}, writes {writes}")
 
 
-def _start_server_profile(ctx: Ctx, what: str) -> asyncio.Task[None] | None:
+def _server_cpu_by_process(cp: ControlPlane) -> dict[str, float]:
+    procs = {"apiserver": cp.apiserver, "etcd": cp.etcd}
+    return {k: proc_cpu_s(p.pid) for k, p in procs.items() if p is not None}
+
+
+async def _start_server_profile(
+    ctx: Ctx, what: str, done: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """The servers' counters read now (before `what` starts writing), their profiles
+    taken from now until `done`."""
     if ctx.options.server_profile_seconds <= 0:
         return None
-    return asyncio.create_task(_server_profile(ctx, what))
+    writes = await asyncio.to_thread(api_writes, ctx.cp)
+    base = _Baseline(writes, _server_cpu_by_process(ctx.cp), time.monotonic())
+    return asyncio.create_task(_server_profile(ctx, what, done, base))
+
+
+async def _events_again(ctx: Ctx, count: int, concurrency: int = 16) -> dict[str, Any]:
+    """What the operator's Events cost the server by themselves: `count` of the Events it
+    posted (the same bodies, new names), posted again as JSON through the same client
+    library at `concurrency`, with the servers' CPU and profile over them."""
+    items, _ = await ctx.client.list(EVENTS, None)
+    ours = [e for e in items if e.get("reportingComponent") == OPERATOR_NAME]
+    if not ours or count <= 0:
+        return {}
+    keep = (
+        *("involvedObject", "reason", "message", "type", "source", "reportingComponent"),
+        *("reportingInstance", "firstTimestamp", "lastTimestamp", "count"),
+    )
+
+    def body(i: int) -> JSON:
+        e = ours[i % len(ours)]
+        meta = e["metadata"]
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}-again{i}", "namespace": meta["namespace"]},
+            **{k: e[k] for k in keep if k in e},
+        }
+
+    bodies = [body(i) for i in range(count)]
+    done = asyncio.Event()
+    prof = await _start_server_profile(ctx, "events-again", done)
+    server0 = server_cpu_s(ctx.cp)
+    t0 = time.monotonic()
+    try:
+        await gather_limited(
+            [ctx.client.create(EVENTS, b["metadata"]["namespace"], b) for b in bodies],
+            concurrency,
+        )
+        wall = time.monotonic() - t0
+        await asyncio.sleep(3)  # the Go collector's work for them lands late
+        server = server_cpu_s(ctx.cp) - server0
+    finally:
+        done.set()
+    if prof is not None:
+        await prof
+    ctx.log(f"{count} Events posted again: {wall:.1f} s, kube-apiserver + etcd {server:.1f} CPU s")
+    return {"events_again": count, "events_again_s": wall, "events_again_server_cpu_s": server}
 
 
 async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operator, dict[str, Any]]:
@@ -894,6 +1012,8 @@ async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operat
     op = Operator(
         ctx.sa_kubeconfig, ctx.config_map, ctx.tmp / "operator-cold.log", ctx.options.workers
     )
+    converged = asyncio.Event()
+    server_prof = await _start_server_profile(ctx, "operator", converged)
     server0 = server_cpu_s(ctx.cp)
     t0 = op.start()
     ready_at = await op.wait_ready()
@@ -907,8 +1027,10 @@ async def _cold(ctx: Ctx, expected: dict[Key, JSON], names: int) -> tuple[Operat
                 ctx.options.out_dir / f"profile-{ctx.scale.name}.pb.gz",
             )
         )
-    server_prof = _start_server_profile(ctx, "operator")
-    t1 = await obs.wait_converged(ctx.options.converge_timeout)
+    try:
+        t1 = await obs.wait_converged(ctx.options.converge_timeout)
+    finally:
+        converged.set()
     cpu_at_converged = op.cpu_s()
     server_cpu = server_cpu_s(ctx.cp) - server0
     await op.wait_idle(names, 600)
@@ -1350,6 +1472,10 @@ async def _run_scale_async(ctx: Ctx) -> dict[str, Any]:
         f"cpu {res['cpu_s']:.1f}s, verify {res['verify']}"
     )
 
+    if o.server_profile_seconds > 0:
+        res["server_profiles"] = ctx.server_profiles
+        res.update(await _events_again(ctx, res["event_writes"]))
+
     ctx.log("steady state (restart)")
     op, steady = await _steady(ctx, op, ctx.scale.services)
     res.update(steady)
@@ -1390,7 +1516,11 @@ def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) ->
     own = cp is None
     if cp is None:
         cp = ControlPlane(bin_dir=ensure_binaries(), extra_apiserver_args=APISERVER_ARGS)
-        cp.start()
+        # etcd takes its flags from ETCD_* too (the control plane's etcd inherits the
+        # environment): its /debug/pprof for --server-profile-seconds.
+        pprof = {"ETCD_ENABLE_PPROF": "true"} if options.server_profile_seconds > 0 else {}
+        with _environ(pprof):
+            cp.start()
     began = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix=f"vso-bench-{scale.name}-") as tmp_name:
@@ -1424,6 +1554,20 @@ def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) ->
     res["scale_wall_s"] = time.monotonic() - began
     res["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return res
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _hold(cp: ControlPlane, held: dict[str, Any], path: Path) -> None:

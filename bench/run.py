@@ -126,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         "--server-profile-seconds",
         type=int,
         default=0,
-        help="kube-apiserver's CPU profile over the first N s of each Go writer run and of "
-        "the cold convergence",
+        help="kube-apiserver's and etcd's CPU profiles over each Go writer run and the cold "
+        "convergence, in windows of N s until converged, split into parts (bench.pprofsplit); "
+        "then the operator's Events posted again by themselves",
     )
     p.add_argument("--fresh", action="store_true", help="forget scales not run this time")
     p.add_argument(

@@ -7,7 +7,7 @@ listed, that one of the stack's frames matches. The parts of one profile add up 
 total, so two profiles (the Go writer's run, the operator's) can be compared part by part
 and turned into CPU-seconds per object written.
 
-    python -m bench.pprofsplit [--etcd] PROFILE.pb.gz [...]
+    python -m bench.pprofsplit [--etcd | --operator] PROFILE.pb.gz [...]
 """
 
 from __future__ import annotations
@@ -99,6 +99,45 @@ ETCD_RULES: Rules = (
     ("raft, WAL", r"go\.etcd\.io/raft|/wal\.|etcdserver\.\(\*raftNode\)"),
     ("apply (mvcc, txn)", r"etcdserver/apply|/mvcc\.|etcdserver\.\(\*EtcdServer\)\.apply"),
     ("gRPC", r"google\.golang\.org/grpc|golang\.org/x/net/http2"),
+)
+
+
+# The operator (its own /debug/pprof/profile, Python frames as `Class.method`; the
+# event loop's thread). The cyclic garbage collector has no frame of its own: its passes
+# are charged to the frame whose allocation started them.
+OPERATOR_RULES: Rules = (
+    # An Event's whole cost, its POST included, before the client's parts take it.
+    ("Events (recorder and their POSTs)", r"^EventRecorder\."),
+    (
+        "log lines (structlog)",
+        r"^PrintLogger|BoundLogger|_make_filtering_bound_logger|_make_stamper|JSONRenderer",
+    ),
+    ("metrics (prometheus_client)", r"^MetricWrapperBase\.|^MutexValue\."),
+    ("request bodies: json.dumps", r"^JSONEncoder\.|^dumps$"),
+    ("TLS (ssl)", r"^SSLObject\.|^SSLProtocol\.|^_SSLProtocolTransport\."),
+    (
+        "watch: events read, decoded, applied",
+        r"^Informer\._watch$|^KubeClient\.watch$|^_watch_event$",
+    ),
+    (
+        "cache: a write's answer stored (Informer._put, indexes)",
+        r"^ClusterCache\.record_write$|^Informer\.(upsert|_put)$",
+    ),
+    ("answers decoded (msgspec)", r"^_json$|^version_of_json$|^_answer$"),
+    (
+        "HTTP client: aiohttp, headers, socket",
+        r"^(ClientSession|ClientRequest|ClientResponse|ResponseHandler|StreamWriter|"
+        r"StreamReader|DataQueue|BaseConnector|AiohttpTransport|TimerContext|TimerNoop|"
+        r"BytesPayload|PayloadRegistry|_SelectorSocketTransport|_BaseRequestContextManager|"
+        r"KubeClient)\.",
+    ),
+    ("deepcopy of bodies", r"^deepcopy$|^_deepcopy_"),
+    (
+        "reconcile: desired state and plan",
+        r"^VirtualServiceReconciler\.|^compute_desired$|^_?plan|^(Service|VirtualService)Info\.|"
+        r"^render_virtual_service$",
+    ),
+    ("work queue, controller, executor", r"^WorkQueue\.|^Controller\.|^Executor\."),
 )
 
 
@@ -194,9 +233,13 @@ def table(parts: dict[str, float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pprofsplit", description=__doc__)
     p.add_argument("profiles", nargs="+", type=Path)
-    p.add_argument("--etcd", action="store_true", help="etcd's parts, not kube-apiserver's")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--etcd", action="store_true", help="etcd's parts, not kube-apiserver's")
+    which.add_argument(
+        "--operator", action="store_true", help="the operator's own profile's parts (Python)"
+    )
     args = p.parse_args(argv)
-    rules = ETCD_RULES if args.etcd else APISERVER_RULES
+    rules = ETCD_RULES if args.etcd else OPERATOR_RULES if args.operator else APISERVER_RULES
     for path in args.profiles:
         parts = split(read_traces(path), rules)
         print(f"== {path} ({sum(parts.values()):.2f}s sampled)\n{table(parts)}")

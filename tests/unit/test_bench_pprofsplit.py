@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from bench.pprofsplit import APISERVER_RULES, OTHER, _seconds, parse_traces, split
+from bench.pprofsplit import (
+    APISERVER_RULES,
+    OPERATOR_RULES,
+    OTHER,
+    _seconds,
+    parse_traces,
+    split,
+)
 
 TRACES = """File: kube-apiserver
 Type: cpu
@@ -68,3 +75,50 @@ def test_seconds(text: str, seconds: float) -> None:
 def test_seconds_refuses_what_is_not_a_duration() -> None:
     with pytest.raises(ValueError, match="not a pprof duration"):
         _seconds("12")
+
+
+OPERATOR_TRACES = """Type: cpu
+-----------+-------------------------------------------------------
+      50ms   SSLObject.write
+             SSLProtocol._write_appdata
+             ClientRequest.send
+             KubeClient._request
+             EventRecorder._drain
+-----------+-------------------------------------------------------
+      30ms   SSLObject.read
+             SSLProtocol._do_read
+             _SelectorSocketTransport._read_ready
+             Handle._run
+-----------+-------------------------------------------------------
+      20ms   JSONEncoder.iterencode
+             dumps
+             KubeClient._request
+             VirtualServiceReconciler._execute
+-----------+-------------------------------------------------------
+      10ms   Informer._put
+             Informer.upsert
+             ClusterCache.record_write
+             KubeClient.create
+-----------+-------------------------------------------------------
+      40ms   ServiceInfo.from_dict
+             compute_desired
+             VirtualServiceReconciler.reconcile
+             Controller._process
+-----------+-------------------------------------------------------
+       5ms   EpollSelector.select
+             BaseEventLoop._run_once
+-----------+-------------------------------------------------------
+"""
+
+
+def test_operator_rules_give_events_their_posts_and_tls_its_reads() -> None:
+    parts = split(parse_traces(OPERATOR_TRACES), OPERATOR_RULES)
+    got = {k: round(v, 4) for k, v in parts.items() if v}
+    assert got == {
+        "Events (recorder and their POSTs)": 0.05,
+        "TLS (ssl)": 0.03,
+        "request bodies: json.dumps": 0.02,
+        "cache: a write's answer stored (Informer._put, indexes)": 0.01,
+        "reconcile: desired state and plan": 0.04,
+        OTHER: 0.005,
+    }

@@ -289,6 +289,10 @@ def test_default_release_has_the_guides_names(helm: Helm) -> None:
 
 
 def test_default_release_renders_the_objects_of_deployments_yaml(helm: Helm) -> None:
+    # Both exist on purpose: the operations guide installs with `kubectl apply -f
+    # deployments/deployment.yaml` (no helm needed), while `make release` renders
+    # dist/install.yaml from the chart. This test keeps the hand-written files equal to
+    # what the chart renders, so neither drifts.
     chart = helm.objects(None, "createNamespace=true")
     files = _by_key(_load(DEPLOYMENTS / "deployment.yaml", DEPLOYMENTS / "config.yaml"))
     extra = set(chart) - set(files)

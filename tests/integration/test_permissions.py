@@ -19,13 +19,29 @@ pytestmark = pytest.mark.integration
 
 
 def test_missing_write_right_is_reported_and_retried_until_granted(
-    operator: OperatorFactory, api: Api, tmp_path
+    operator: OperatorFactory, api: Api, tmp_path, request: pytest.FixtureRequest
 ) -> None:  # type: ignore[no-untyped-def]
     ns = operator.namespaces
     cp = operator.cp
     granted, missing = ns.developers[0], ns.developers[1]
     sa = f"narrow-{ns.suffix}"
     user = f"{OPERATOR_NS}:{sa}"
+
+    def remove_what_outlives_the_namespaces() -> None:
+        # The operator's namespace and the cluster are shared: a binding left there shows
+        # up in another test's RBAC audit (`kubectl get rolebindings,clusterrolebindings`).
+        # The operator goes first, so that it still may release its Lease.
+        for proc in operator.started:
+            proc.stop()
+        cp.kubectl("delete", "rolebinding", sa, "-n", OPERATOR_NS, "--ignore-not-found")
+        for where in (ns.default, granted, missing):  # their namespaces go, but not at once
+            cp.kubectl("delete", "rolebinding", f"{sa}-write", "-n", where, "--ignore-not-found")
+        cp.kubectl("delete", "serviceaccount", sa, "-n", OPERATOR_NS, "--ignore-not-found")
+        for what in ("read", "events", "write"):
+            cp.kubectl("delete", "clusterrolebinding", f"{sa}-{what}", "--ignore-not-found")
+            cp.kubectl("delete", "clusterrole", f"{sa}-{what}", "--ignore-not-found")
+
+    request.addfinalizer(remove_what_outlives_the_namespaces)
     cp.kubectl("create", "serviceaccount", sa, "-n", OPERATOR_NS)
     cp.kubectl(
         "create", "clusterrole", f"{sa}-read",

@@ -55,6 +55,7 @@ from tests.node.world import (
 from virtualservice_operator.domain.constants import EXCLUDE_LABEL, INSTANCE_LABEL, LEASE_NAME
 from virtualservice_operator.domain.instance import DEFAULT_INSTANCE, default_instance
 from virtualservice_operator_dev.controlplane import REPO_ROOT
+from virtualservice_operator_dev.install import load_image
 from virtualservice_operator_dev.node import NODE_NAME, Node
 
 NS = OPERATOR_NS
@@ -78,13 +79,11 @@ def _image() -> str:
 
 
 def _ensure_image(node: Node) -> None:
-    """The image `make image` built, imported into the node's containerd if not there."""
-    if _image() in node.ctr("images", "ls", "-q").stdout.split():
-        return
-    archive = next((REPO_ROOT / ".cache" / "image").glob("virtualservice-operator-*.oci.tar"), None)
-    if archive is None:
+    """The image `make image` built, imported into the node's containerd: always when the
+    archive is there, since containerd keeps images across nodes and the same tag may be
+    an older build."""
+    if not load_image(node):
         cannot_run(f"the operator's image {_image()} is not loaded: run `make image` first")
-    node.import_image(archive)
 
 
 def _ensure_namespace(node: Node, api: Api, name: str) -> None:

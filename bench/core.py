@@ -43,7 +43,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1522,12 +1522,12 @@ def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) ->
     """One scale on a fresh control plane (or `cp`); returns its figures."""
     own = cp is None
     if cp is None:
-        cp = ControlPlane(bin_dir=ensure_binaries(), extra_apiserver_args=APISERVER_ARGS)
-        # etcd takes its flags from ETCD_* too (the control plane's etcd inherits the
-        # environment): its /debug/pprof for --server-profile-seconds.
-        pprof = {"ETCD_ENABLE_PPROF": "true"} if options.server_profile_seconds > 0 else {}
-        with _environ(pprof):
-            cp.start()
+        # etcd's /debug/pprof for --server-profile-seconds.
+        pprof = ("--enable-pprof=true",) if options.server_profile_seconds > 0 else ()
+        cp = ControlPlane(
+            bin_dir=ensure_binaries(), extra_apiserver_args=APISERVER_ARGS, extra_etcd_args=pprof
+        )
+        cp.start()
     began = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix=f"vso-bench-{scale.name}-") as tmp_name:
@@ -1561,20 +1561,6 @@ def run_scale(scale: Scale, options: Options, cp: ControlPlane | None = None) ->
     res["scale_wall_s"] = time.monotonic() - began
     res["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return res
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _hold(cp: ControlPlane, held: dict[str, Any], path: Path) -> None:

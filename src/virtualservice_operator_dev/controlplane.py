@@ -108,6 +108,7 @@ class ControlPlane:
         istio_crds: tuple[str, ...] = (VIRTUAL_SERVICE_CRD,),
         crd_dir: Path | None = None,
         extra_apiserver_args: tuple[str, ...] = (),
+        extra_etcd_args: tuple[str, ...] = (),
         address: str = "127.0.0.1",
         pki_ips: tuple[str, ...] = (),
     ) -> None:
@@ -119,6 +120,7 @@ class ControlPlane:
         self.istio_crds = istio_crds
         self.crd_dir = crd_dir
         self.extra_apiserver_args = extra_apiserver_args
+        self.extra_etcd_args = extra_etcd_args
         self.address = address
         self.pki_ips = pki_ips
         self.etcd: subprocess.Popen[bytes] | None = None
@@ -251,6 +253,7 @@ class ControlPlane:
                 f"--initial-cluster=default={peer_url}",
                 "--unsafe-no-fsync=true",
                 "--log-level=warn",
+                *self.extra_etcd_args,
             ],
             "etcd.log",
         )

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -159,6 +161,25 @@ def test_warm_start_is_fast_and_stop_leaves_nothing(control_plane: ControlPlane)
     for pid in pids:
         assert not _alive(pid), f"process {pid} still running after stop()"
     assert not work_dir.exists()
+
+
+def test_extra_etcd_args_reach_etcd(control_plane: ControlPlane) -> None:
+    """The benchmark's --server-profile-seconds reads etcd's /debug/pprof, which only
+    `--enable-pprof=true` serves: the shared control plane has none."""
+    index = "/debug/pprof/"
+    assert _etcd_status(control_plane, index) == 404
+    with ControlPlane(
+        bin_dir=control_plane.bin_dir, istio_crds=(), extra_etcd_args=("--enable-pprof=true",)
+    ) as cp:
+        assert _etcd_status(cp, index) == 200
+
+
+def _etcd_status(cp: ControlPlane, path: str) -> int:
+    try:
+        with urllib.request.urlopen(cp.etcd_url + path, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def test_children_die_when_owner_is_killed(control_plane: ControlPlane, tmp_path: Path) -> None:

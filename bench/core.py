@@ -425,7 +425,13 @@ def proc_cpu_s(pid: int) -> float:
 
 def server_cpu_s(cp: ControlPlane) -> float:
     """CPU seconds kube-apiserver and etcd have used so far, together."""
-    return sum(proc_cpu_s(p.pid) for p in (cp.apiserver, cp.etcd) if p is not None)
+    return sum(_server_cpu_by_process(cp).values())
+
+
+def _server_cpu_by_process(cp: ControlPlane) -> dict[str, float]:
+    """CPU seconds each of kube-apiserver and etcd has used so far."""
+    procs = {"apiserver": cp.apiserver, "etcd": cp.etcd}
+    return {k: proc_cpu_s(p.pid) for k, p in procs.items() if p is not None}
 
 
 def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
@@ -941,11 +947,6 @@ async def _server_profile(ctx: Ctx, what: str, done: asyncio.Event, base: _Basel
         )
     ctx.server_profiles[what] = figures
     ctx.log(f"{what}: window {window:.1f} s, CPU {figures['cpu_s']}, writes {writes}")
-
-
-def _server_cpu_by_process(cp: ControlPlane) -> dict[str, float]:
-    procs = {"apiserver": cp.apiserver, "etcd": cp.etcd}
-    return {k: proc_cpu_s(p.pid) for k, p in procs.items() if p is not None}
 
 
 async def _start_server_profile(

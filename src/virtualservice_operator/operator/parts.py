@@ -114,10 +114,10 @@ def settle_heap() -> None:
     """After the caches are filled: what the lists put there is to stay, so it leaves the
     cyclic collector's sight (`gc.freeze`, as CPython's docs advise for a long-lived heap).
     Each full collection then walks only what came after. At 210,000 Services one walk of
-    the filled cache takes about 0.25 s on the event loop; with it, churn at 50 changes/s
-    had a p99 of 1.1 s, without it 62 ms (bench/README.md). Objects freed later are freed as
-    before (reference counts); only cycles among the frozen ones would stay, and the
-    cache's records hold none."""
+    the filled cache takes about 0.25 s on the event loop; while those walks happened, churn
+    at 50 changes/s had a p99 of 1.1 s, settled 62 ms (bench/README.md). Objects freed
+    later are freed as before (reference counts); only cycles among the frozen ones would
+    stay, and the cache's records hold none."""
     gc.collect()  # the lists' garbage goes first, so that none of it is frozen
     gc.freeze()
 

@@ -22,7 +22,6 @@ ConfigMap missing or invalid, file unreadable).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import os
 import re
@@ -270,7 +269,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from virtualservice_operator.kube.kubeconfig import KubeconfigError
     from virtualservice_operator.operator import app
-    from virtualservice_operator.runtime import logs
+    from virtualservice_operator.runtime import eventloop, logs
 
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     logs.configure(args.zap_log_level, args.zap_development)
@@ -298,7 +297,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     try:
-        return asyncio.run(app.run(options))
+        return eventloop.run(app.run(options))
     # ValueError: e.g. inconsistent lease timings.
     except (app.StartupError, KubeconfigError, ValueError) as e:
         structlog.get_logger("manager").error(f"cannot start: {e}", error=str(e))

@@ -17,9 +17,11 @@ Safety rules, checked here once for every writer:
   a user applied over a placeholder;
 - nothing in a system namespace, nothing about an ignored Service (`kubernetes`).
 
-Bodies: `create` is the manifest to POST; `update` is the whole object to PUT (it
-carries metadata.resourceVersion for optimistic concurrency); `delete` carries
-resourceVersion and uid as preconditions; `unmark` is a JSON merge patch.
+Bodies: `create` is the manifest to POST (the Desired's own dict, not a copy: desired
+state is built afresh for each pass and no one changes a body after planning); `update`
+is the whole object to PUT (it carries metadata.resourceVersion for optimistic
+concurrency); `delete` carries resourceVersion and uid as preconditions; `unmark` is a
+JSON merge patch.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def _plan_virtual_services(
                     kind="VirtualService",
                     namespace=d,
                     name=name,
-                    body=copy.deepcopy(want),
+                    body=want,
                     reason="not found",
                 )
             )
@@ -340,7 +342,7 @@ def _plan_placeholders(
                         kind="Service",
                         namespace=ns,
                         name=s,
-                        body=copy.deepcopy(want),
+                        body=want,
                         reason=f"placeholder for {d}/{s} missing",
                     )
                 )

@@ -430,9 +430,24 @@ class OperatorMetrics:
     def rest_client_observer(self, host: str) -> Callable[[str, int, float], None]:
         """A `kube.RequestObserver` counting a client's requests to `host`."""
 
+        # Each label set's child kept: `labels()` costs more than the count itself, on
+        # every request.
+        counters: dict[tuple[str, int], Counter] = {}
+        durations: dict[str, Histogram] = {}
+
         def observe(method: str, code: int, seconds: float) -> None:
-            self.rest_client_requests.labels(str(code) if code else "<error>", method, host).inc()
-            self.rest_client_request_duration.labels(method, host).observe(seconds)
+            counter = counters.get((method, code))
+            if counter is None:
+                counter = counters[method, code] = self.rest_client_requests.labels(
+                    str(code) if code else "<error>", method, host
+                )
+            counter.inc()
+            duration = durations.get(method)
+            if duration is None:
+                duration = durations[method] = self.rest_client_request_duration.labels(
+                    method, host
+                )
+            duration.observe(seconds)
 
         return observe
 

@@ -354,6 +354,15 @@ def test_health_and_readiness_probes(operator: OperatorFactory) -> None:
     assert proc.get("health", "/metrics")[0] == 404
 
 
+def test_the_operator_process_runs_on_uvloop(operator: OperatorFactory) -> None:
+    # runtime/eventloop.py: the measured CPU per write depends on it; a packaging or
+    # start-up change that lost it would pass every functional test.
+    proc = operator.start()
+    assert proc.proc is not None
+    maps = Path(f"/proc/{proc.proc.pid}/maps").read_text()
+    assert "/uvloop/loop." in maps, "uvloop's extension is not loaded in the operator"
+
+
 # -- 4. metrics ---------------------------------------------------------------------------
 
 REQUIRED_SERIES = (

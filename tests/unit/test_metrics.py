@@ -105,6 +105,29 @@ def test_registries_are_independent() -> None:
     assert "virtualservice_operator_writes_total" not in names(two)
 
 
+def test_request_observer_counts_each_code_and_verb_apart() -> None:
+    # The observer keeps each label set's child: a code or verb must not reuse another's.
+    metrics = OperatorMetrics()
+    observe = metrics.rest_client_observer("api:6443")
+    for method, code in [("POST", 201), ("POST", 201), ("POST", 409), ("GET", 200), ("GET", 0)]:
+        observe(method, code, 0.01)
+    got = scrape(metrics)
+    for code, method, count in [("201", "POST", 2), ("409", "POST", 1), ("200", "GET", 1)]:
+        assert (
+            value(got, "rest_client_requests_total", code=code, method=method, host="api:6443")
+            == count
+        )
+    assert (
+        value(got, "rest_client_requests_total", code="<error>", method="GET", host="api:6443") == 1
+    )
+    assert (
+        value(got, "rest_client_request_duration_seconds_count", verb="POST", host="api:6443") == 3
+    )
+    assert (
+        value(got, "rest_client_request_duration_seconds_count", verb="GET", host="api:6443") == 2
+    )
+
+
 async def test_workqueue_metrics_follow_the_queue() -> None:
     clock = FakeClock()
     metrics = OperatorMetrics()

@@ -21,6 +21,7 @@ could lag or die. Each part counts its own work: the client its requests (throug
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Hashable, Iterable
 
@@ -432,22 +433,17 @@ class OperatorMetrics:
 
         # Each label set's child kept: `labels()` costs more than the count itself, on
         # every request.
-        counters: dict[tuple[str, int], Counter] = {}
-        durations: dict[str, Histogram] = {}
+        @functools.cache
+        def requests(method: str, code: int) -> Counter:
+            return self.rest_client_requests.labels(str(code) if code else "<error>", method, host)
+
+        @functools.cache
+        def duration(method: str) -> Histogram:
+            return self.rest_client_request_duration.labels(method, host)
 
         def observe(method: str, code: int, seconds: float) -> None:
-            counter = counters.get((method, code))
-            if counter is None:
-                counter = counters[method, code] = self.rest_client_requests.labels(
-                    str(code) if code else "<error>", method, host
-                )
-            counter.inc()
-            duration = durations.get(method)
-            if duration is None:
-                duration = durations[method] = self.rest_client_request_duration.labels(
-                    method, host
-                )
-            duration.observe(seconds)
+            requests(method, code).inc()
+            duration(method).observe(seconds)
 
         return observe
 

@@ -28,7 +28,7 @@ host_ca=/etc/ssl/certs/ca-certificates.crt
 if [[ -f "$host_ca" ]]; then
   build_args+=(--secret "id=build-ca,src=$host_ca")
 fi
-"${buildah_cmd[@]}" build --quiet --layers --pull-never --isolation chroot \
+buildah_build --quiet --layers --pull-never --isolation chroot \
   --format oci --file "$root/Dockerfile" "${build_args[@]}" \
   --tag "$reference" "$root" >/dev/null
 echo "built the image in $((SECONDS - start))s" >&2

@@ -43,3 +43,23 @@ need_tools() { # installs Debian's packages for the commands it is given, when m
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 ||
     { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; }
 }
+
+# buildah starts each RUN step in a fresh copy of itself, written into a memfd and sealed
+# (containers/storage's unshare.c). On some kernels the seal is refused at random with
+# EBUSY ("sealing memfd copy: Device or resource busy"; seen once in CI), before the step
+# runs anything. Only then is the build tried again, up to 3 times in all: the steps that
+# finished are cached layers. Any other failure ends it at once.
+buildah_build() { # buildah_build ARGS...: "${buildah_cmd[@]}" build ARGS...
+  local attempt log rc
+  log="$(mktemp)"
+  for attempt in 1 2 3; do
+    rc=0
+    "${buildah_cmd[@]}" build "$@" 2>"$log" || rc=$?
+    cat "$log" >&2
+    if ((rc == 0)) || ! grep -q 'sealing memfd copy: Device or resource busy' "$log" || ((attempt == 3)); then
+      rm -f "$log"
+      return "$rc"
+    fi
+    echo "buildah could not seal its copy of itself (EBUSY from the kernel, before the step ran); building again, try $((attempt + 1)) of 3" >&2
+  done
+}

@@ -125,11 +125,11 @@ OPERATOR_RULES: Rules = (
     ),
     ("answers decoded (msgspec)", r"^_json$|^version_of_json$|^_answer$"),
     (
-        "HTTP client: aiohttp, headers, socket",
+        "HTTP client: requests, aiohttp, headers, socket",
         r"^(ClientSession|ClientRequest|ClientResponse|ResponseHandler|StreamWriter|"
-        r"StreamReader|DataQueue|BaseConnector|AiohttpTransport|TimerContext|TimerNoop|"
+        r"StreamReader|DataQueue|BaseConnector|LoopTransport|TimerContext|TimerNoop|"
         r"BytesPayload|PayloadRegistry|_SelectorSocketTransport|_BaseRequestContextManager|"
-        r"KubeClient)\.",
+        r"KubeClient|Http1Pool|_Connection|HttpResponseParser)\.",
     ),
     ("deepcopy of bodies", r"^deepcopy$|^_deepcopy_"),
     (

@@ -185,11 +185,18 @@ def _etcd_status(cp: ControlPlane, path: str) -> int:
 def test_children_die_when_owner_is_killed(control_plane: ControlPlane, tmp_path: Path) -> None:
     """SIGKILL the process that started a control plane: etcd and kube-apiserver must go too."""
     pid_file = tmp_path / "pids"
+    # Its work folder here: the killed owner never removes one of its own (etcd's data).
+    work = tmp_path / "cp"
+    work.mkdir()
     script = textwrap.dedent(
         f"""
         import pathlib, time
         from virtualservice_operator_dev.controlplane import ControlPlane
-        cp = ControlPlane(bin_dir=pathlib.Path({str(control_plane.bin_dir)!r}), istio_crds=())
+        cp = ControlPlane(
+            bin_dir=pathlib.Path({str(control_plane.bin_dir)!r}),
+            work_dir=pathlib.Path({str(work)!r}),
+            istio_crds=(),
+        )
         cp.start()
         pathlib.Path({str(pid_file)!r}).write_text(",".join(map(str, cp.pids())))
         time.sleep(600)

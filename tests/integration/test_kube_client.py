@@ -1,9 +1,11 @@
 """The API client against a real kube-apiserver: each way a kubeconfig can authenticate,
-token rotation after a 401, and watch events bigger than any fixed line buffer."""
+token rotation after a 401, watch events bigger than any fixed line buffer, and the
+operator's own HTTP/1.1 requests answered as through aiohttp's client."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Namespaces
+from virtualservice_operator.kube import http1
 from virtualservice_operator.kube.client import (
     CONFIGMAPS,
     ApiError,
@@ -22,7 +25,15 @@ from virtualservice_operator.kube.client import (
     ServerError,
 )
 from virtualservice_operator.kube.credentials import EXEC_EXPIRY_MARGIN
-from virtualservice_operator.kube.transport import ThreadTransport, TransportFactory
+from virtualservice_operator.kube.kubeconfig import ClusterAccess
+from virtualservice_operator.kube.looptransport import LoopTransport
+from virtualservice_operator.kube.transport import (
+    Answer,
+    ThreadTransport,
+    TransportFactory,
+    TransportOptions,
+)
+from virtualservice_operator.kube.transport import gunzip as real_gunzip
 from virtualservice_operator.serving.cert import self_signed
 from virtualservice_operator_dev.controlplane import ControlPlane
 
@@ -246,7 +257,7 @@ async def test_failing_exec_plugin_is_a_clear_error(
         await client.close()
 
 
-@pytest.mark.parametrize("transport", [None, ThreadTransport], ids=["aiohttp", "threads"])
+@pytest.mark.parametrize("transport", [None, ThreadTransport], ids=["loop", "threads"])
 async def test_impersonation_acts_as_the_restricted_user(
     control_plane: ControlPlane,
     namespaces: Namespaces,
@@ -309,3 +320,105 @@ async def test_watch_carries_events_bigger_than_a_line_buffer(
         assert len(json.dumps(big)) > 512 * 1024
     finally:
         await client.close()
+
+
+class _AiohttpAlone(LoopTransport):
+    """The reference: every request over aiohttp's client session, as before kube/http1.py."""
+
+    def __init__(self, server: str, options: TransportOptions) -> None:
+        super().__init__(server, options)
+        self._pool = None
+
+
+def _same(answer: Answer, namespace: str) -> tuple[Any, ...]:
+    """What must not differ between two transports: all but the namespace and the
+    object's identity."""
+    body: Any = answer.body.replace(namespace.encode(), b"NS")
+    if answer.content_type == "application/json":
+        body = json.loads(body)
+        for item in [body, *body.get("items", [])]:
+            for volatile in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+                item.get("metadata", {}).pop(volatile, None)
+        body.get("details", {}).pop("uid", None)
+        if "message" in body:  # a failed precondition names the object's UID
+            body["message"] = re.sub(r"UID in record \(.*?\)", "UID", body["message"])
+    return answer.status, answer.reason, answer.content_type, answer.retry_after, body
+
+
+async def test_the_operator_s_own_http_answers_as_aiohttp_s_client(
+    control_plane: ControlPlane, namespaces: Namespaces, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same requests through kube/http1.py and through aiohttp's session, each in a
+    namespace of its own, answered alike: found, missing, created, AlreadyExists, a stale
+    PUT, a merge patch, a failed precondition, a delete, 300 creations and their 300 KiB
+    list (gzipped on the wire), an invalid object, a protobuf answer, plain text, a 405
+    and an unknown path."""
+    gunzipped: list[int] = []
+
+    def gunzip(raw: bytes) -> bytes:
+        gunzipped.append(len(raw))
+        return real_gunzip(raw)
+
+    monkeypatch.setattr(http1, "gunzip", gunzip)
+    access = ClusterAccess.from_kubeconfig(str(control_plane.admin_kubeconfig))
+    options = TransportOptions(access.ssl_context, access.tls_server_name, (("User-Agent", "t"),))
+    ours = LoopTransport(access.server, options)
+    reference = _AiohttpAlone(access.server, options)
+    assert ours._pool is not None and reference._pool is None
+    big = "x" * 1000
+
+    def requests(ns: str) -> list[tuple[str, str, dict[str, str], bytes | None]]:
+        base = f"/api/v1/namespaces/{ns}/configmaps"
+        created = {"metadata": {"name": "a"}, "data": {"k": "v"}}
+        stale = {"metadata": {"name": "a", "resourceVersion": "1"}, "data": {"k": "w"}}
+        wrong_uid = {"preconditions": {"uid": "not-it"}}
+        invalid = {"metadata": {"name": "Not_Valid"}}
+        js = {"Accept": "application/json", "Content-Type": "application/json"}
+        merge = {"Accept": "application/json", "Content-Type": "application/merge-patch+json"}
+        pb = {"Accept": "application/vnd.kubernetes.protobuf"}
+        return [
+            ("GET", f"/api/v1/namespaces/{ns}", js, None),
+            ("GET", f"{base}/missing", js, None),
+            ("POST", base, js, json.dumps(created).encode()),
+            ("POST", base, js, json.dumps(created).encode()),
+            ("PUT", f"{base}/a", js, json.dumps(stale).encode()),
+            ("PATCH", f"{base}/a", merge, b'{"data": {"k": "patched"}}'),
+            ("DELETE", f"{base}/a", js, json.dumps(wrong_uid).encode()),
+            ("DELETE", f"{base}/a", js, None),
+            *[
+                (
+                    "POST",
+                    base,
+                    js,
+                    json.dumps({"metadata": {"name": f"b{i}"}, "data": {"k": big}}).encode(),
+                )
+                for i in range(300)
+            ],
+            ("GET", base, js, None),
+            ("POST", base, js, json.dumps(invalid).encode()),
+            ("GET", f"{base}/b0", pb, None),
+            ("GET", "/healthz", {}, None),
+            ("PUT", base, js, b"{}"),
+            ("GET", "/no/such/path", js, None),
+        ]
+
+    a, b = namespaces.developers[1:3]  # names of one length: protobuf bodies alike
+    try:
+        for (method, target_a, headers, body), (_, target_b, _, _) in zip(
+            requests(a), requests(b), strict=True
+        ):
+            got = await ours.send(method, target_a, headers, body)
+            want = await reference.send(method, target_b, headers, body)
+            if target_a.endswith("/b0") or "protobuf" in headers.get("Accept", ""):
+                assert (got.status, got.content_type) == (want.status, want.content_type)
+                assert len(got.body) == len(want.body)
+                continue
+            assert _same(got, a) == _same(want, b), (method, target_a)
+        listed = json.loads(
+            (await ours.send("GET", f"/api/v1/namespaces/{a}/configmaps", {}, None)).body
+        )
+        assert len(listed["items"]) == 300
+        assert gunzipped, "the API server gzipped the large list, and it was read"
+    finally:
+        await ours.close()
+        await reference.close()

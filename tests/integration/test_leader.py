@@ -9,10 +9,11 @@ retry_period, a stolen Lease noticed on the next renewal).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import waiting
 from tests.integration.conftest import Namespaces
 from virtualservice_operator.kube.client import LEASES, KubeClient
 from virtualservice_operator.runtime.leader import LeaderElectionConfig, LeaderElector
@@ -94,11 +96,8 @@ async def env(control_plane: ControlPlane, namespaces: Namespaces) -> AsyncItera
     await client.close()
 
 
-async def until(condition: Callable[[], bool], within: float) -> None:
-    """Poll `condition` until true; fail after `within` seconds."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - a plain predicate, no event to wait on
-            await asyncio.sleep(0.02)
+# Each look at the condition may be a request to the API server: not in a tight loop.
+until = functools.partial(waiting.until, poll=0.02)
 
 
 async def test_two_electors_one_leader(env: Env) -> None:

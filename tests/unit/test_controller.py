@@ -4,7 +4,9 @@ errors are retried with back-off, terminal errors are not, and no name runs twic
 from __future__ import annotations
 
 import asyncio
+import functools
 
+from tests import waiting
 from virtualservice_operator.runtime.controller import Controller
 from virtualservice_operator.runtime.metrics import OperatorMetrics, exposition, parse_exposition
 from virtualservice_operator.runtime.reconcile import Result, TerminalError
@@ -45,14 +47,8 @@ def metric(m: OperatorMetrics, name: str, **labels: str) -> float:
     )
 
 
-async def wait_until(predicate: object, deadline: float = 5.0) -> None:
-    """Let the loop turn until `predicate()` holds; fail after `deadline` seconds."""
-
-    async def poll() -> None:
-        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 - polling a plain predicate
-            await asyncio.sleep(0.001)
-
-    await asyncio.wait_for(poll(), deadline)
+# The controller's workers take longer than a plain state change to settle.
+wait_until = functools.partial(waiting.until, within=5.0, poll=0.001)
 
 
 async def test_outcomes_are_counted_and_errors_retried() -> None:

@@ -18,7 +18,6 @@ from aiohttp import web
 
 from virtualservice_operator.domain.model import ServiceInfo, ServiceWire
 from virtualservice_operator.kube import protobuf as kubeproto
-from virtualservice_operator.kube.aiotransport import AiohttpTransport
 from virtualservice_operator.kube.client import (
     CONFIGMAPS,
     SERVICES,
@@ -33,6 +32,7 @@ from virtualservice_operator.kube.client import (
     TooManyRequests,
 )
 from virtualservice_operator.kube.credentials import Credentials
+from virtualservice_operator.kube.looptransport import LoopTransport
 from virtualservice_operator.kube.transport import ThreadTransport, TransportFactory
 from virtualservice_operator.operator.cache import _SERVICE_RECORDS
 from virtualservice_operator.serving.cert import self_signed
@@ -77,7 +77,7 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
         await runner.cleanup()
 
 
-@pytest.fixture(params=[AiohttpTransport, ThreadTransport], ids=["aiohttp", "threads"])
+@pytest.fixture(params=[LoopTransport, ThreadTransport], ids=["loop", "threads"])
 def transport(request: pytest.FixtureRequest) -> TransportFactory:
     """Both transports answer every request alike (only the operator's watches)."""
     factory: TransportFactory = request.param
@@ -518,7 +518,7 @@ async def test_impersonation_and_compression_headers(
 ) -> None:
     server = await serve(lambda r: _async(web.json_response({})))
     impersonation = (
-        ("Impersonate-User", "jane"),
+        ("Impersonate-User", "jane-李"),  # sent as UTF-8, as Go sends a string's bytes
         ("Impersonate-Group", "a"),
         ("Impersonate-Group", "b"),
     )
@@ -529,7 +529,7 @@ async def test_impersonation_and_compression_headers(
         await client.close()
     headers = server.seen[0].headers
     assert headers.getall("Impersonate-Group") == ["a", "b"], "one header per group"
-    assert headers["Impersonate-User"] == "jane"
+    assert headers["Impersonate-User"] == "jane-李"
     assert "Accept-Encoding" not in headers, "disable-compression: no gzip asked for"
 
 

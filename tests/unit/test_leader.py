@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from tests.waiting import until
 from virtualservice_operator.kube.client import (
     LEASES,
     AlreadyExists,
@@ -112,13 +113,6 @@ def gauge(metrics: OperatorMetrics) -> float | None:
 
 def elector(api: FakeApi, clock: FakeClock, identity: str, **kw: Any) -> LeaderElector:
     return LeaderElector(cast(KubeClient, api), config(identity), clock=clock, **kw)
-
-
-async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
-    """Let the event loop turn until `condition` holds, with a real-time deadline."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - a plain predicate, no event to wait on
-            await asyncio.sleep(0)
 
 
 async def settle() -> None:

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from tests.waiting import until
 from virtualservice_operator.runtime.manager import Manager
 
 
@@ -51,12 +52,6 @@ class FakeElection(Part):
         super().__init__("elector", log)
         self.leading = asyncio.Event()
         self.lost = asyncio.Event()
-
-
-async def until(condition: object, within: float = 2.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # type: ignore[operator]  # noqa: ASYNC110 - a plain predicate
-            await asyncio.sleep(0)
 
 
 async def test_groups_start_in_order_and_stop_in_reverse() -> None:

@@ -3,12 +3,12 @@ sweep asked each time, and the sweep's deletes planned by plan and sent by the e
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import structlog
 
+from tests.waiting import until
 from virtualservice_operator.domain.config import parse_config
 from virtualservice_operator.domain.plan import Action
 from virtualservice_operator.operator.resync import OrphanSweep, Resync
@@ -61,12 +61,6 @@ class CountingSweep:
 
     def request(self) -> None:
         self.requests += 1
-
-
-async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - a plain predicate, no event to wait on
-            await asyncio.sleep(0)
 
 
 async def test_sweep_deletes_placeholders_outside_the_config_through_the_executor() -> None:

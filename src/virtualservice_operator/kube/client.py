@@ -174,7 +174,7 @@ _TRANSPORT_ERRORS = (TransportError, CredentialsError)
 class KubeClient:
     """Async JSON client. One instance per process; close() when done.
 
-    `transport` sends the requests: by default the operator's `AiohttpTransport`
+    `transport` sends the requests: by default the operator's `LoopTransport`
     (imported only then), `ThreadTransport` for the read-only commands (transport.py).
     """
 
@@ -193,9 +193,9 @@ class KubeClient:
     ) -> None:
         """`headers` go on every request (impersonation); `proxy` is an http:// URL."""
         if transport is None:
-            from virtualservice_operator.kube.aiotransport import AiohttpTransport
+            from virtualservice_operator.kube.looptransport import LoopTransport
 
-            transport = AiohttpTransport
+            transport = LoopTransport
         options = TransportOptions(
             ssl_context, server_hostname, (("User-Agent", USER_AGENT), *headers), proxy, compression
         )

@@ -3,9 +3,10 @@ returns its `Answer`; `KubeClient` (kube/client.py) does the rest (credentials, 
 a 401, typed errors, decoding, metrics).
 
 Two transports, because the operator and the read-only commands cost differently:
-- `AiohttpTransport` (aiotransport.py): the operator's, on its event loop, watches
-  included. Under churn the operator's throughput is bounded by its CPU per request,
-  and aiohttp's costs a third of an httpx client's.
+- `LoopTransport` (looptransport.py): the operator's, on its event loop. Under churn the
+  operator's throughput is bounded by its CPU per request: its requests go over
+  kept-alive HTTP/1.1 connections of its own (http1.py), its watches (and any request
+  through a proxy) over aiohttp's client.
 - `ThreadTransport` (here): the commands'. `explain` and `status` live for a second and
   make a handful of requests, so their start-up is most of their time, and importing
   aiohttp alone costs them about 0.12 s (half of it two SSL contexts it makes at import,
@@ -225,6 +226,14 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
+def gunzip(raw: bytes) -> bytes:
+    """A gzip answer's body, decompressed; an unreadable one is a `TransportError`."""
+    try:
+        return zlib.decompress(raw, wbits=zlib.MAX_WBITS | 16)
+    except zlib.error as e:
+        raise TransportError(f"gzip answer unreadable: {describe(e)}") from e
+
+
 class _Connection(http.client.HTTPSConnection):
     """HTTPS with the kubeconfig's `tls-server-name`, when it names one, checked in
     place of the server's host; through a proxy, a CONNECT tunnel to the server."""
@@ -304,10 +313,11 @@ class ThreadTransport:
     ) -> None:
         # By hand rather than conn.request(): a fixed header may repeat (Impersonate-Group).
         conn.putrequest(method, self._origin + self._prefix + target, skip_accept_encoding=True)
+        # Values as UTF-8 bytes, as Go sends a string's (http.client would take latin-1).
         for name, value in self._fixed:
-            conn.putheader(name, value)
+            conn.putheader(name, value.encode())
         for name, value in headers.items():
-            conn.putheader(name, value)
+            conn.putheader(name, value.encode())
         if body is not None:
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body)
@@ -336,10 +346,10 @@ class ThreadTransport:
             break
         if response.getheader("Content-Encoding", "").lower() == "gzip":
             try:
-                raw = zlib.decompress(raw, wbits=zlib.MAX_WBITS | 16)
-            except zlib.error as e:
+                raw = gunzip(raw)
+            except TransportError:
                 conn.close()
-                raise TransportError(describe(e)) from e
+                raise
         if response.will_close:
             conn.close()
         else:
@@ -356,7 +366,7 @@ class ThreadTransport:
     def stream(
         self, target: str, headers: Mapping[str, str], idle_timeout: float
     ) -> AbstractAsyncContextManager[Streamed]:
-        raise TransportError("watching needs the operator's transport (AiohttpTransport)")
+        raise TransportError("watching needs the operator's transport (LoopTransport)")
 
     async def close(self) -> None:
         with self._lock:

@@ -1,5 +1,6 @@
-"""The operator's transport: aiohttp's client on the operator's event loop (see
-transport.py for why the read-only commands use another)."""
+"""The operator's transport, on its event loop: requests over kept-alive HTTP/1.1
+connections of its own (http1.py), watches over aiohttp's client, and every request
+through a proxy too (see transport.py for why the read-only commands use another)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from virtualservice_operator.kube.http1 import Http1Pool
 from virtualservice_operator.kube.transport import (
     CONNECT_TIMEOUT,
     REQUEST_TIMEOUT,
@@ -27,14 +29,19 @@ from virtualservice_operator.kube.transport import (
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
-class AiohttpTransport:
-    """One aiohttp session, made on first use inside the event loop that uses it."""
+class LoopTransport:
+    """One connection pool for requests, and one aiohttp session for watches (and
+    requests through a proxy), made on first use inside the event loop that uses it.
+    Both use one TLS context."""
 
     def __init__(self, server: str, options: TransportOptions | None = None) -> None:
         options = options or TransportOptions()
         self._server = server.rstrip("/")
         https = server.startswith("https:")
-        self._ssl: ssl.SSLContext | bool = (options.ssl_context or trust()) if https else False
+        tls = (options.ssl_context or trust()) if https else None
+        self._ssl: ssl.SSLContext | bool = tls or False
+        # Through a proxy (a CONNECT tunnel, or the whole URL), aiohttp's client does it all.
+        self._pool = None if options.proxy else Http1Pool(server, options, tls)
         # aiohttp checks the certificate against this name in place of the URL's host.
         self._extra: dict[str, Any] = {}
         if options.server_hostname:
@@ -66,6 +73,8 @@ class AiohttpTransport:
     async def send(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
     ) -> Answer:
+        if self._pool is not None:
+            return await self._pool.send(method, target, headers, body)
         try:
             async with self._http().request(
                 method, self._url(target), data=body, headers=headers, **self._extra
@@ -92,6 +101,8 @@ class AiohttpTransport:
             raise TransportError(describe(e)) from e
 
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

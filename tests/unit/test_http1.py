@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from tests import waiting
 from virtualservice_operator.kube import http1
 from virtualservice_operator.kube.http1 import Http1Pool
 from virtualservice_operator.kube.transport import Answer, TransportError, TransportOptions
+from virtualservice_operator.runtime import eventloop
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 THEN_CLOSE = b"<then close>"
@@ -314,3 +316,22 @@ async def test_at_most_25_connections_are_kept_idle() -> None:
         await asyncio.gather(*(pool.send("GET", f"/{i}", {}, None) for i in range(30)))
         assert len(pool._idle) == http1.MAX_IDLE
     assert len(server.connections) == 30
+
+
+# Every test above that takes no fixture, again on uvloop's loop: the operator's.
+_WITHOUT_FIXTURES = [
+    name
+    for name, test in list(globals().items())
+    if name.startswith("test_")
+    and inspect.iscoroutinefunction(test)
+    and not inspect.signature(test).parameters
+]
+
+
+@pytest.mark.parametrize("name", _WITHOUT_FIXTURES)
+def test_on_the_operator_s_loop(name: str) -> None:
+    async def on_uvloop() -> str:
+        await globals()[name]()
+        return type(asyncio.get_running_loop()).__module__
+
+    assert eventloop.run(on_uvloop()).startswith("uvloop")

@@ -35,6 +35,7 @@ from virtualservice_operator.kube.credentials import Credentials
 from virtualservice_operator.kube.looptransport import LoopTransport
 from virtualservice_operator.kube.transport import ThreadTransport, TransportFactory
 from virtualservice_operator.operator.cache import _SERVICE_RECORDS
+from virtualservice_operator.runtime import eventloop
 from virtualservice_operator.serving.cert import self_signed
 
 
@@ -569,3 +570,37 @@ async def test_threads_do_not_watch() -> None:
     with pytest.raises(ServerError, match="watching needs the operator's transport"):
         async for _ in client.watch(CONFIGMAPS, "ns", resource_version="1"):
             pass
+
+
+def test_the_operator_s_transport_on_the_operator_s_loop(tmp_path: Path) -> None:
+    """On uvloop's loop (the operator's: its TLS transport is no asyncio.Transport), over
+    TLS: a request, a second on the kept connection, and a watch."""
+    tls, trust = _tls_for("kube.internal", tmp_path)
+    added = {"type": "ADDED", "object": {"metadata": {"name": "a"}}}
+
+    async def scenario() -> tuple[list[Any], list[Any], str]:
+        async def answer(request: web.Request) -> web.Response:
+            if request.query.get("watch") == "true":
+                return web.Response(body=json.dumps(added).encode() + b"\n")
+            return web.json_response({"ok": True})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+        await site.start()
+        url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+        client = KubeClient(url, ssl_context=trust, server_hostname="kube.internal")
+        try:
+            got = [await client.get(CONFIGMAPS, "ns", "x") for _ in range(2)]
+            watched = [o async for _, o in client.watch(CONFIGMAPS, "ns", resource_version="1")]
+        finally:
+            await client.close()
+            await runner.cleanup()
+        return got, watched, type(asyncio.get_running_loop()).__module__
+
+    got, watched, loop = eventloop.run(scenario())
+    assert loop.startswith("uvloop")
+    assert got == [{"ok": True}] * 2
+    assert watched == [added["object"]]

@@ -34,6 +34,7 @@ import re
 import ssl
 import time
 from collections.abc import Iterable, Mapping
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -87,8 +88,8 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, though uvloop's TLS one is no asyncio.Transport subclass.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._got += len(data)

@@ -49,6 +49,17 @@ class Server:
 Handler = Callable[[web.Request], Any]
 
 
+async def _site(handler: Handler, tls: ssl.SSLContext | None) -> tuple[web.AppRunner, str]:
+    """An aiohttp server on loopback answering every path with `handler`; its URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+    port = runner.addresses[0][1]
+    return runner, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+
+
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[..., Any]]:
     runners: list[web.AppRunner] = []
@@ -62,15 +73,8 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
             result: web.StreamResponse = await handler(request)
             return result
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", record)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-        await site.start()
+        runner, server.url = await _site(record, tls)
         runners.append(runner)
-        port = runner.addresses[0][1]
-        server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         return server
 
     yield start
@@ -584,13 +588,7 @@ def test_the_operator_s_transport_on_the_operator_s_loop(tmp_path: Path) -> None
                 return web.Response(body=json.dumps(added).encode() + b"\n")
             return web.json_response({"ok": True})
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", answer)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-        await site.start()
-        url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+        runner, url = await _site(answer, tls)
         client = KubeClient(url, ssl_context=trust, server_hostname="kube.internal")
         try:
             got = [await client.get(CONFIGMAPS, "ns", "x") for _ in range(2)]

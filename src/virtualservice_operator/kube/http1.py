@@ -243,18 +243,14 @@ class Http1Pool:
                             continue
                         raise
                     break
-        except TimeoutError as e:
-            if conn is not None:
+        except BaseException as e:
+            if conn is not None:  # its request may still be on it
                 conn.close()
-            raise TransportError(f"TimeoutError: no answer within {REQUEST_TIMEOUT:g} s") from e
-        except (TransportError, asyncio.CancelledError):
-            if conn is not None:
-                conn.close()
+            if isinstance(e, TimeoutError):  # an OSError too: first
+                raise TransportError(f"TimeoutError: no answer within {REQUEST_TIMEOUT:g} s") from e
+            if isinstance(e, OSError):  # ssl.SSLError included
+                raise TransportError(describe(e)) from e
             raise
-        except (OSError, ssl.SSLError) as e:
-            if conn is not None:
-                conn.close()
-            raise TransportError(describe(e)) from e
         self._give_back(conn)
         return answer
 
